@@ -1,0 +1,303 @@
+"""The normalized grade event: one vendor-neutral model every producer publishes.
+
+``target`` is the vendor addressing of the grade. Its shape depends on the vendor of the event's
+``destination`` (looked up in the destinations file, or in ``context={"vendors": {...}}``), and is
+validated as that vendor's target model.
+
+Per-event credentials (``service_key``, ``ltik``, ``person_token``) are :class:`SecretStr`: every
+ordinary dump shows ``**********``; only :meth:`GradeEvent.to_wire` (the broker / store form) reveals
+them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from uuid import UUID, uuid4
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FieldSerializationInfo,
+    JsonValue,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+MAX_METADATA_BYTES = 4096
+_MASK = "**********"
+
+
+class ActivityProgress(StrEnum):
+    INITIALIZED = "Initialized"
+    STARTED = "Started"
+    IN_PROGRESS = "InProgress"
+    SUBMITTED = "Submitted"
+    COMPLETED = "Completed"
+
+
+class GradingProgress(StrEnum):
+    FULLY_GRADED = "FullyGraded"
+    PENDING = "Pending"
+    PENDING_MANUAL = "PendingManual"
+    FAILED = "Failed"
+    NOT_READY = "NotReady"
+
+
+def _reveal(value: SecretStr | None, info: FieldSerializationInfo) -> str | None:
+    if value is None:
+        return None
+    ctx = info.context or {}
+    return value.get_secret_value() if ctx.get("reveal_secrets") else _MASK
+
+
+Id = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
+
+
+class _Target(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def item_key(self) -> str:
+        """What identifies the graded item, for the per learner+item stale guard."""
+        raise NotImplementedError
+
+
+class LearningStudioTarget(_Target):
+    vendor: Literal["learningstudio"] = Field("learningstudio", exclude=True, repr=False)
+    course_id: Id = Field(description="the LTI launch's context_id")
+    item_id: Id = Field(description="the LTI launch's resource_link_id")
+
+    def item_key(self) -> str:
+        return f"{self.course_id}/{self.item_id}"
+
+
+class LtiaasTarget(_Target):
+    vendor: Literal["ltiaas"] = Field("ltiaas", exclude=True, repr=False)
+    line_item_id: str = Field(description="the full line item URL", max_length=2048)
+    service_key: SecretStr | None = Field(None, description="SERVICE-AUTH-V1 service key (secret)")
+    ltik: SecretStr | None = Field(None, description="LTIK-AUTH-V2 launch token (secret)")
+
+    @field_validator("line_item_id")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or len(value) < 12:
+            raise ValueError("must be the full line item URL (http:// or https://)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> LtiaasTarget:
+        if (self.service_key is None) == (self.ltik is None):
+            raise ValueError("exactly one of service_key or ltik is required")
+        return self
+
+    _ser = field_serializer("service_key", "ltik")(_reveal)
+
+    def item_key(self) -> str:
+        return self.line_item_id
+
+
+class EdlinkTarget(_Target):
+    vendor: Literal["edlink"] = Field("edlink", exclude=True, repr=False)
+    class_id: Id
+    assignment_id: Id
+    person_token: SecretStr | None = Field(None, description="the learner's Edlink user token (secret)")
+
+    _ser = field_serializer("person_token")(_reveal)
+
+    def item_key(self) -> str:
+        return f"{self.class_id}/{self.assignment_id}"
+
+
+class ThoughtIndustriesTarget(_Target):
+    vendor: Literal["thoughtindustries"] = Field("thoughtindustries", exclude=True, repr=False)
+    assignment_id: UUID
+
+    def item_key(self) -> str:
+        return str(self.assignment_id)
+
+
+Target = Annotated[
+    LearningStudioTarget | LtiaasTarget | EdlinkTarget | ThoughtIndustriesTarget,
+    Field(discriminator="vendor"),
+]
+
+
+class LinkAttachment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["link"]
+    url: str = Field(pattern=r"^https?://", max_length=2048)
+    title: str | None = Field(None, max_length=255)
+
+
+class TextAttachment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["text"]
+    text: str = Field(min_length=1, max_length=100_000)
+    title: str | None = Field(None, max_length=255)
+
+
+class FileAttachment(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["file"]
+    title: str = Field(min_length=1, max_length=255)
+    data: list[Annotated[int, Field(ge=0, le=255)]] = Field(max_length=65_536, description="byte array")
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+Attachment = Annotated[LinkAttachment | TextAttachment | FileAttachment, Field(discriminator="type")]
+
+
+def _vendor_map(info: ValidationInfo) -> dict[str, str]:
+    ctx = info.context or {}
+    if "vendors" in ctx:
+        return dict(ctx["vendors"])
+    from producers.settings import get_settings
+
+    return get_settings().vendors()
+
+
+class GradeEvent(BaseModel):
+    """A normalized, vendor-neutral grade event."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="GradeEvent")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: UUID = Field(default_factory=uuid4, description="idempotency key; generated when absent")
+    destination: str = Field(min_length=1, max_length=100, description="a configured destination name")
+    learner_id: Id
+    occurred_at: AwareDatetime = Field(
+        default_factory=lambda: datetime.now(UTC),
+        validate_default=True,
+        description="ISO 8601 with timezone; orders events of one learner+item; the AGS timestamp",
+    )
+    score_given: float | None = Field(None, ge=0)
+    score_maximum: float | None = Field(None, gt=0)
+    letter_grade: str | None = Field(None, max_length=20)
+    comment: str | None = Field(None, max_length=10_000)
+    activity_progress: ActivityProgress = ActivityProgress.COMPLETED
+    grading_progress: GradingProgress = GradingProgress.FULLY_GRADED
+    target: Target
+    attachments: list[Attachment] = Field(default_factory=list, max_length=20)
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tag_target(cls, data: Any, info: ValidationInfo) -> Any:
+        """Tell the target which vendor model to validate against (from the destination)."""
+        if isinstance(data, dict) and isinstance(data.get("target"), dict):
+            vendor = _vendor_map(info).get(str(data.get("destination")))
+            if vendor is not None:
+                data = {**data, "target": {**data["target"], "vendor": vendor}}
+        return data
+
+    @field_validator("destination")
+    @classmethod
+    def _known_destination(cls, value: str, info: ValidationInfo) -> str:
+        known = _vendor_map(info)
+        if value not in known:
+            raise ValueError(f"unknown destination {value!r} (configured: {', '.join(sorted(known)) or 'none'})")
+        return value
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _utc_millis(cls, value: datetime) -> datetime:
+        value = value.astimezone(UTC)
+        return value.replace(microsecond=(value.microsecond // 1000) * 1000)
+
+    @field_validator("score_given", "score_maximum")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _small(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        if len(json.dumps(value, separators=(",", ":"))) > MAX_METADATA_BYTES:
+            raise ValueError(f"must serialize to at most {MAX_METADATA_BYTES} bytes of JSON")
+        return value
+
+    @model_validator(mode="after")
+    def _rules(self) -> GradeEvent:
+        if self.score_given is not None and self.score_maximum is None:
+            raise ValueError("score_maximum is required when score_given is present")
+        if isinstance(self.target, ThoughtIndustriesTarget):
+            try:
+                UUID(self.learner_id)
+            except ValueError:
+                raise ValueError("learner_id must be a UUID for a thoughtindustries destination") from None
+        return self
+
+    # -- forms -----------------------------------------------------------------------------------
+    def to_wire(self) -> str:
+        """JSON with secrets revealed: only for the broker, the store and the vendor call."""
+        return self.model_dump_json(context={"reveal_secrets": True})
+
+    @classmethod
+    def from_wire(cls, raw: str | bytes, *, vendors: dict[str, str] | None = None) -> GradeEvent:
+        ctx = {"vendors": vendors} if vendors is not None else None
+        return cls.model_validate_json(raw, context=ctx)
+
+    def redacted(self) -> dict[str, Any]:
+        """A JSON-ready dict with every secret masked (logs, status, pages)."""
+        return self.model_dump(mode="json")
+
+    @property
+    def vendor(self) -> str:
+        return self.target.vendor
+
+    def item_key(self) -> str:
+        return self.target.item_key()
+
+    @property
+    def occurred_at_iso(self) -> str:
+        """``occurred_at`` as ISO 8601, UTC, millisecond precision (the AGS ``timestamp``)."""
+        return self.occurred_at.isoformat(timespec="milliseconds")
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    """One ``field.path: reason`` line per problem, tag segments of tagged unions removed."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    tags = {"learningstudio", "ltiaas", "edlink", "thoughtindustries", "link", "text", "file"}
+    dest_bad = any(e["loc"][:1] == ("destination",) for e in exc.errors())
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if str(p) not in tags]
+        if dest_bad and err["type"] == "union_tag_not_found" and loc[:1] == ["target"]:
+            continue  # the target can't be checked until the destination is known
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        elif msg.startswith("Assertion failed, "):
+            msg = msg[len("Assertion failed, ") :]
+        line = f"{'.'.join(loc) or '(event)'}: {msg}"
+        if line not in seen:
+            seen.add(line)
+            lines.append(line)
+    return lines
+
+
+def event_json_schema() -> dict[str, Any]:
+    """The exported JSON Schema of :class:`GradeEvent`."""
+    schema = GradeEvent.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["description"] = (
+        "A normalized grade event. `target` takes the shape of the destination vendor's target: "
+        "learningstudio {course_id, item_id}; ltiaas {line_item_id, service_key|ltik}; "
+        "edlink {class_id, assignment_id, person_token?}; thoughtindustries {assignment_id} (UUID)."
+    )
+    return schema

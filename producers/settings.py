@@ -1,0 +1,235 @@
+"""The one typed settings object, and the destinations file it points at.
+
+Nothing else in gradesync reads the environment: every other module receives a :class:`Settings`
+(from :func:`get_settings`, read once per process) or one of its :class:`Destination` entries.
+
+``destinations.toml`` names each LMS destination, its vendor, endpoint, retry policy and credentials.
+A credential key ending in ``_env`` names an environment variable holding the secret, so secrets are
+never written in the file; they are resolved here into :class:`pydantic.SecretStr` fields.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Vendor = Literal["learningstudio", "ltiaas", "edlink", "thoughtindustries"]
+VENDORS: tuple[str, ...] = ("learningstudio", "ltiaas", "edlink", "thoughtindustries")
+
+#: which credential field each ``*_env`` key of a vendor resolves into
+SECRET_KEYS: dict[str, dict[str, str]] = {
+    "learningstudio": {"shared_secret_env": "shared_secret"},
+    "ltiaas": {"api_key_env": "api_key"},
+    "edlink": {"integration_token_env": "integration_token"},
+    "thoughtindustries": {"api_key_env": "api_key"},
+}
+
+
+class ConfigError(Exception):
+    """The configuration is invalid."""
+
+
+class _DestinationBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+    base_url: str
+    timeout: float = Field(10.0, gt=0, le=300, description="seconds per HTTP request")
+    max_attempts: int = Field(8, ge=1, le=100, description="total attempts before dead-lettering")
+    retry_base_delay: float = Field(2.0, gt=0, le=86_400)
+    retry_max_delay: float = Field(600.0, gt=0, le=7 * 86_400)
+    requeue_rate: float = Field(10.0, gt=0, description="default events/second for a DLQ requeue")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _delays(self) -> _DestinationBase:
+        if self.retry_max_delay < self.retry_base_delay:
+            raise ValueError("retry_max_delay must be >= retry_base_delay")
+        return self
+
+    def missing_secrets(self) -> list[str]:
+        """The ``*_env`` keys whose environment variable was not set."""
+        missing = []
+        for env_key, field in SECRET_KEYS[self.vendor].items():  # type: ignore[attr-defined]
+            if getattr(self, field) is None:
+                missing.append(f"{env_key} (${getattr(self, env_key)})")
+        return missing
+
+
+class LearningStudioDestination(_DestinationBase):
+    vendor: Literal["learningstudio"]
+    application_id: str = Field(min_length=1)
+    consumer_key: str = Field(min_length=1)
+    shared_secret_env: str = Field(min_length=1)
+    shared_secret: SecretStr | None = None
+
+
+class LtiaasDestination(_DestinationBase):
+    vendor: Literal["ltiaas"]
+    api_key_env: str = Field(min_length=1)
+    api_key: SecretStr | None = None
+
+
+class EdlinkDestination(_DestinationBase):
+    vendor: Literal["edlink"]
+    integration_token_env: str = Field(min_length=1)
+    integration_token: SecretStr | None = None
+
+
+class ThoughtIndustriesDestination(_DestinationBase):
+    vendor: Literal["thoughtindustries"]
+    api_key_env: str = Field(min_length=1)
+    api_key: SecretStr | None = None
+    mode: Literal["json", "jwt"] = "json"
+
+
+Destination = Annotated[
+    LearningStudioDestination | LtiaasDestination | EdlinkDestination | ThoughtIndustriesDestination,
+    Field(discriminator="vendor"),
+]
+_DESTINATION = TypeAdapter[Any](Destination)
+
+
+def parse_destinations(
+    raw: Mapping[str, Any], *, source: str = "destinations.toml", environ: Mapping[str, str] | None = None
+) -> dict[str, Destination]:
+    """Validate the parsed TOML document; secrets are resolved from ``environ``.
+
+    Raises :class:`ConfigError` naming the file, the destination and the key of every problem.
+    """
+    env = os.environ if environ is None else environ
+    table = raw.get("destinations")
+    if not isinstance(table, Mapping) or not table:
+        raise ConfigError(f"{source}: no [destinations.<name>] table found")
+    unknown_top = sorted(set(raw) - {"destinations"})
+    problems: list[str] = [f"{source}: unknown top-level key {k!r}" for k in unknown_top]
+    result: dict[str, Destination] = {}
+    for name, entry in table.items():
+        if not isinstance(entry, Mapping):
+            problems.append(f"{source}: destination {name!r}: must be a table")
+            continue
+        data = dict(entry)
+        data["name"] = name
+        for field in set(SECRET_KEYS.get(str(data.get("vendor")), {}).values()):
+            if field in data:
+                problems.append(
+                    f"{source}: destination {name!r}: key {field!r}: secrets are never written in the "
+                    f"file; set {field}_env to the name of an environment variable"
+                )
+                data.pop(field)
+        for env_key, field in SECRET_KEYS.get(str(data.get("vendor")), {}).items():
+            var = data.get(env_key)
+            if isinstance(var, str) and env.get(var):
+                data[field] = env[var]
+        try:
+            result[name] = _DESTINATION.validate_python(data)
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = [str(p) for p in err["loc"]]
+                if loc and loc[0] in VENDORS:  # the discriminated union's tag
+                    loc = loc[1:]
+                key = ".".join(loc) if loc else "vendor" if err["type"].startswith("union_tag") else "(table)"
+                msg = err["msg"]
+                if err["type"] == "union_tag_invalid":
+                    msg = f"must be one of {', '.join(VENDORS)}"
+                elif err["type"] == "union_tag_not_found":
+                    key, msg = "vendor", f"required (one of {', '.join(VENDORS)})"
+                problems.append(f"{source}: destination {name!r}: key {key!r}: {msg}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return result
+
+
+def load_destinations(path: Path, *, environ: Mapping[str, str] | None = None) -> dict[str, Destination]:
+    """Read and validate a destinations TOML file."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: destinations file not found (set GRADESYNC_DESTINATIONS)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_destinations(raw, source=str(path), environ=environ)
+
+
+class Settings(BaseSettings):
+    """Process-wide configuration, read from ``GRADESYNC_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="GRADESYNC_", extra="ignore", frozen=True)
+
+    redis_url: str = Field("redis://localhost:6379/0", description="state store; broker unless broker_url")
+    broker_url: str | None = Field(None, description="redis://… or amqp://…; defaults to redis_url")
+    destinations_file: Path = Field(Path("destinations.toml"), alias="GRADESYNC_DESTINATIONS")
+    key_prefix: str = Field("gradesync", description="prefix of every Redis key gradesync writes")
+    ledger_ttl_days: float = Field(30.0, gt=0, description="how long event ledgers are kept")
+    visibility_timeout: int = Field(
+        90, ge=30, le=3600, description="seconds before an unacknowledged message is redelivered"
+    )
+    worker_concurrency: int = Field(16, ge=1, le=512)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+    api_token: SecretStr | None = Field(None, description="bearer token of the HTTP API and dashboard")
+    insecure_dev: bool = Field(False, description="allow `gradesync serve` without an API token")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="HTTP ingest request body limit")
+    max_batch: int = Field(1000, ge=1, description="events per HTTP ingest request")
+
+    model_config["populate_by_name"] = True
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def ledger_ttl_seconds(self) -> int:
+        return int(self.ledger_ttl_days * 86_400)
+
+    def destinations(self) -> dict[str, Destination]:
+        """The validated destinations (read once per process and cached)."""
+        return _destinations_cached(self.destinations_file.resolve())
+
+    def vendors(self) -> dict[str, str]:
+        """destination name -> vendor."""
+        return {name: d.vendor for name, d in self.destinations().items()}
+
+
+@lru_cache(maxsize=8)
+def _destinations_cached(path: Path) -> dict[str, Destination]:
+    return load_destinations(path)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment once."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings and destinations (tests, and `gradesync` sub-commands that set env)."""
+    get_settings.cache_clear()
+    _destinations_cached.cache_clear()
+
+
+def environ_value(name: str) -> str | None:
+    """Read one environment variable (for the few CLI helpers that need a named one)."""
+    return os.environ.get(name)

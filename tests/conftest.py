@@ -1,0 +1,52 @@
+"""Shared fixtures. Tests that need Redis get a real one: ``GRADESYNC_TEST_REDIS_URL``, else the Redis on
+localhost (database 15), else an embedded real redis-server started for the session. They never skip."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from producers.settings import reset_settings
+from worker.localredis import EmbeddedRedis, answers
+
+LOCAL_TEST_URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No GRADESYNC_* setting of the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("GRADESYNC_") and name != "GRADESYNC_TEST_REDIS_URL":
+            monkeypatch.delenv(name, raising=False)
+    reset_settings()
+    yield
+    reset_settings()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("GRADESYNC_TEST_REDIS_URL")
+    if configured:
+        assert answers(configured, timeout=2.0), f"GRADESYNC_TEST_REDIS_URL={configured} does not answer"
+        yield configured
+        return
+    if answers(LOCAL_TEST_URL):
+        yield LOCAL_TEST_URL
+        return
+    server = EmbeddedRedis.start(Path(tmp_path_factory.mktemp("redis")), persist=False)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()

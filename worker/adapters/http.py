@@ -1,0 +1,144 @@
+"""The HTTP boundary shared by the vendor adapters: one pooled client per destination, transport
+errors and status codes mapped onto :mod:`worker.errors`.
+
+Vendor modules call :func:`send` for every request and :func:`error_for_status` for every answer they
+do not treat as success, passing the vendor's own message (parsed from its error body). Vendor-specific
+exceptions to the mapping (a 404 that means "no grade yet", a 400 that means "stale score") are decided
+in the vendor module before it falls back to :func:`error_for_status`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from datetime import UTC, datetime
+
+import httpx
+
+from producers.settings import Destination
+from worker import errors
+from worker.adapters.base import RequestObserver
+from worker.redact import excerpt
+
+USER_AGENT = "gradesync/0.1 (+https://github.com/gradesync)"
+#: a vendor's Retry-After beyond this is treated as this (sanity cap: one day)
+MAX_RETRY_AFTER = 86_400.0
+
+
+def make_client(destination: Destination, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
+    """The destination's pooled client: its base URL and timeout, keep-alive, redirects never followed."""
+    return httpx.Client(
+        base_url=destination.base_url,
+        timeout=httpx.Timeout(destination.timeout),
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=30.0),
+        headers={"User-Agent": USER_AGENT},
+        transport=transport,
+    )
+
+
+def send(
+    client: httpx.Client,
+    request: httpx.Request,
+    *,
+    route: str,
+    observe: RequestObserver | None = None,
+) -> httpx.Response:
+    """Send one request; a transport failure becomes ``VendorTimeout`` or ``NetworkError``.
+
+    ``route`` is a low-cardinality label of the endpoint (``grade.get``), for metrics and logs.
+    """
+    started = time.perf_counter()
+    try:
+        response = client.send(request)
+        response.read()
+    except httpx.TimeoutException as exc:
+        if observe:
+            observe(request.method, route, None, time.perf_counter() - started)
+        raise errors.VendorTimeout(f"{route}: no answer within the timeout ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        if observe:
+            observe(request.method, route, None, time.perf_counter() - started)
+        raise errors.NetworkError(f"{route}: {type(exc).__name__}: connection failed") from exc
+    if observe:
+        observe(request.method, route, response.status_code, time.perf_counter() - started)
+    return response
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        current = datetime.now(UTC).timestamp() if now is None else now
+        seconds = when.timestamp() - current
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+_BY_STATUS: dict[int, type[errors.DeliveryError]] = {
+    400: errors.InvalidRequest,
+    401: errors.AuthenticationFailed,
+    403: errors.Forbidden,
+    404: errors.NotFound,
+    406: errors.InvalidRequest,
+    408: errors.VendorTimeout,
+    409: errors.Conflict,
+    413: errors.InvalidRequest,
+    415: errors.InvalidRequest,
+    422: errors.InvalidRequest,
+    425: errors.VendorUnavailable,
+    429: errors.RateLimited,
+}
+
+
+def error_class_for(status: int) -> type[errors.DeliveryError]:
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    if status >= 500:
+        return errors.VendorUnavailable
+    if 400 <= status < 500:
+        return errors.InvalidRequest
+    return errors.UnexpectedResponse
+
+
+def error_for_status(
+    response: httpx.Response,
+    *,
+    route: str,
+    vendor_message: str | None = None,
+    cls: type[errors.DeliveryError] | None = None,
+) -> errors.DeliveryError:
+    """The project error for a non-success answer (``cls`` overrides the status mapping)."""
+    status = response.status_code
+    klass = cls or error_class_for(status)
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    reason = response.reason_phrase or ""
+    message = f"{route}: HTTP {status} {reason}".rstrip()
+    if klass is errors.UnexpectedResponse:
+        message = f"{route}: unexpected HTTP {status} {reason}".rstrip()
+    return klass(
+        message,
+        status=status,
+        vendor_message=vendor_message,
+        retry_after=retry_after,
+        excerpt=excerpt(response.text),
+    )
+
+
+def json_or_none(response: httpx.Response) -> object | None:
+    """The body as JSON, or None when it is not JSON."""
+    try:
+        return response.json()
+    except ValueError:
+        return None

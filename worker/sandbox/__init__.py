@@ -1,0 +1,56 @@
+"""Faithful simulators of the four vendor APIs, for the demo, the tests and the benchmarks.
+
+``gradesync sandbox`` serves all four in one process, one port each.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from worker.sandbox.base import Running, SandboxApp, start
+
+#: default port of each simulator
+DEFAULT_PORTS: dict[str, int] = {
+    "learningstudio": 8801,
+    "ltiaas": 8802,
+    "edlink": 8803,
+    "thoughtindustries": 8804,
+}
+
+#: credentials the simulators accept by default (the demo's destinations use the same)
+DEMO_CREDENTIALS: dict[str, dict[str, str]] = {
+    "learningstudio": {
+        "application_id": "demo-application-id",
+        "consumer_key": "demo-consumer-key",
+        "shared_secret": "demo-shared-secret-16",  # any length: CMAC keys are derived as Pearson does
+    },
+    "ltiaas": {"api_key": "demo-ltiaas-api-key", "service_key": "demo-service-key", "ltik": "demo-ltik"},
+    "edlink": {"integration_token": "demo-edlink-integration-token", "person_token": "demo-person-token"},
+    "thoughtindustries": {"api_key": "demo-ti-api-key"},
+}
+
+_CLASSES = {
+    "learningstudio": "worker.sandbox.learningstudio:LearningStudioSandbox",
+    "ltiaas": "worker.sandbox.ltiaas:LtiaasSandbox",
+    "edlink": "worker.sandbox.edlink:EdlinkSandbox",
+    "thoughtindustries": "worker.sandbox.thoughtindustries:ThoughtIndustriesSandbox",
+}
+
+
+def make_app(vendor: str, **credentials: Any) -> SandboxApp:
+    """A simulator of ``vendor`` accepting ``credentials`` (default: :data:`DEMO_CREDENTIALS`)."""
+    module, _, cls = _CLASSES[vendor].partition(":")
+    klass = getattr(importlib.import_module(module), cls)
+    creds = {**DEMO_CREDENTIALS[vendor], **credentials}
+    app: SandboxApp = klass(**creds)
+    return app
+
+
+def serve_all(host: str = "127.0.0.1", ports: dict[str, int] | None = None) -> dict[str, Running]:
+    """Start all four simulators (``ports``: vendor -> port, 0 for a free one)."""
+    chosen = {**DEFAULT_PORTS, **(ports or {})}
+    return {vendor: start(make_app(vendor), host, chosen[vendor]) for vendor in _CLASSES}
+
+
+__all__ = ["DEFAULT_PORTS", "DEMO_CREDENTIALS", "Running", "SandboxApp", "make_app", "serve_all", "start"]

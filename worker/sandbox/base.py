@@ -1,0 +1,310 @@
+"""The vendor sandbox's shared machinery: a small threaded HTTP server per simulated vendor, a request
+log, received state, and fault injection on demand.
+
+Every simulator is a :class:`SandboxApp` subclass registering routes with :meth:`SandboxApp.route`.
+Each app also answers a control API under ``/_sandbox/`` (never part of a vendor's API):
+
+``GET /_sandbox/state``       the vendor state it keeps (grades, scores, submissions…) and the request log
+``POST /_sandbox/faults``     add a fault: ``{"status": 503, "times": 2, "retry_after": 5, "latency": 0.2,
+                              "drop": false, "body": {...}, "path": "regex", "method": "POST"}``
+``DELETE /_sandbox/faults``   clear the faults
+``POST /_sandbox/reset``      clear state, log and faults
+
+A fault matches requests by optional ``method`` and ``path`` (a regex searched in the path), applies
+``latency`` seconds first, then either drops the connection without an answer (``drop``), answers
+``status`` with ``body`` (default: the vendor's own error shape from :meth:`SandboxApp.error_body`) and a
+``Retry-After`` header, or, with neither, lets the request through slowly. ``times`` is how many
+requests it affects (``-1``: until cleared).
+
+It is built on the standard library's HTTP server, not an ASGI framework, because only a raw socket can
+drop a connection mid-request the way a failing load balancer does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+_DROP = object()
+
+
+@dataclass
+class Request:
+    method: str
+    raw_path: str  # the path as sent, percent-encoding kept
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+    host: str
+
+    @property
+    def path(self) -> str:
+        return unquote(self.raw_path)
+
+    @property
+    def url(self) -> str:
+        """The full URL without the query, as the client addressed it."""
+        return f"http://{self.host}{self.raw_path}"
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
+
+    def json(self) -> Any:
+        return json.loads(self.body.decode("utf-8")) if self.body else None
+
+    def param(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any = None  # bytes, str, or JSON-able
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> tuple[bytes, dict[str, str]]:
+        headers = dict(self.headers)
+        if self.body is None:
+            return b"", headers
+        if isinstance(self.body, bytes):
+            return self.body, headers
+        if isinstance(self.body, str):
+            headers.setdefault("Content-Type", "text/plain; charset=utf-8")
+            return self.body.encode("utf-8"), headers
+        headers.setdefault("Content-Type", "application/json; charset=utf-8")
+        return json.dumps(self.body).encode("utf-8"), headers
+
+
+@dataclass
+class Fault:
+    status: int | None = None
+    body: Any = None
+    retry_after: float | None = None
+    latency: float = 0.0
+    drop: bool = False
+    times: int = 1
+    path: str | None = None
+    method: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def matches(self, req: Request) -> bool:
+        if self.times == 0:
+            return False
+        if self.method and self.method.upper() != req.method:
+            return False
+        return not (self.path and not re.search(self.path, req.path))
+
+
+Handler = Callable[[Request, "re.Match[str]"], Response]
+
+
+class SandboxApp:
+    """One simulated vendor API."""
+
+    vendor = "vendor"
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self.lock = threading.RLock()
+        self.faults: list[Fault] = []
+        self.requests: deque[dict[str, Any]] = deque(maxlen=5000)
+        self.register()
+
+    # -- for subclasses --------------------------------------------------------------------------
+    def register(self) -> None:
+        """Register the vendor's routes (override)."""
+
+    def state(self) -> dict[str, Any]:
+        """The vendor state received so far (override)."""
+        return {}
+
+    def clear(self) -> None:
+        """Forget the vendor state (override)."""
+
+    def error_body(self, status: int, message: str) -> Any:
+        """The vendor's own error body for an injected fault (override)."""
+        return {"error": message}
+
+    def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
+        """Decorator: ``pattern`` is a regex over the *raw* (still percent-encoded) path."""
+
+        def deco(fn: Handler) -> Handler:
+            self._routes.append((method.upper(), re.compile(f"^{pattern}$"), fn))
+            return fn
+
+        return deco
+
+    # -- dispatch ----------------------------------------------------------------------------------
+    def handle(self, req: Request) -> Response | object:
+        if req.raw_path.startswith("/_sandbox/"):
+            return self._control(req)
+        fault = self._take_fault(req)
+        if fault is not None:
+            if fault.latency:
+                time.sleep(fault.latency)
+            if fault.drop:
+                self._log(req, None, fault="drop")
+                return _DROP
+            if fault.status is not None:
+                headers = dict(fault.headers)
+                if fault.retry_after is not None:
+                    headers["Retry-After"] = str(int(fault.retry_after) if fault.retry_after.is_integer()
+                                                 else fault.retry_after)
+                body = fault.body if fault.body is not None else self.error_body(fault.status, "injected fault")
+                resp = Response(fault.status, body, headers)
+                self._log(req, resp.status, fault="status")
+                return resp
+        resp = self._dispatch(req)
+        self._log(req, resp.status)
+        return resp
+
+    def _dispatch(self, req: Request) -> Response:
+        allowed = False
+        for method, pattern, fn in self._routes:
+            m = pattern.match(req.raw_path)
+            if not m:
+                continue
+            if method != req.method:
+                allowed = True
+                continue
+            try:
+                return fn(req, m)
+            except json.JSONDecodeError:
+                return Response(400, self.error_body(400, "request body is not valid JSON"))
+        if allowed:
+            return Response(405, self.error_body(405, "method not allowed"))
+        return Response(404, self.error_body(404, "not found"))
+
+    def _take_fault(self, req: Request) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.matches(req):
+                    if fault.times > 0:
+                        fault.times -= 1
+                    return fault
+        return None
+
+    def _log(self, req: Request, status: int | None, fault: str | None = None) -> None:
+        entry: dict[str, Any] = {
+            "t": time.time(),
+            "method": req.method,
+            "path": req.raw_path,
+            "query": req.query,
+            "headers": req.headers,
+            "body": req.body.decode("utf-8", errors="replace"),
+            "status": status,
+        }
+        if fault:
+            entry["fault"] = fault
+        with self.lock:
+            self.requests.append(entry)
+
+    def _control(self, req: Request) -> Response:
+        name = req.raw_path[len("/_sandbox/") :].strip("/")
+        with self.lock:
+            if name == "state" and req.method == "GET":
+                return Response(200, {"vendor": self.vendor, "state": self.state(),
+                                      "requests": list(self.requests),
+                                      "faults": [f.__dict__ for f in self.faults if f.times != 0]})
+            if name == "faults" and req.method == "POST":
+                spec = req.json() or {}
+                try:
+                    self.faults.append(Fault(**spec))
+                except TypeError as exc:
+                    return Response(400, {"error": str(exc)})
+                return Response(201, {"faults": len(self.faults)})
+            if name == "faults" and req.method == "DELETE":
+                self.faults.clear()
+                return Response(204)
+            if name == "reset" and req.method == "POST":
+                self.faults.clear()
+                self.requests.clear()
+                self.clear()
+                return Response(204)
+        return Response(404, {"error": "unknown sandbox control endpoint"})
+
+
+class _HTTPHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        parts = urlsplit(self.path)
+        req = Request(
+            method=self.command,
+            raw_path=parts.path,
+            query=parse_qs(parts.query, keep_blank_values=True),
+            headers={k.lower(): v for k, v in self.headers.items()},
+            body=body,
+            host=self.headers.get("Host", f"{self.server.server_address[0]}:{self.server.server_address[1]}"),
+        )
+        result = self.server.app.handle(req)
+        if result is _DROP:
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        assert isinstance(result, Response)
+        payload, headers = result.encode()
+        self.send_response(result.status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if payload and self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:  # the request log is in the app
+        return None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], app: SandboxApp) -> None:
+        self.app = app
+        super().__init__(address, _HTTPHandler)
+
+
+@dataclass
+class Running:
+    app: SandboxApp
+    server: _Server
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.server_address[0]}:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start(app: SandboxApp, host: str = "127.0.0.1", port: int = 0) -> Running:
+    """Serve ``app`` on ``host:port`` (0: a free port) in a background thread."""
+    server = _Server((host, port), app)
+    thread = threading.Thread(target=server.serve_forever, name=f"sandbox-{app.vendor}", daemon=True)
+    thread.start()
+    return Running(app, server, thread)

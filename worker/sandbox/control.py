@@ -1,0 +1,48 @@
+"""A client of a simulator's ``/_sandbox/`` control API (tests, benchmarks, the demo)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+
+class SandboxClient:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
+
+    def fault(self, **spec: Any) -> None:
+        """Inject a fault (see :mod:`worker.sandbox.base` for the fields)."""
+        self._http.post("/_sandbox/faults", json=spec).raise_for_status()
+
+    def clear_faults(self) -> None:
+        self._http.delete("/_sandbox/faults").raise_for_status()
+
+    def reset(self) -> None:
+        self._http.post("/_sandbox/reset").raise_for_status()
+
+    def dump(self) -> dict[str, Any]:
+        response = self._http.get("/_sandbox/state")
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = self.dump()["state"]
+        return state
+
+    def requests(self, *, method: str | None = None, path: str | None = None) -> list[dict[str, Any]]:
+        """Logged requests, optionally only those of ``method`` whose path matches the regex ``path``."""
+        out = []
+        for entry in self.dump()["requests"]:
+            if method and entry["method"] != method.upper():
+                continue
+            if path and not re.search(path, entry["path"]):
+                continue
+            out.append(entry)
+        return out
+
+    def close(self) -> None:
+        self._http.close()
