@@ -23,7 +23,7 @@ DEMO_CREDENTIALS: dict[str, dict[str, str]] = {
     "learningstudio": {
         "application_id": "demo-application-id",
         "consumer_key": "demo-consumer-key",
-        "shared_secret": "demo-shared-secret-16",  # any length: CMAC keys are derived as Pearson does
+        "shared_secret": "demo-secret-0016",  # AES-CMAC key: 16, 24 or 32 bytes
     },
     "ltiaas": {"api_key": "demo-ltiaas-api-key", "service_key": "demo-service-key", "ltik": "demo-ltik"},
     "edlink": {"integration_token": "demo-edlink-integration-token", "person_token": "demo-person-token"},

@@ -9,6 +9,7 @@ Each app also answers a control API under ``/_sandbox/`` (never part of a vendor
                               "drop": false, "body": {...}, "path": "regex", "method": "POST"}``
 ``DELETE /_sandbox/faults``   clear the faults
 ``POST /_sandbox/reset``      clear state, log and faults
+``POST /_sandbox/config``     vendor-specific switches (:meth:`SandboxApp.configure`), e.g. seed data
 
 A fault matches requests by optional ``method`` and ``path`` (a regex searched in the path), applies
 ``latency`` seconds first, then either drops the connection without an answer (``drop``), answers
@@ -131,6 +132,10 @@ class SandboxApp:
     def clear(self) -> None:
         """Forget the vendor state (override)."""
 
+    def configure(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Apply vendor-specific switches or seed data; return what is now set (override)."""
+        raise ValueError(f"{self.vendor} sandbox has no configuration switches")
+
     def error_body(self, status: int, message: str) -> Any:
         """The vendor's own error body for an injected fault (override)."""
         return {"error": message}
@@ -226,6 +231,11 @@ class SandboxApp:
             if name == "faults" and req.method == "DELETE":
                 self.faults.clear()
                 return Response(204)
+            if name == "config" and req.method == "POST":
+                try:
+                    return Response(200, self.configure(req.json() or {}))
+                except (ValueError, TypeError, KeyError) as exc:
+                    return Response(400, {"error": str(exc)})
             if name == "reset" and req.method == "POST":
                 self.faults.clear()
                 self.requests.clear()

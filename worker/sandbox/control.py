@@ -17,6 +17,13 @@ class SandboxClient:
         """Inject a fault (see :mod:`worker.sandbox.base` for the fields)."""
         self._http.post("/_sandbox/faults", json=spec).raise_for_status()
 
+    def configure(self, **spec: Any) -> dict[str, Any]:
+        """Vendor-specific switches or seed data (see the simulator's docstring)."""
+        response = self._http.post("/_sandbox/config", json=spec)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
     def clear_faults(self) -> None:
         self._http.delete("/_sandbox/faults").raise_for_status()
 
