@@ -1,0 +1,27 @@
+"""What a publisher of grade events needs: the event model, and publish / publish_many."""
+
+from producers.events import (
+    ActivityProgress,
+    EdlinkTarget,
+    GradeEvent,
+    GradingProgress,
+    LearningStudioTarget,
+    LtiaasTarget,
+    ThoughtIndustriesTarget,
+)
+from producers.publish import InvalidEvents, PublishError, Publisher, publish, publish_many
+
+__all__ = [
+    "ActivityProgress",
+    "EdlinkTarget",
+    "GradeEvent",
+    "GradingProgress",
+    "InvalidEvents",
+    "LearningStudioTarget",
+    "LtiaasTarget",
+    "PublishError",
+    "Publisher",
+    "ThoughtIndustriesTarget",
+    "publish",
+    "publish_many",
+]

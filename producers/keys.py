@@ -1,0 +1,77 @@
+"""Every Redis key gradesync writes, in one place (the producers write events; the worker and the ops
+surface read and update them). Nothing else builds a key name.
+
+``{p}`` is ``Settings.key_prefix`` (default ``gradesync``)::
+
+    {p}:event:{id}               hash: wire (the event, secrets included), state, token, attempts, ...
+    {p}:event:{id}:attempts      list: one JSON record per attempt
+    {p}:scheduled                zset: event id -> due time of its next attempt (durable retries)
+    {p}:dispatching              zset: event id -> time a due retry was claimed (crash recovery)
+    {p}:dlq                      zset: event id -> time it was dead-lettered
+    {p}:hwm:{dest}:{digest}      string: newest occurred_at applied for one learner + item (stale guard)
+    {p}:lock:{dest}:{digest}     string: lease on one learner + item while an attempt runs
+    {p}:inflight:{dest}          zset: event id -> start time of the attempt running now
+    {p}:audit                    stream: operator actions
+    {p}:stats:...                counters for metrics and the dashboard
+    {p}:cache:{ns}:{key}         vendor lookups shared by workers
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "gradesync"
+
+    def event(self, event_id: str) -> str:
+        return f"{self.prefix}:event:{event_id}"
+
+    def attempts(self, event_id: str) -> str:
+        return f"{self.prefix}:event:{event_id}:attempts"
+
+    @property
+    def scheduled(self) -> str:
+        return f"{self.prefix}:scheduled"
+
+    @property
+    def dispatching(self) -> str:
+        return f"{self.prefix}:dispatching"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}:dlq"
+
+    @staticmethod
+    def _digest(learner_id: str, item_key: str) -> str:
+        return hashlib.sha256(f"{learner_id}\x00{item_key}".encode()).hexdigest()[:32]
+
+    def hwm(self, destination: str, learner_id: str, item_key: str) -> str:
+        return f"{self.prefix}:hwm:{destination}:{self._digest(learner_id, item_key)}"
+
+    def lock(self, destination: str, learner_id: str, item_key: str) -> str:
+        return f"{self.prefix}:lock:{destination}:{self._digest(learner_id, item_key)}"
+
+    def inflight(self, destination: str) -> str:
+        return f"{self.prefix}:inflight:{destination}"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}:audit"
+
+    def stats(self, *parts: str) -> str:
+        return ":".join((self.prefix, "stats", *parts))
+
+    def cache_prefix(self) -> str:
+        return self.prefix
+
+    @staticmethod
+    def queue(destination: str) -> str:
+        """The broker queue of a destination (one per destination: a slow vendor starves no other)."""
+        return f"grades.{destination}"
+
+
+#: the Celery task name of the one delivery task
+DELIVER_TASK = "gradesync.deliver"

@@ -1,0 +1,71 @@
+"""The Celery app: Redis (or AMQP) broker, one queue per destination, settings chosen for I/O-bound
+delivery with at-least-once semantics. Configuration is computed lazily from :class:`Settings` on first
+use, so importing :mod:`worker` has no side effects.
+
+Why each setting (see also README "Operations"):
+
+* ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after its attempt
+  is recorded, so a killed worker loses nothing; the broker re-delivers it.
+* ``visibility_timeout`` (``GRADESYNC_VISIBILITY_TIMEOUT``, 90 s): how soon Redis re-delivers a killed
+  worker's messages. It can be short because gradesync never uses ETA/countdown messages (retries wait
+  in Redis, :mod:`worker.store.schedule`) and every attempt is bounded by ``task_time_limit``.
+* ``worker_prefetch_multiplier = 1``: a worker reserves only what it can run, so a slow vendor's backlog
+  is not hoarded by one process and a crash strands few messages.
+* the ``threads`` pool (``gradesync worker``): vendor calls dominate, so threads overlap them cheaply and
+  share one pooled HTTP client per destination.
+* ``task_ignore_result``: outcomes live in the ledger; no result backend to fill up.
+* ``worker_cancel_long_running_tasks_on_connection_loss``: after a broker connection loss the broker will
+  re-deliver those messages anyway, so running them on would duplicate work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from producers.keys import Keys
+from producers.settings import Settings, get_settings
+
+
+def build_config(settings: Settings) -> dict[str, Any]:
+    queues = [Queue(Keys.queue(name), routing_key=Keys.queue(name)) for name in settings.destinations()]
+    time_limit = settings.visibility_timeout - 15
+    return {
+        "broker_url": settings.broker,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            "socket_keepalive": True,
+            "health_check_interval": 30,
+        },
+        "task_queues": queues,
+        "task_default_queue": queues[0].name if queues else "grades.default",
+        "task_create_missing_queues": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "task_ignore_result": True,
+        "task_time_limit": time_limit,
+        "task_soft_time_limit": time_limit - 5,
+        "task_track_started": False,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_hijack_root_logger": False,
+        "worker_max_memory_per_child": 512_000,
+        "worker_soft_shutdown_timeout": 10.0,
+        "worker_enable_soft_shutdown_on_idle": True,
+        "worker_lost_wait": 20.0,
+        "result_backend": None,
+        "timezone": "UTC",
+        "enable_utc": True,
+    }
+
+
+app = Celery("gradesync", set_as_current=True, include=["worker.tasks"])
+app.add_defaults(lambda: build_config(get_settings()))

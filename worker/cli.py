@@ -1,0 +1,170 @@
+"""The `gradesync` command: one CLI with sub-commands."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+
+import click
+
+from producers.cli import publish_cmd, schema_cmd
+from producers.settings import ConfigError, get_settings
+
+
+@click.group()
+@click.version_option(package_name="gradesync")
+def cli() -> None:
+    """gradesync: deliver normalized grade events to LMS gradebooks, reliably."""
+
+
+cli.add_command(publish_cmd)
+cli.add_command(schema_cmd)
+
+
+def _settings_or_exit() -> None:
+    try:
+        get_settings().destinations()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@cli.command("worker")
+@click.option("--concurrency", "-c", type=int, default=None, help="Threads (default GRADESYNC_WORKER_CONCURRENCY).")
+@click.option("--destinations", "-d", default=None, help="Comma-separated destinations to serve (default: all).")
+@click.option("--hostname", "-n", default=None, help="Celery node name (default gradesync@<host>).")
+@click.option("--loglevel", "-l", default=None, help="Log level (default GRADESYNC_LOG_LEVEL).")
+def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str | None, loglevel: str | None) -> None:
+    """Run a worker on the destination queues (threads pool, late acknowledgement)."""
+    from producers.keys import Keys
+    from worker import app
+
+    settings = get_settings()
+    _settings_or_exit()
+    dests = settings.destinations()
+    chosen = [d.strip() for d in destinations.split(",")] if destinations else sorted(dests)
+    unknown = [d for d in chosen if d not in dests]
+    if unknown:
+        raise click.ClickException(f"unknown destination(s): {', '.join(unknown)}")
+    missing = {name: dests[name].missing_secrets() for name in chosen if dests[name].missing_secrets()}
+    if missing:
+        lines = [f"destination {n!r}: environment variable not set for {', '.join(m)}" for n, m in missing.items()]
+        raise click.ClickException("\n".join(lines))
+    argv = [
+        "worker",
+        "--pool", "threads",
+        "--concurrency", str(concurrency or settings.worker_concurrency),
+        "--loglevel", (loglevel or settings.log_level).upper(),
+        "--queues", ",".join(Keys.queue(d) for d in chosen),
+        "--hostname", hostname or "gradesync@%h",
+        "--without-mingle",
+        "--without-gossip",
+        "--task-events",
+    ]
+    app.worker_main(argv)
+
+
+@cli.command("status")
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the ledger entry as JSON.")
+def status_cmd(event_id: str, as_json: bool) -> None:
+    """Show an event's state and its attempts."""
+    from worker.ops.views import event_view
+    from worker.store import Store
+
+    store = Store.connect(get_settings())
+    record = store.ledger.load(event_id)
+    if record is None:
+        if as_json:
+            click.echo(json.dumps({"event_id": event_id, "state": "unknown"}))
+        click.echo(f"no event {event_id} in the ledger (never published, or expired)", err=True)
+        sys.exit(1)
+    view = event_view(store, record)
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+        return
+    click.echo(f"{view['event_id']}  {view['state']}")
+    for key in ("destination", "vendor", "learner_id", "occurred_at", "attempts", "requeues", "created_at",
+                "updated_at", "next_attempt_at", "dead_lettered_at", "reason"):
+        if key in view:
+            click.echo(f"  {key:<17}{view[key]}")
+    for h in view.get("history", []):
+        what = h.get("action") or h.get("error_class") or ""
+        status = h.get("status") or "-"
+        msg = h.get("vendor_message") or h.get("message") or h.get("detail") or ""
+        click.echo(f"  attempt {h.get('n')}: {h.get('started_at')}  {h.get('outcome')}  HTTP {status}  {what}  {msg}")
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Configuration tools."""
+
+
+@config_group.command("check")
+def config_check() -> None:
+    """Validate the settings and the destinations file, and say what is wrong."""
+    try:
+        settings = get_settings()
+    except Exception as exc:  # pydantic-settings validation of GRADESYNC_* variables
+        raise click.ClickException(f"settings: {exc}") from exc
+    try:
+        dests = settings.destinations()
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    problems: list[str] = []
+    limit = settings.visibility_timeout - 15
+    for name, d in sorted(dests.items()):
+        for m in d.missing_secrets():
+            problems.append(f"{settings.destinations_file}: destination {name!r}: environment variable not set for {m}")
+        if d.vendor == "learningstudio" and d.shared_secret is not None:
+            size = len(d.shared_secret.get_secret_value().encode())
+            if size not in (16, 24, 32):
+                problems.append(f"{settings.destinations_file}: destination {name!r}: key 'shared_secret_env': "
+                                f"the shared secret must be 16, 24 or 32 bytes (AES-CMAC key), got {size}")
+        if d.timeout * 4 > limit:
+            problems.append(f"{settings.destinations_file}: destination {name!r}: key 'timeout': {d.timeout}s x 4 "
+                            f"requests exceeds the attempt time limit ({limit}s = visibility timeout - 15)")
+    for name, d in sorted(dests.items()):
+        click.echo(f"{name}: {d.vendor} {d.base_url} timeout={d.timeout}s max_attempts={d.max_attempts} "
+                   f"backoff={d.retry_base_delay}s..{d.retry_max_delay}s")
+    if problems:
+        for p in problems:
+            click.echo(p, err=True)
+        sys.exit(1)
+    click.echo(f"{settings.destinations_file}: {len(dests)} destination(s) OK")
+
+
+@cli.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--learningstudio-port", default=8801, show_default=True)
+@click.option("--ltiaas-port", default=8802, show_default=True)
+@click.option("--edlink-port", default=8803, show_default=True)
+@click.option("--thoughtindustries-port", default=8804, show_default=True)
+def sandbox_cmd(host: str, learningstudio_port: int, ltiaas_port: int, edlink_port: int,
+                thoughtindustries_port: int) -> None:
+    """Serve simulators of the four vendor APIs (one port each) until Ctrl-C."""
+    from worker.sandbox import serve_all
+
+    running = serve_all(host, {"learningstudio": learningstudio_port, "ltiaas": ltiaas_port,
+                               "edlink": edlink_port, "thoughtindustries": thoughtindustries_port})
+    for vendor, r in running.items():
+        click.echo(f"{vendor:<18} {r.url}")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for r in running.values():
+            r.stop()
+
+
+def main() -> None:
+    cli(prog_name="gradesync")
+
+
+if __name__ == "__main__":
+    main()

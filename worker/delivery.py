@@ -1,0 +1,210 @@
+"""One delivery run: what the ``gradesync.deliver`` task does with one message.
+
+1. Load the event's ledger record; run only if the message's dispatch token is still the record's and
+   the event is runnable (so duplicates, re-deliveries and requeues of delivered events do nothing).
+2. Take the lease of the event's destination + learner + item (attempts for one gradebook cell never
+   overlap); if another worker holds it, defer this message a few seconds (durably).
+3. Stale guard: if a newer ``occurred_at`` was already applied for that learner + item, end
+   ``superseded`` without calling the vendor.
+4. Call the destination's adapter once. Then, in one Redis transaction, record the attempt and the
+   outcome that :func:`worker.retry.decide` chose: succeeded, superseded, retry at T (kept durable in
+   Redis, see :mod:`worker.store.schedule`), or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from producers.events import GradeEvent
+from producers.publish import new_token
+from producers.settings import Destination, Settings
+from worker import errors, hooks
+from worker.adapters import build_adapter
+from worker.adapters.base import Adapter, AdapterContext, DeliveryResult
+from worker.adapters.http import make_client
+from worker.retry import Action, RetryPolicy, decide
+from worker.store import EventRecord, Store
+
+log = structlog.get_logger("gradesync.delivery")
+
+#: seconds a message waits when another worker holds the learner + item lease
+LEASE_BUSY_DELAY = 2.0
+
+
+class AdapterPool:
+    """One adapter (so one pooled HTTP client) per destination per process, built on first use."""
+
+    def __init__(self, settings: Settings, store: Store,
+                 factory: Callable[[Destination, AdapterContext], Adapter] = build_adapter) -> None:
+        self.settings = settings
+        self.store = store
+        self.factory = factory
+        self._adapters: dict[str, Adapter] = {}
+        self._lock = threading.Lock()
+
+    def get(self, destination: Destination) -> Adapter:
+        with self._lock:
+            adapter = self._adapters.get(destination.name)
+            if adapter is None:
+                missing = destination.missing_secrets()
+                if missing:
+                    raise errors.ConfigurationError(
+                        f"destination {destination.name!r}: environment variable not set for {', '.join(missing)}"
+                    )
+                stats = self.store.stats
+
+                def observe(method: str, route: str, status: int | None, seconds: float) -> None:
+                    stats.request(destination.name, destination.vendor, route, status, seconds)
+
+                ctx = AdapterContext(http=make_client(destination), cache=self.store.cache, observe=observe)
+                adapter = self.factory(destination, ctx)
+                self._adapters[destination.name] = adapter
+            return adapter
+
+    def close(self) -> None:
+        with self._lock:
+            for adapter in self._adapters.values():
+                adapter.close()
+            self._adapters.clear()
+
+
+class Deliverer:
+    def __init__(self, settings: Settings, store: Store, adapters: AdapterPool, *, worker: str = "",
+                 rand: Callable[[], float] = random.random) -> None:
+        self.settings = settings
+        self.store = store
+        self.adapters = adapters
+        self.worker = worker
+        self.rand = rand
+
+    @property
+    def lease_seconds(self) -> float:
+        """The learner+item lease: longer than an attempt may run, shorter than the visibility timeout."""
+        return float(self.settings.visibility_timeout - 10)
+
+    def run(self, event_id: str, token: str) -> str:
+        """Process one delivery message; returns what happened (for the task result and tests)."""
+        ledger = self.store.ledger
+        record = ledger.load(event_id)
+        if record is None:
+            log.error("event_missing", event_id=event_id, reason="no ledger record (expired or purged)")
+            return "missing"
+        if record.token != token or record.state not in ("queued", "retrying", "in_progress"):
+            log.info("duplicate_message_skipped", event_id=event_id, state=record.state)
+            return "skipped"
+        structlog.contextvars.bind_contextvars(
+            event_id=event_id, destination=record.destination, vendor=record.vendor, attempt=record.attempts + 1
+        )
+        try:
+            event = GradeEvent.from_wire(record.wire, vendors=self.settings.vendors())
+        except ValidationError as exc:
+            reason = f"event no longer valid for its destination: {exc.errors()[0]['msg']}"
+            return self._dead_letter(record, None, reason, {"error_class": "ConfigurationError",
+                                                            "message": reason})
+        owner = f"{self.worker}:{new_token()}"
+        item_key = event.item_key()
+        if not ledger.acquire(record.destination, event.learner_id, item_key, owner, self.lease_seconds):
+            ledger.defer(record, time.time() + LEASE_BUSY_DELAY)
+            log.info("lease_busy_deferred", delay=LEASE_BUSY_DELAY)
+            return "deferred"
+        try:
+            return self._run_locked(event, token, item_key)
+        finally:
+            ledger.release(record.destination, event.learner_id, item_key, owner)
+
+    def _run_locked(self, event: GradeEvent, token: str, item_key: str) -> str:
+        ledger = self.store.ledger
+        event_id = str(event.event_id)
+        record = ledger.load(event_id)  # re-read under the lease: another worker may have finished it
+        if record is None or record.token != token or record.state not in ("queued", "retrying", "in_progress"):
+            return "skipped"
+        occurred_ms = int(event.occurred_at.timestamp() * 1000)
+        newest = ledger.newest_applied(event.destination, event.learner_id, item_key)
+        if newest is not None and newest[1] != event_id and newest[0] >= occurred_ms:
+            reason = f"a newer event ({newest[1]}) was already applied for this learner and item"
+            ledger.supersede(record, reason, None)
+            self.store.stats.processed(event.destination, event.vendor, "superseded")
+            log.info("superseded", reason=reason)
+            return "superseded"
+        attempt = ledger.start(record, token)
+        if attempt < 0:
+            return "skipped"
+        structlog.contextvars.bind_contextvars(attempt=attempt)
+        destination = self.settings.destinations()[event.destination]
+        started = time.time()
+        entry: dict[str, Any] = {"n": attempt, "started_at": round(started, 3), "worker": self.worker}
+        try:
+            adapter = self.adapters.get(destination)
+            result = adapter.deliver(event)
+        except errors.DeliveryError as exc:
+            return self._after_failure(record, event, destination, attempt, exc, entry, started)
+        except errors.ConfigurationError as exc:
+            entry.update(self._timing(started), outcome="dead_letter", error_class="ConfigurationError",
+                         message=exc.message)
+            return self._dead_letter(record, entry, f"configuration: {exc.message}",
+                                     {"error_class": "ConfigurationError", "message": exc.message})
+        except Exception as exc:  # a bug or an unforeseen failure: retry it like a transient one
+            log.exception("adapter_crashed")
+            wrapped = errors.RetryableError(f"internal error: {type(exc).__name__}")
+            return self._after_failure(record, event, destination, attempt, wrapped, entry, started)
+        return self._succeeded(record, event, attempt, result, entry, started, item_key, occurred_ms)
+
+    @staticmethod
+    def _timing(started: float) -> dict[str, Any]:
+        now = time.time()
+        return {"finished_at": round(now, 3), "duration_ms": round((now - started) * 1000, 1)}
+
+    def _succeeded(self, record: EventRecord, event: GradeEvent, attempt: int, result: DeliveryResult,
+                   entry: dict[str, Any], started: float, item_key: str, occurred_ms: int) -> str:
+        entry.update(self._timing(started), outcome="succeeded", status=result.status, action=result.action,
+                     detail=result.detail)
+        self.store.ledger.succeed(record, entry, learner_id=event.learner_id, item_key=item_key,
+                                  occurred_ms=occurred_ms,
+                                  result={"status": result.status, "action": result.action,
+                                          "detail": result.detail})
+        self.store.stats.processed(event.destination, event.vendor, "succeeded")
+        log.info("delivered", status=result.status, action=result.action, duration_ms=entry["duration_ms"])
+        return "succeeded"
+
+    def _after_failure(self, record: EventRecord, event: GradeEvent, destination: Destination, attempt: int,
+                       exc: errors.DeliveryError, entry: dict[str, Any], started: float) -> str:
+        policy = RetryPolicy(destination.max_attempts, destination.retry_base_delay, destination.retry_max_delay)
+        decision = decide(exc, attempt, policy, self.rand)
+        error = exc.as_record()
+        entry.update(self._timing(started), outcome=decision.action.value, status=exc.status,
+                     error_class=error["error_class"], message=exc.message,
+                     vendor_message=exc.vendor_message, excerpt=exc.excerpt)
+        if decision.action is Action.SUPERSEDED:
+            self.store.ledger.supersede(record, decision.reason, entry)
+            self.store.stats.processed(event.destination, event.vendor, "superseded")
+            log.info("superseded", reason=decision.reason)
+            return "superseded"
+        if decision.action is Action.RETRY:
+            due = time.time() + decision.delay
+            entry["retry_in"] = decision.delay
+            self.store.ledger.schedule_retry(record, entry, token=new_token(), due=due, error=error)
+            self.store.stats.processed(event.destination, event.vendor, "retried")
+            log.warning("retry_scheduled", delay=decision.delay, status=exc.status, error_class=error["error_class"],
+                        reason=decision.reason)
+            return "retrying"
+        return self._dead_letter(record, entry, decision.reason, error)
+
+    def _dead_letter(self, record: EventRecord, entry: dict[str, Any] | None, reason: str,
+                     error: dict[str, Any]) -> str:
+        self.store.ledger.dead_letter(record, entry, reason=reason, error=error)
+        self.store.stats.processed(record.destination, record.vendor, "dead_lettered")
+        attempts = entry["n"] if entry else record.attempts
+        log.error("dead_lettered", reason=reason, attempts=attempts, error_class=error.get("error_class"),
+                  status=error.get("status"))
+        hooks.fire_dead_letter(hooks.DeadLetterNotice(
+            event_id=record.event_id, destination=record.destination, vendor=record.vendor, reason=reason,
+            attempts=attempts, error=error,
+        ))
+        return "dead_lettered"

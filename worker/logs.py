@@ -1,0 +1,66 @@
+"""Structured logging (structlog): JSON lines in production, readable lines in a terminal.
+
+Every record about an event carries ``event_id``, ``destination``, ``vendor`` and ``attempt`` (bound
+with contextvars by :mod:`worker.delivery`). One redaction step (:func:`worker.redact.redact`) runs last
+on every record, ours and Celery's alike: Authorization headers, tokens, keys, signatures never reach the
+output.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from worker.redact import redact
+
+
+def _redact(logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDict:
+    cleaned: EventDict = redact(event_dict)
+    return cleaned
+
+
+def configure(fmt: str = "auto", level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Configure structlog and route the standard library's (Celery's) logging through it."""
+    out = stream or sys.stderr
+    as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    renderer: Processor = (
+        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    tail: list[Processor] = [structlog.processors.format_exc_info, _redact] if as_json else [_redact]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def bind(**values: Any) -> None:
+    structlog.contextvars.bind_contextvars(**values)
+
+
+def clear() -> None:
+    structlog.contextvars.clear_contextvars()

@@ -1,0 +1,66 @@
+"""The retry pump: a thread in every worker process that moves due scheduled retries back to their
+destination's queue (and recovers claims a crashed pump left behind)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import structlog
+from celery import Celery
+
+from producers.publish import Delivery, dispatch
+from worker.store import Store
+
+log = structlog.get_logger("gradesync.pump")
+
+
+class RetryPump:
+    def __init__(self, store: Store, app: Celery, *, interval: float = 1.0, batch: int = 500) -> None:
+        self.store = store
+        self.app = app
+        self.interval = interval
+        self.batch = batch
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_recover = 0.0
+
+    def tick(self, now: float | None = None) -> int:
+        """Queue every retry due by ``now``; returns how many messages were sent."""
+        now = time.time() if now is None else now
+        if now - self._last_recover >= 30:
+            self._last_recover = now
+            recovered = self.store.schedule.recover(now)
+            if recovered:
+                log.warning("retry_claims_recovered", count=recovered)
+        ids = self.store.schedule.claim_due(now, self.batch)
+        if not ids:
+            return 0
+        deliveries = [
+            Delivery(rec.event_id, rec.destination, rec.token)
+            for rec in self.store.ledger.load_many(ids)
+            if rec is not None and rec.state in ("queued", "retrying") and rec.token
+        ]
+        dispatch(self.app, deliveries)
+        self.store.schedule.done(ids)
+        if deliveries:
+            log.info("retries_queued", count=len(deliveries))
+        return len(deliveries)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                while self.tick() >= self.batch:
+                    pass
+            except Exception:
+                log.exception("retry_pump_failed")
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="gradesync-retry-pump", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,228 @@
+"""The event ledger in Redis: each event's state, its attempts, and the atomic state transitions the
+worker makes after each attempt (success, superseded, retry scheduled, dead-lettered, requeued).
+
+States: ``queued → in_progress → (succeeded | superseded | retrying → in_progress … | dead_lettered)``;
+``dead_lettered → queued`` on requeue. A delivery message runs only while the ledger holds its dispatch
+token, so duplicate or re-delivered messages never run an attempt twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from producers.keys import Keys
+
+STATES = ("queued", "in_progress", "retrying", "succeeded", "superseded", "dead_lettered")
+RUNNABLE = ("queued", "retrying", "in_progress")
+TERMINAL = ("succeeded", "superseded")
+
+# KEYS: event, inflight ; ARGV: token, now
+_START = """
+local h = redis.call('HMGET', KEYS[1], 'token', 'state', 'attempts')
+if not h[2] then return {-1, 'missing'} end
+if h[1] ~= ARGV[1] then return {-2, h[2]} end
+if h[2] ~= 'queued' and h[2] ~= 'retrying' and h[2] ~= 'in_progress' then return {-3, h[2]} end
+local n = tonumber(h[3] or '0') + 1
+redis.call('HSET', KEYS[1], 'state', 'in_progress', 'attempts', n, 'started_at', ARGV[2], 'updated_at', ARGV[2])
+redis.call('HDEL', KEYS[1], 'next_attempt_at')
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return {n, 'in_progress'}
+"""
+
+# KEYS: hwm ; ARGV: occurred_ms, event_id  -- keep the newest occurred_at applied
+_ADVANCE = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ms = tonumber(string.match(cur, '^(%d+)'))
+  if ms and ms > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2])
+return 1
+"""
+
+# KEYS: event, dlq ; ARGV: new token, now, ttl
+_REQUEUE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'dead_lettered' then return state or 'missing' end
+redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'token', ARGV[1], 'requeued_at', ARGV[2],
+  'updated_at', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'requeues', 1)
+redis.call('HDEL', KEYS[1], 'dead_at', 'next_attempt_at')
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return 'queued'
+"""
+
+# KEYS: lock ; ARGV: owner
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass
+class EventRecord:
+    """One event's ledger entry (``wire`` holds the event, secrets included: never print it)."""
+
+    event_id: str
+    state: str
+    destination: str
+    vendor: str
+    token: str
+    attempts: int
+    wire: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_hash(cls, event_id: str, raw: dict[bytes, bytes]) -> EventRecord:
+        f = {_s(k): _s(v) for k, v in raw.items()}
+        return cls(
+            event_id=event_id,
+            state=f.get("state", "missing"),
+            destination=f.get("destination", ""),
+            vendor=f.get("vendor", ""),
+            token=f.get("token", ""),
+            attempts=int(f.get("attempts", "0") or 0),
+            wire=f.get("wire", ""),
+            fields=f,
+        )
+
+    def get_float(self, name: str) -> float | None:
+        value = self.fields.get(name)
+        return float(value) if value else None
+
+    def json_field(self, name: str) -> Any:
+        value = self.fields.get(name)
+        return json.loads(value) if value else None
+
+
+class Ledger:
+    def __init__(self, client: redis.Redis, keys: Keys, ttl_seconds: int) -> None:
+        self.r = client
+        self.keys = keys
+        self.ttl = ttl_seconds
+        self._start = client.register_script(_START)
+        self._advance = client.register_script(_ADVANCE)
+        self._requeue = client.register_script(_REQUEUE)
+        self._release = client.register_script(_RELEASE)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def load(self, event_id: str) -> EventRecord | None:
+        raw = self.r.hgetall(self.keys.event(event_id))
+        return EventRecord.from_hash(event_id, raw) if raw else None
+
+    def load_many(self, event_ids: list[str]) -> list[EventRecord | None]:
+        with self.r.pipeline(transaction=False) as pipe:
+            for eid in event_ids:
+                pipe.hgetall(self.keys.event(eid))
+            raws = pipe.execute()
+        return [EventRecord.from_hash(eid, raw) if raw else None for eid, raw in zip(event_ids, raws, strict=True)]
+
+    def history(self, event_id: str) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.r.lrange(self.keys.attempts(event_id), 0, -1)]
+
+    # -- the stale guard and the learner+item lease ------------------------------------------------
+    def newest_applied(self, destination: str, learner_id: str, item_key: str) -> tuple[int, str] | None:
+        """(occurred_at in ms, event id) of the newest event applied for this learner + item."""
+        raw = self.r.get(self.keys.hwm(destination, learner_id, item_key))
+        if raw is None:
+            return None
+        ms, _, eid = _s(raw).partition("|")
+        return int(ms), eid
+
+    def acquire(self, destination: str, learner_id: str, item_key: str, owner: str, lease: float) -> bool:
+        return bool(self.r.set(self.keys.lock(destination, learner_id, item_key), owner, nx=True,
+                               px=int(lease * 1000)))
+
+    def release(self, destination: str, learner_id: str, item_key: str, owner: str) -> None:
+        self._release(keys=[self.keys.lock(destination, learner_id, item_key)], args=[owner])
+
+    # -- transitions ------------------------------------------------------------------------------
+    def start(self, record: EventRecord, token: str) -> int:
+        """Begin the next attempt; its number, or a negative number when this message must not run."""
+        n, _state = self._start(
+            keys=[self.keys.event(record.event_id), self.keys.inflight(record.destination)],
+            args=[token, f"{time.time():.6f}", record.event_id],
+        )
+        return int(n)
+
+    def _finish(self, pipe: Any, record: EventRecord, attempt: dict[str, Any] | None, **fields: Any) -> None:
+        now = f"{time.time():.6f}"
+        ek, ak = self.keys.event(record.event_id), self.keys.attempts(record.event_id)
+        pipe.hset(ek, mapping={"updated_at": now, **{k: str(v) for k, v in fields.items()}})
+        if attempt is not None:
+            pipe.rpush(ak, json.dumps(attempt, default=str))
+        pipe.zrem(self.keys.inflight(record.destination), record.event_id)
+
+    def succeed(self, record: EventRecord, attempt: dict[str, Any], *, learner_id: str, item_key: str,
+                occurred_ms: int, result: dict[str, Any]) -> None:
+        with self.r.pipeline(transaction=True) as pipe:
+            self._finish(pipe, record, attempt, state="succeeded", token="", finished_at=f"{time.time():.6f}",
+                         result=json.dumps(result))
+            self._advance(keys=[self.keys.hwm(record.destination, learner_id, item_key)],
+                          args=[occurred_ms, record.event_id], client=pipe)
+            self._expire(pipe, record.event_id)
+            pipe.execute()
+
+    def supersede(self, record: EventRecord, reason: str, attempt: dict[str, Any] | None) -> None:
+        with self.r.pipeline(transaction=True) as pipe:
+            self._finish(pipe, record, attempt, state="superseded", token="", finished_at=f"{time.time():.6f}",
+                         reason=reason)
+            self._expire(pipe, record.event_id)
+            pipe.execute()
+
+    def schedule_retry(self, record: EventRecord, attempt: dict[str, Any] | None, *, token: str, due: float,
+                       error: dict[str, Any] | None) -> None:
+        """Keep the retry durable in Redis (``scheduled``), never as an in-memory Celery countdown."""
+        with self.r.pipeline(transaction=True) as pipe:
+            fields: dict[str, Any] = {"state": "retrying", "token": token, "next_attempt_at": f"{due:.3f}"}
+            if error is not None:
+                fields["last_error"] = json.dumps(error)
+            self._finish(pipe, record, attempt, **fields)
+            pipe.zadd(self.keys.scheduled, {record.event_id: due})
+            self._expire(pipe, record.event_id)
+            pipe.execute()
+
+    def defer(self, record: EventRecord, due: float) -> None:
+        """Look at this event again at ``due`` (its learner+item lease was busy); no attempt was made."""
+        self.r.zadd(self.keys.scheduled, {record.event_id: due})
+
+    def dead_letter(self, record: EventRecord, attempt: dict[str, Any] | None, *, reason: str,
+                    error: dict[str, Any] | None) -> float:
+        now = time.time()
+        with self.r.pipeline(transaction=True) as pipe:
+            self._finish(pipe, record, attempt, state="dead_lettered", token="", dead_at=f"{now:.6f}",
+                         reason=reason, final_error=json.dumps(error or {"message": reason}))
+            pipe.zadd(self.keys.dlq, {record.event_id: now})
+            pipe.persist(self.keys.event(record.event_id))  # dead letters stay until requeued or purged
+            pipe.persist(self.keys.attempts(record.event_id))
+            pipe.execute()
+        return now
+
+    def requeue(self, event_id: str, token: str) -> str:
+        """Move a dead letter back to ``queued`` with fresh attempts; returns the state found."""
+        return _s(self._requeue(
+            keys=[self.keys.event(event_id), self.keys.dlq, self.keys.attempts(event_id)],
+            args=[token, f"{time.time():.6f}", self.ttl, event_id],
+        ))
+
+    def purge(self, event_id: str) -> bool:
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.zrem(self.keys.dlq, event_id)
+            pipe.delete(self.keys.event(event_id), self.keys.attempts(event_id))
+            removed, _ = pipe.execute()
+        return bool(removed)
+
+    def _expire(self, pipe: Any, event_id: str) -> None:
+        pipe.expire(self.keys.event(event_id), self.ttl)
+        pipe.expire(self.keys.attempts(event_id), self.ttl)

@@ -1,0 +1,75 @@
+"""The one Celery task, ``gradesync.deliver``, and the worker process's runtime (store, adapters, pump)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from celery import signals
+
+from producers.keys import DELIVER_TASK
+from producers.settings import get_settings
+from worker import logs
+from worker.celery_app import app
+from worker.delivery import AdapterPool, Deliverer
+from worker.pump import RetryPump
+from worker.store import Store
+
+log = structlog.get_logger("gradesync.worker")
+
+
+@dataclass
+class Runtime:
+    store: Store
+    adapters: AdapterPool
+    deliverer: Deliverer
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+_pump: RetryPump | None = None
+
+
+def runtime() -> Runtime:
+    """This process's store, adapters and deliverer (built once, shared by the pool's threads)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            settings = get_settings()
+            store = Store.connect(settings)
+            adapters = AdapterPool(settings, store)
+            _runtime = Runtime(store, adapters, Deliverer(settings, store, adapters, worker=socket.gethostname()))
+        return _runtime
+
+
+@app.task(name=DELIVER_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver(event_id: str, token: str, destination: str) -> str:
+    """Deliver one grade event (the event itself is read from the ledger, not the message)."""
+    logs.bind(event_id=event_id, destination=destination)
+    try:
+        return runtime().deliverer.run(event_id, token)
+    finally:
+        logs.clear()
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    settings = get_settings()
+    logs.configure(settings.log_format, settings.log_level)
+
+
+@signals.worker_ready.connect
+def _start_pump(**_: Any) -> None:
+    global _pump
+    _pump = RetryPump(runtime().store, app)
+    _pump.start()
+    log.info("worker_ready", queues=sorted(q.name for q in app.conf.task_queues))
+
+
+@signals.worker_shutting_down.connect
+def _stop_pump(**_: Any) -> None:
+    if _pump is not None:
+        _pump.stop()
