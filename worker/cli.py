@@ -11,6 +11,7 @@ import click
 
 from producers.cli import publish_cmd, schema_cmd
 from producers.settings import ConfigError, get_settings
+from worker.ops.dlq_cli import dlq_group
 
 
 @click.group()
@@ -21,6 +22,7 @@ def cli() -> None:
 
 cli.add_command(publish_cmd)
 cli.add_command(schema_cmd)
+cli.add_command(dlq_group)
 
 
 def _settings_or_exit() -> None:

@@ -163,8 +163,8 @@ class SandboxApp:
             if fault.status is not None:
                 headers = dict(fault.headers)
                 if fault.retry_after is not None:
-                    headers["Retry-After"] = str(int(fault.retry_after) if fault.retry_after.is_integer()
-                                                 else fault.retry_after)
+                    ra = float(fault.retry_after)
+                    headers["Retry-After"] = str(int(ra) if ra.is_integer() else ra)
                 body = fault.body if fault.body is not None else self.error_body(fault.status, "injected fault")
                 resp = Response(fault.status, body, headers)
                 self._log(req, resp.status, fault="status")
@@ -260,7 +260,10 @@ class _HTTPHandler(BaseHTTPRequestHandler):
             body=body,
             host=self.headers.get("Host", f"{self.server.server_address[0]}:{self.server.server_address[1]}"),
         )
-        result = self.server.app.handle(req)
+        try:
+            result = self.server.app.handle(req)
+        except Exception as exc:  # a simulator bug answers 500, as a real server would
+            result = Response(500, {"error": f"sandbox error: {type(exc).__name__}"})
         if result is _DROP:
             self.close_connection = True
             try:

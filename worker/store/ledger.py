@@ -50,6 +50,7 @@ _REQUEUE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'dead_lettered' then return state or 'missing' end
 redis.call('ZREM', KEYS[2], ARGV[4])
+redis.call('ZREM', KEYS[4], ARGV[4])
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'token', ARGV[1], 'requeued_at', ARGV[2],
   'updated_at', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'requeues', 1)
@@ -204,23 +205,29 @@ class Ledger:
             self._finish(pipe, record, attempt, state="dead_lettered", token="", dead_at=f"{now:.6f}",
                          reason=reason, final_error=json.dumps(error or {"message": reason}))
             pipe.zadd(self.keys.dlq, {record.event_id: now})
+            pipe.zadd(self.keys.dlq_of(record.destination), {record.event_id: now})
             pipe.persist(self.keys.event(record.event_id))  # dead letters stay until requeued or purged
             pipe.persist(self.keys.attempts(record.event_id))
             pipe.execute()
         return now
 
-    def requeue(self, event_id: str, token: str) -> str:
+    def requeue(self, record: EventRecord, token: str) -> str:
         """Move a dead letter back to ``queued`` with fresh attempts; returns the state found."""
+        event_id = record.event_id
         return _s(self._requeue(
-            keys=[self.keys.event(event_id), self.keys.dlq, self.keys.attempts(event_id)],
+            keys=[self.keys.event(event_id), self.keys.dlq, self.keys.attempts(event_id),
+                  self.keys.dlq_of(record.destination)],
             args=[token, f"{time.time():.6f}", self.ttl, event_id],
         ))
 
-    def purge(self, event_id: str) -> bool:
+    def purge(self, record: EventRecord) -> bool:
+        """Delete a dead letter for good."""
+        event_id = record.event_id
         with self.r.pipeline(transaction=True) as pipe:
             pipe.zrem(self.keys.dlq, event_id)
+            pipe.zrem(self.keys.dlq_of(record.destination), event_id)
             pipe.delete(self.keys.event(event_id), self.keys.attempts(event_id))
-            removed, _ = pipe.execute()
+            removed, _, _ = pipe.execute()
         return bool(removed)
 
     def _expire(self, pipe: Any, event_id: str) -> None:

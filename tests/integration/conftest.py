@@ -1,0 +1,164 @@
+"""Integration harness: the four vendor simulators over real HTTP, a destinations file pointing at them,
+real `gradesync worker` processes, and a publisher — all against a real Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from producers.publish import Publisher
+from producers.settings import Settings, reset_settings
+from worker.sandbox import DEMO_CREDENTIALS, Running, serve_all
+from worker.sandbox.control import SandboxClient
+from worker.store import Store
+
+pytestmark = pytest.mark.integration
+
+SECRETS = {
+    "IT_LS_SECRET": DEMO_CREDENTIALS["learningstudio"]["shared_secret"],
+    "IT_LTIAAS_KEY": DEMO_CREDENTIALS["ltiaas"]["api_key"],
+    "IT_EDLINK_TOKEN": DEMO_CREDENTIALS["edlink"]["integration_token"],
+    "IT_TI_KEY": DEMO_CREDENTIALS["thoughtindustries"]["api_key"],
+}
+TERMINAL = {"succeeded", "superseded", "dead_lettered"}
+
+
+def destinations_toml(urls: dict[str, str], *, max_attempts: int = 3, base: float = 0.2, cap: float = 1.0,
+                      timeout: float = 3.0) -> str:
+    policy = f"timeout = {timeout}\nmax_attempts = {max_attempts}\nretry_base_delay = {base}\nretry_max_delay = {cap}\n"
+    ls = DEMO_CREDENTIALS["learningstudio"]
+    return f"""
+[destinations.ls]
+vendor = "learningstudio"
+base_url = "{urls['learningstudio']}"
+application_id = "{ls['application_id']}"
+consumer_key = "{ls['consumer_key']}"
+shared_secret_env = "IT_LS_SECRET"
+{policy}
+[destinations.lt]
+vendor = "ltiaas"
+base_url = "{urls['ltiaas']}"
+api_key_env = "IT_LTIAAS_KEY"
+{policy}
+[destinations.ed]
+vendor = "edlink"
+base_url = "{urls['edlink']}"
+integration_token_env = "IT_EDLINK_TOKEN"
+{policy}
+[destinations.ti]
+vendor = "thoughtindustries"
+base_url = "{urls['thoughtindustries']}"
+api_key_env = "IT_TI_KEY"
+{policy}
+"""
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[dict[str, Running]]:
+    running = serve_all("127.0.0.1", {v: 0 for v in ("learningstudio", "ltiaas", "edlink", "thoughtindustries")})
+    yield running
+    for r in running.values():
+        r.stop()
+
+
+@pytest.fixture
+def vendors(sandbox: dict[str, Running]) -> Iterator[dict[str, SandboxClient]]:
+    clients = {v: SandboxClient(r.url) for v, r in sandbox.items()}
+    for c in clients.values():
+        c.reset()
+    yield clients
+    for c in clients.values():
+        c.close()
+
+
+class Cluster:
+    """Worker processes + publisher + store sharing one Redis and one destinations file."""
+
+    def __init__(self, redis_url: str, workdir: Path, sandbox: dict[str, Running], **policy: Any) -> None:
+        self.redis_url = redis_url
+        self.workdir = workdir
+        self.destinations = workdir / "destinations.toml"
+        self.destinations.write_text(destinations_toml({v: r.url for v, r in sandbox.items()}, **policy))
+        self.env = {
+            **os.environ,
+            **SECRETS,
+            "GRADESYNC_REDIS_URL": redis_url,
+            "GRADESYNC_DESTINATIONS": str(self.destinations),
+            "GRADESYNC_LOG_FORMAT": "json",
+            "GRADESYNC_VISIBILITY_TIMEOUT": "30",
+        }
+        os.environ.update(SECRETS)
+        reset_settings()
+        self.settings = Settings(redis_url=redis_url, destinations_file=self.destinations, visibility_timeout=30)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.publisher = Publisher(self.settings)
+        self.store = Store.connect(self.settings)
+
+    def start_worker(self, concurrency: int = 4, name: str | None = None) -> subprocess.Popen[bytes]:
+        n = len(self.workers)
+        log = open(self.workdir / f"worker{n}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", "worker", "-c", str(concurrency),
+             "-n", name or f"it{n}-{os.getpid()}@%h"],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.workers.append(proc)
+        self._wait_ready(n)
+        return proc
+
+    def _wait_ready(self, n: int, timeout: float = 30.0) -> None:
+        path = self.workdir / f"worker{n}.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if b"worker_ready" in path.read_bytes():
+                return
+            if self.workers[n].poll() is not None:
+                raise AssertionError(f"worker exited:\n{path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        raise AssertionError(f"worker not ready in {timeout}s:\n{path.read_text()[-3000:]}")
+
+    def log(self, n: int = 0) -> str:
+        return (self.workdir / f"worker{n}.log").read_text(errors="replace")
+
+    def stop_workers(self, sig: int = signal.SIGTERM) -> None:
+        for p in self.workers:
+            if p.poll() is None:
+                os.killpg(p.pid, sig)
+        for p in self.workers:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+    def state(self, event_id: str) -> str:
+        rec = self.store.ledger.load(event_id)
+        return rec.state if rec else "missing"
+
+    def wait_for(self, event_ids: list[str], states: set[str] = TERMINAL, timeout: float = 60.0) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        current: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            current = {eid: self.state(eid) for eid in event_ids}
+            if all(s in states for s in current.values()):
+                return current
+            time.sleep(0.1)
+        raise AssertionError(f"not all in {states} after {timeout}s: {current}\n{self.log()[-4000:]}")
+
+
+@pytest.fixture
+def cluster(redis_client: redis.Redis, redis_url: str, tmp_path: Path,
+            sandbox: dict[str, Running], vendors: dict[str, SandboxClient]) -> Iterator[Cluster]:
+    c = Cluster(redis_url, tmp_path, sandbox)
+    yield c
+    c.stop_workers()
+    c.publisher.close()
