@@ -184,7 +184,7 @@ class GradeEvent(BaseModel):
         description="ISO 8601 with timezone; orders events of one learner+item; the AGS timestamp",
     )
     score_given: float | None = Field(None, ge=0)
-    score_maximum: float | None = Field(None, gt=0)
+    score_maximum: float | None = Field(None, gt=0, validate_default=True)
     letter_grade: str | None = Field(None, max_length=20)
     comment: str | None = Field(None, max_length=10_000)
     activity_progress: ActivityProgress = ActivityProgress.COMPLETED
@@ -224,23 +224,29 @@ class GradeEvent(BaseModel):
             raise ValueError("must be a finite number")
         return value
 
+    @field_validator("score_maximum")
+    @classmethod
+    def _maximum_with_given(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None and info.data.get("score_given") is not None:
+            raise ValueError("required when score_given is present")
+        return value
+
+    @field_validator("learner_id")
+    @classmethod
+    def _uuid_for_thoughtindustries(cls, value: str, info: ValidationInfo) -> str:
+        if _vendor_map(info).get(str(info.data.get("destination"))) == "thoughtindustries":
+            try:
+                UUID(value)
+            except ValueError:
+                raise ValueError("must be a UUID for a thoughtindustries destination") from None
+        return value
+
     @field_validator("metadata")
     @classmethod
     def _small(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
         if len(json.dumps(value, separators=(",", ":"))) > MAX_METADATA_BYTES:
             raise ValueError(f"must serialize to at most {MAX_METADATA_BYTES} bytes of JSON")
         return value
-
-    @model_validator(mode="after")
-    def _rules(self) -> GradeEvent:
-        if self.score_given is not None and self.score_maximum is None:
-            raise ValueError("score_maximum is required when score_given is present")
-        if isinstance(self.target, ThoughtIndustriesTarget):
-            try:
-                UUID(self.learner_id)
-            except ValueError:
-                raise ValueError("learner_id must be a UUID for a thoughtindustries destination") from None
-        return self
 
     # -- forms -----------------------------------------------------------------------------------
     def to_wire(self) -> str:

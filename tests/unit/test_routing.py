@@ -1,0 +1,44 @@
+"""Each vendor's destination is served by its own adapter module, behind one Protocol."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from producers.keys import Keys
+from producers.settings import (
+    EdlinkDestination,
+    LearningStudioDestination,
+    LtiaasDestination,
+    ThoughtIndustriesDestination,
+)
+from worker.adapters import REGISTRY, build_adapter
+from worker.adapters.base import AdapterContext
+
+DESTS = [
+    LearningStudioDestination(name="ls", vendor="learningstudio", base_url="https://ls.example", application_id="a",
+                              consumer_key="c", shared_secret_env="S", shared_secret=SecretStr("0123456789abcdef")),
+    LtiaasDestination(name="lt", vendor="ltiaas", base_url="https://lt.example", api_key_env="K",
+                      api_key=SecretStr("k")),
+    EdlinkDestination(name="ed", vendor="edlink", base_url="https://ed.example", integration_token_env="T",
+                      integration_token=SecretStr("t")),
+    ThoughtIndustriesDestination(name="ti", vendor="thoughtindustries", base_url="https://ti.example",
+                                 api_key_env="K", api_key=SecretStr("k")),
+]
+
+
+@pytest.mark.parametrize("dest", DESTS, ids=lambda d: d.vendor)
+def test_registry_builds_the_vendor_adapter(dest: object) -> None:
+    adapter = build_adapter(dest, AdapterContext(http=httpx.Client()))  # type: ignore[arg-type]
+    assert adapter.vendor == dest.vendor  # type: ignore[attr-defined]
+    assert type(adapter).__module__ == f"worker.adapters.{dest.vendor}"  # type: ignore[attr-defined]
+    adapter.close()
+
+
+def test_every_vendor_is_registered() -> None:
+    assert set(REGISTRY) == {"learningstudio", "ltiaas", "edlink", "thoughtindustries"}
+
+
+def test_queue_names() -> None:
+    assert Keys.queue("acme-ls") == "grades.acme-ls"
