@@ -11,6 +11,7 @@ import click
 
 from producers.cli import publish_cmd, schema_cmd
 from producers.settings import ConfigError, get_settings
+from worker.demo import demo_cmd
 from worker.ops.dlq_cli import dlq_group
 
 
@@ -23,6 +24,7 @@ def cli() -> None:
 cli.add_command(publish_cmd)
 cli.add_command(schema_cmd)
 cli.add_command(dlq_group)
+cli.add_command(demo_cmd)
 
 
 def _settings_or_exit() -> None:

@@ -1,0 +1,234 @@
+"""`gradesync demo`: the whole system on one machine, as real processes.
+
+Finds a Redis (``GRADESYNC_REDIS_URL``, else one on localhost, else an embedded real redis-server in the
+data folder), starts the vendor sandbox, a worker and the ops web app, publishes a sample of grade events to
+all four vendors — including a transient outage, a permanent refusal and a stale event — and shows them
+flowing until each one settles. Everything keeps running for you to explore until Ctrl-C, which stops it
+all cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from producers.publish import Publisher
+from producers.settings import Settings, environ_value, reset_settings
+from worker.localredis import EmbeddedRedis, find_or_start, free_port
+from worker.sandbox import DEMO_CREDENTIALS
+from worker.sandbox.control import SandboxClient
+from worker.store import Store
+
+VENDORS = ("learningstudio", "ltiaas", "edlink", "thoughtindustries")
+DEST = {"learningstudio": "demo-ls", "ltiaas": "demo-ltiaas", "edlink": "demo-edlink",
+        "thoughtindustries": "demo-ti"}
+SECRET_ENV = {"DEMO_LS_SECRET": DEMO_CREDENTIALS["learningstudio"]["shared_secret"],
+              "DEMO_LTIAAS_KEY": DEMO_CREDENTIALS["ltiaas"]["api_key"],
+              "DEMO_EDLINK_TOKEN": DEMO_CREDENTIALS["edlink"]["integration_token"],
+              "DEMO_TI_KEY": DEMO_CREDENTIALS["thoughtindustries"]["api_key"]}
+STYLE = {"queued": "white", "in_progress": "cyan", "retrying": "yellow", "succeeded": "green",
+         "superseded": "blue", "dead_lettered": "red"}
+
+
+def destinations_toml(ports: dict[str, int]) -> str:
+    ls = DEMO_CREDENTIALS["learningstudio"]
+    policy = "timeout = 5.0\nmax_attempts = 4\nretry_base_delay = 1.0\nretry_max_delay = 10.0\n"
+    return f"""# written by `gradesync demo`: the four sandbox vendors
+[destinations.{DEST['learningstudio']}]
+vendor = "learningstudio"
+base_url = "http://127.0.0.1:{ports['learningstudio']}"
+application_id = "{ls['application_id']}"
+consumer_key = "{ls['consumer_key']}"
+shared_secret_env = "DEMO_LS_SECRET"
+{policy}
+[destinations.{DEST['ltiaas']}]
+vendor = "ltiaas"
+base_url = "http://127.0.0.1:{ports['ltiaas']}"
+api_key_env = "DEMO_LTIAAS_KEY"
+{policy}
+[destinations.{DEST['edlink']}]
+vendor = "edlink"
+base_url = "http://127.0.0.1:{ports['edlink']}"
+integration_token_env = "DEMO_EDLINK_TOKEN"
+{policy}
+[destinations.{DEST['thoughtindustries']}]
+vendor = "thoughtindustries"
+base_url = "http://127.0.0.1:{ports['thoughtindustries']}"
+api_key_env = "DEMO_TI_KEY"
+{policy}
+"""
+
+
+def sample_events(n: int) -> list[dict[str, Any]]:
+    """``n`` ordinary events per vendor, plus one permanent refusal and one stale pair."""
+    now = datetime.now(UTC)
+    events: list[dict[str, Any]] = []
+    lt_key = DEMO_CREDENTIALS["ltiaas"]["service_key"]
+    for i in range(n):
+        score = {"score_given": 60 + (i * 7) % 40, "score_maximum": 100, "comment": f"Demo attempt {i + 1}"}
+        events.append({**score, "destination": DEST["learningstudio"], "learner_id": f"{28456671 + i}",
+                       "target": {"course_id": "31388494", "item_id": "100561235546"}})
+        events.append({**score, "destination": DEST["ltiaas"], "learner_id": f"lti-user-{i}",
+                       "target": {"line_item_id": "https://lms.example/api/lti/courses/7/line_items/1",
+                                  "service_key": lt_key}})
+        edlink: dict[str, Any] = {**score, "destination": DEST["edlink"], "learner_id": f"edlink-person-{i}",
+                                  "target": {"class_id": "class-demo", "assignment_id": "assignment-demo"}}
+        if i == 0:  # the learner whose person token the sandbox knows also submits an attempt
+            edlink["target"]["person_token"] = DEMO_CREDENTIALS["edlink"]["person_token"]
+            edlink["attachments"] = [{"type": "link", "url": "https://work.example/essay"}]
+        events.append(edlink)
+        events.append({**score, "destination": DEST["thoughtindustries"], "learner_id": str(uuid.uuid4()),
+                       "target": {"assignment_id": "123e4567-e89b-12d3-a456-426614174000"}})
+    # a line item the LMS does not know: refused for good, lands in the dead-letter queue
+    events.append({"destination": DEST["ltiaas"], "learner_id": "lti-user-gone", "score_given": 5,
+                   "score_maximum": 10, "target": {"line_item_id": "https://lms.example/line_items/unknown-42",
+                                                   "service_key": lt_key}})
+    # the same learner and item twice: the older event, arriving last, is superseded
+    stale = {"destination": DEST["ltiaas"], "learner_id": "lti-user-0", "score_maximum": 100,
+             "target": {"line_item_id": "https://lms.example/api/lti/courses/7/line_items/2", "service_key": lt_key}}
+    events.append({**stale, "score_given": 90, "occurred_at": now.isoformat()})
+    events.append({**stale, "score_given": 40, "occurred_at": (now - timedelta(hours=1)).isoformat()})
+    return events
+
+
+class Demo:
+    def __init__(self, data_dir: Path, console: Console) -> None:
+        self.data_dir = data_dir
+        self.console = console
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.redis: EmbeddedRedis | None = None
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", *args], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
+
+    def wait_log(self, name: str, needle: str, timeout: float = 60.0) -> None:
+        path = self.data_dir / f"{name}.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.exists() and needle in path.read_text(errors="replace"):
+                return
+            proc = dict(self.procs)[name]
+            if proc.poll() is not None:
+                raise click.ClickException(f"{name} exited; see {path}")
+            time.sleep(0.1)
+        raise click.ClickException(f"{name} did not start within {timeout:.0f}s; see {path}")
+
+    def stop(self) -> None:
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for _name, proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        if self.redis is not None:
+            self.redis.stop()
+
+    def table(self, store: Store, ids: list[str]) -> tuple[Table, bool]:
+        records = store.ledger.load_many(ids)
+        table = Table(title="grade events", expand=False)
+        for col, width in (("destination", 12), ("learner", 16), ("state", 13), ("tries", 5), ("last outcome", 60)):
+            table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=width)
+        settled = True
+        for rec in records:
+            if rec is None:
+                continue
+            settled &= rec.state in ("succeeded", "superseded", "dead_lettered")
+            err = rec.json_field("last_error") or rec.json_field("final_error") or {}
+            note = rec.fields.get("reason") or (f"HTTP {err.get('status')} {err.get('error_class')}" if err else "")
+            table.add_row(rec.destination, rec.fields.get("learner_id", ""),
+                          f"[{STYLE.get(rec.state, 'white')}]{rec.state}[/]", str(rec.attempts), note[:70])
+        return table, settled
+
+    def run(self, per_vendor: int, web_port: int) -> None:
+        explicit = environ_value("GRADESYNC_REDIS_URL")
+        url, self.redis = find_or_start(explicit, self.data_dir / "redis")
+        where = "embedded redis-server" if self.redis else "Redis"
+        self.console.print(f"[bold]Redis[/]: {where} at {url}")
+        ports = {v: free_port() for v in VENDORS}
+        dest_file = self.data_dir / "destinations.toml"
+        dest_file.write_text(destinations_toml(ports))
+        token = secrets.token_urlsafe(24)
+        env = {**os.environ, **SECRET_ENV, "GRADESYNC_REDIS_URL": url, "GRADESYNC_DESTINATIONS": str(dest_file),
+               "GRADESYNC_LOG_FORMAT": "json", "GRADESYNC_API_TOKEN": token}
+        env.pop("GRADESYNC_BROKER_URL", None)
+        self.spawn("sandbox", ["sandbox", *[a for v in VENDORS for a in (f"--{v}-port", str(ports[v]))]], env)
+        self.wait_log("sandbox", "thoughtindustries")
+        self.spawn("worker", ["worker", "--concurrency", "8", "--hostname", "demo@%h"], env)
+        self.wait_log("worker", "worker_ready")
+        web = self.spawn("web", ["serve", "--port", str(web_port)], env)
+        self.console.print(f"[bold]sandbox[/]: ports {ports}; [bold]worker[/]: pid {dict(self.procs)['worker'].pid}")
+
+        os.environ.update(SECRET_ENV)
+        reset_settings()
+        settings = Settings(redis_url=url, destinations_file=dest_file)
+        # a transient outage at Thought Industries: the first two requests fail, retries deliver
+        SandboxClient(f"http://127.0.0.1:{ports['thoughtindustries']}").fault(status=503, times=2)
+        publisher = Publisher(settings)
+        ids = publisher.publish_many(sample_events(per_vendor))
+        self.console.print(f"published {len(ids)} events with one publish_many() call")
+        store = Store.connect(settings)
+        with Live(self.table(store, ids)[0], console=self.console, refresh_per_second=4) as live:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                table, settled = self.table(store, ids)
+                live.update(table)
+                if settled:
+                    break
+                time.sleep(0.25)
+        counts: dict[str, int] = {}
+        for rec in store.ledger.load_many(ids):
+            if rec is not None:
+                counts[rec.state] = counts.get(rec.state, 0) + 1
+        self.console.print("[bold]settled:[/] " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        if web.poll() is None:
+            self.console.print(f"[bold]dashboard[/]: http://127.0.0.1:{web_port}/  (API token: {token})")
+        self.console.print(
+            "Explore from another shell with the same settings:\n"
+            f"  export GRADESYNC_REDIS_URL={url}\n  export GRADESYNC_DESTINATIONS={dest_file}\n"
+            f"  .venv/bin/gradesync status {ids[0]}\n  .venv/bin/gradesync dlq list\n"
+            f"Logs: {self.data_dir}/*.log.  Ctrl-C stops everything."
+        )
+
+
+@click.command("demo")
+@click.option("--events", "per_vendor", default=5, show_default=True, help="Ordinary events per vendor.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path(".gradesync"), show_default=True,
+              help="Where the embedded Redis, logs and the demo destinations file live.")
+@click.option("--web-port", default=8000, show_default=True, help="Port of the dashboard / HTTP API.")
+@click.option("--exit-when-settled", is_flag=True, help="Stop once every event has settled (for scripts).")
+def demo_cmd(per_vendor: int, data_dir: Path, web_port: int, exit_when_settled: bool) -> None:
+    """Run Redis (found or embedded), the vendor sandbox, a worker and the dashboard; publish sample events
+    to all four vendors and show them flowing. Ctrl-C stops everything."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    console = Console()
+    demo = Demo(data_dir.resolve(), console)
+    try:
+        demo.run(per_vendor, web_port)
+        if not exit_when_settled:
+            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+            while True:
+                time.sleep(1)
+    except KeyboardInterrupt:
+        console.print("\nstopping…")
+    finally:
+        demo.stop()
+        console.print("stopped.")
