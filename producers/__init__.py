@@ -9,7 +9,7 @@ from producers.events import (
     LtiaasTarget,
     ThoughtIndustriesTarget,
 )
-from producers.publish import InvalidEvents, PublishError, Publisher, publish, publish_many
+from producers.publish import InvalidEvents, Publisher, PublishError, publish, publish_many
 
 __all__ = [
     "ActivityProgress",

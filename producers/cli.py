@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from producers.events import GradeEvent, event_json_schema, format_errors
-from producers.publish import PublishError, Publisher
+from producers.publish import Publisher, PublishError
 from producers.settings import ConfigError, get_settings
 
 BATCH = 500

@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MAX_METADATA_BYTES = 4096
 _MASK = "**********"
 

@@ -23,14 +23,15 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from producers.keys import Keys
 from producers.settings import Settings, get_settings
 
 
 def build_config(settings: Settings) -> dict[str, Any]:
-    queues = [Queue(Keys.queue(name), routing_key=Keys.queue(name)) for name in settings.destinations()]
+    queues = [Queue(Keys.queue(name), routing_key=Keys.queue(name))  # type: ignore[no-untyped-call]
+              for name in settings.destinations()]
     time_limit = settings.visibility_timeout - 15
     return {
         "broker_url": settings.broker,

@@ -19,7 +19,8 @@ def lt_event(**over: object) -> dict[str, object]:
         "learner_id": "learner-1",
         "score_given": 7,
         "score_maximum": 10,
-        "target": {"line_item_id": "https://lms.example/api/lti/courses/1/line_items/1", "service_key": "demo-service-key"},
+        "target": {"line_item_id": "https://lms.example/api/lti/courses/1/line_items/1",
+                   "service_key": "demo-service-key"},
     }
     e.update(over)
     return e

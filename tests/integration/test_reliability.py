@@ -44,7 +44,7 @@ def test_retry_after_is_respected(cluster: Cluster, vendors: dict[str, SandboxCl
     cluster.start_worker()
     [eid] = cluster.publisher.publish_many([lt_event()])
     assert cluster.wait_for([eid]) == {eid: "succeeded"}
-    first, second = cluster.store.ledger.history(eid)
+    first, _second = cluster.store.ledger.history(eid)
     assert first["error_class"] == "RateLimited" and first["outcome"] == "retry"
     assert first["retry_in"] >= 3.0  # the backoff alone would be <= 1 s with this destination's policy
     posts = vendors["ltiaas"].requests(method="POST")
@@ -53,8 +53,9 @@ def test_retry_after_is_respected(cluster: Cluster, vendors: dict[str, SandboxCl
 
 def test_permanent_error_dead_letters_after_one_attempt(cluster: Cluster, vendors: dict[str, SandboxClient]) -> None:
     cluster.start_worker()
-    [eid] = cluster.publisher.publish_many([lt_event(target={
-        "line_item_id": "https://lms.example/api/lti/courses/1/line_items/unknown", "service_key": "demo-service-key"})])
+    unknown = "https://lms.example/api/lti/courses/1/line_items/unknown"
+    [eid] = cluster.publisher.publish_many([lt_event(target={"line_item_id": unknown,
+                                                             "service_key": "demo-service-key"})])
     assert cluster.wait_for([eid]) == {eid: "dead_lettered"}
     rec = cluster.store.ledger.load(eid)
     assert rec is not None and rec.attempts == 1

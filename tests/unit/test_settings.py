@@ -62,7 +62,7 @@ def test_invalid_entries_name_file_destination_and_key(entry: dict[str, object],
 
 
 def test_empty_or_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="no \\[destinations.<name>\\] table"):
+    with pytest.raises(ConfigError, match=r"no \[destinations\.<name>\] table"):
         parse_destinations({}, source="d.toml", environ={})
     with pytest.raises(ConfigError, match="destinations file not found"):
         load_destinations(tmp_path / "missing.toml")

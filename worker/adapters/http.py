@@ -139,6 +139,7 @@ def error_for_status(
 def json_or_none(response: httpx.Response) -> object | None:
     """The body as JSON, or None when it is not JSON."""
     try:
-        return response.json()
+        body: object = response.json()
     except ValueError:
         return None
+    return body

@@ -23,6 +23,7 @@ drop a connection mid-request the way a failing load balancer does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -244,6 +245,11 @@ class SandboxApp:
         return Response(404, {"error": "unknown sandbox control endpoint"})
 
 
+def _host(server: ThreadingHTTPServer) -> str:
+    host = server.server_address[0]
+    return host.decode() if isinstance(host, bytes) else str(host)
+
+
 class _HTTPHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -258,7 +264,7 @@ class _HTTPHandler(BaseHTTPRequestHandler):
             query=parse_qs(parts.query, keep_blank_values=True),
             headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
-            host=self.headers.get("Host", f"{self.server.server_address[0]}:{self.server.server_address[1]}"),
+            host=self.headers.get("Host", f"{_host(self.server)}:{self.server.server_address[1]}"),
         )
         try:
             result = self.server.app.handle(req)
@@ -266,10 +272,8 @@ class _HTTPHandler(BaseHTTPRequestHandler):
             result = Response(500, {"error": f"sandbox error: {type(exc).__name__}"})
         if result is _DROP:
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return
         assert isinstance(result, Response)
         payload, headers = result.encode()
@@ -308,7 +312,7 @@ class Running:
 
     @property
     def url(self) -> str:
-        return f"http://{self.server.server_address[0]}:{self.port}"
+        return f"http://{_host(self.server)}:{self.port}"
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
+from redis import Redis
 
 from producers.keys import Keys
 from producers.settings import Settings
@@ -17,7 +17,7 @@ from worker.store.stats import Stats
 
 @dataclass
 class Store:
-    redis: redis.Redis
+    redis: Redis
     keys: Keys
     ledger: Ledger
     schedule: RetrySchedule
@@ -25,8 +25,8 @@ class Store:
     cache: RedisCache
 
     @classmethod
-    def connect(cls, settings: Settings, client: redis.Redis | None = None) -> Store:
-        r = client or redis.Redis.from_url(
+    def connect(cls, settings: Settings, client: Redis | None = None) -> Store:
+        r = client or Redis.from_url(
             settings.redis_url, socket_timeout=15, socket_connect_timeout=5, health_check_interval=30
         )
         keys = Keys(settings.key_prefix)

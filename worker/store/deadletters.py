@@ -129,16 +129,6 @@ class DeadLetterQueue:
                 return
             start = end + 1
 
-    def list(self, flt: DLQFilter = DLQFilter(), *, limit: int = 50, offset: int = 0) -> tuple[list[DeadLetter], int]:
-        """One page of matching dead letters (newest first) and the total that match."""
-        page: list[DeadLetter] = []
-        total = 0
-        for rec in self.records(flt):
-            if offset <= total < offset + limit:
-                page.append(DeadLetter.from_record(rec))
-            total += 1
-        return page, total
-
     def get(self, event_id: str) -> EventRecord | None:
         rec = self.store.ledger.load(event_id)
         return rec if rec is not None and rec.state == "dead_lettered" else None
@@ -219,9 +209,9 @@ class DeadLetterQueue:
 
     def audit(self, limit: int = 100) -> list[dict[str, Any]]:
         out = []
-        for entry_id, raw in self.r.xrevrange(self.keys.audit, count=limit):
+        for entry_id, raw in self.r.xrevrange(self.keys.audit, count=limit) or []:
             f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                 for k, v in raw.items()}
+                 for k, v in (raw or {}).items()}
             out.append({
                 "id": entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
                 "at": float(f["at"]),
@@ -235,3 +225,13 @@ class DeadLetterQueue:
                 "event_ids": json.loads(f.get("event_ids", "[]")),
             })
         return out
+
+    def list(self, flt: DLQFilter = DLQFilter(), *, limit: int = 50, offset: int = 0) -> tuple[list[DeadLetter], int]:
+        """One page of matching dead letters (newest first) and the total that match."""
+        page: list[DeadLetter] = []
+        total = 0
+        for rec in self.records(flt):
+            if offset <= total < offset + limit:
+                page.append(DeadLetter.from_record(rec))
+            total += 1
+        return page, total

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +86,7 @@ class EventRecord:
     fields: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_hash(cls, event_id: str, raw: dict[bytes, bytes]) -> EventRecord:
+    def from_hash(cls, event_id: str, raw: Mapping[Any, Any]) -> EventRecord:
         f = {_s(k): _s(v) for k, v in raw.items()}
         return cls(
             event_id=event_id,
