@@ -1,0 +1,164 @@
+"""LTIAAS: LTI Advantage AGS scores through the LTIAAS REST API.
+
+One request per event: ``POST /api/lineitems/{line item URL, encodeURIComponent-ed}/scores`` with
+``SERVICE-AUTH-V1 <api key>:<service key>`` (or ``LTIK-AUTH-V2 <api key>:<ltik>``) and the AGS score.
+The score's ``timestamp`` is the event's ``occurred_at`` (ms, UTC), identical on every retry, so a late
+retry can never overwrite a newer grade: the platform refuses it and we report :class:`Superseded`.
+
+Errors come as ``{status, error, details: {message, description?, externalError?, externalStatus?…}}``.
+When LTIAAS proxies an error of the LMS (``details.externalError``), the LMS's status decides whether it
+is worth retrying; otherwise the HTTP status does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+
+from producers.events import GradeEvent, LtiaasTarget
+from producers.settings import Destination, LtiaasDestination
+from worker import errors
+from worker.adapters.base import AdapterContext, DeliveryResult
+from worker.adapters.http import error_class_for, error_for_status, json_or_none, send
+from worker.redact import redact_text
+
+ROUTE = "score.post"
+
+#: a 400 naming the timestamp is a stale-score refusal when it also says how the timestamps compare
+_STALE_WORDS = re.compile(
+    r"earlier|later|older|newer|already|stale|before|after|exist|order|supersed|recent|greater|less|conflict",
+    re.IGNORECASE,
+)
+
+
+def _number(value: float) -> int | float:
+    """``95.0`` as ``95`` on the wire; other values unchanged (``0`` stays a score)."""
+    return int(value) if value.is_integer() else value
+
+
+def score_path(line_item_url: str) -> str:
+    """The scores path: the whole line item URL as ONE path segment (``encodeURIComponent``)."""
+    return f"/api/lineitems/{quote(line_item_url, safe='')}/scores"
+
+
+def score_body(event: GradeEvent) -> dict[str, Any]:
+    """The AGS score of the event, in the wire's key order."""
+    body: dict[str, Any] = {
+        "userId": event.learner_id,
+        "activityProgress": event.activity_progress.value,
+        "gradingProgress": event.grading_progress.value,
+    }
+    if event.score_given is not None and event.score_maximum is not None:
+        body["scoreGiven"] = _number(event.score_given)
+        body["scoreMaximum"] = _number(event.score_maximum)
+    if event.comment is not None:
+        body["comment"] = event.comment
+    body["timestamp"] = event.occurred_at_iso
+    return body
+
+
+def _details(body: object) -> dict[str, Any]:
+    if isinstance(body, dict) and isinstance(body.get("details"), dict):
+        return dict(body["details"])
+    return {}
+
+
+def _vendor_message(body: object) -> str | None:
+    """``details.message: details.description`` (else the top-level ``error``), redacted."""
+    details = _details(body)
+    text = ": ".join(str(details[k]) for k in ("message", "description") if details.get(k) not in (None, ""))
+    if not text and isinstance(body, dict) and body.get("error"):
+        text = str(body["error"])
+    if details.get("externalError") is True:
+        upstream = _upstream_status(details)
+        text = f"{text} (LMS error{f' HTTP {upstream}' if upstream else ''})".strip()
+    return redact_text(text) or None
+
+
+def _upstream_status(details: dict[str, Any]) -> int | None:
+    """The LMS's own status of a proxied error, when the body gives one."""
+    for key in ("externalStatus", "externalStatusCode", "statusCode", "status"):
+        value = details.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            return value
+        if isinstance(value, str) and value.isdigit() and 100 <= int(value) <= 599:
+            return int(value)
+    return None
+
+
+def classify(response: httpx.Response) -> errors.DeliveryError:
+    """The project error for a non-2xx answer of the scores endpoint."""
+    status = response.status_code
+    body = json_or_none(response)
+    message = _vendor_message(body)
+    details = _details(body)
+    effective = status
+    if details.get("externalError") is True:
+        effective = _upstream_status(details) or status
+    text = " ".join(str(details.get(k) or "") for k in ("message", "description"))
+    if isinstance(body, dict) and not text.strip():
+        text = str(body.get("error") or "")
+    stale = effective == 409 or (
+        effective == 400 and "timestamp" in text.lower() and bool(_STALE_WORDS.search(text))
+    )
+    if stale:
+        return error_for_status(response, route=ROUTE, vendor_message=message, cls=errors.Superseded)
+    if 300 <= status < 400 or status < 200:
+        return error_for_status(response, route=ROUTE, vendor_message=message, cls=errors.UnexpectedResponse)
+    return error_for_status(response, route=ROUTE, vendor_message=message, cls=error_class_for(effective))
+
+
+class LtiaasAdapter:
+    """Deliver grade events as AGS scores through LTIAAS."""
+
+    vendor: ClassVar[str] = "ltiaas"
+
+    def __init__(self, destination: Destination, ctx: AdapterContext) -> None:
+        if not isinstance(destination, LtiaasDestination):
+            raise errors.ConfigurationError(f"destination {destination.name!r} is not an ltiaas destination")
+        self.destination = destination
+        self.ctx = ctx
+
+    def _authorization(self, target: LtiaasTarget) -> str:
+        if self.destination.api_key is None:
+            raise errors.ConfigurationError(
+                f"destination {self.destination.name!r}: the LTIAAS API key is not set "
+                f"(${self.destination.api_key_env})"
+            )
+        api_key = self.destination.api_key.get_secret_value()
+        if target.service_key is not None:
+            return f"SERVICE-AUTH-V1 {api_key}:{target.service_key.get_secret_value()}"
+        if target.ltik is not None:
+            return f"LTIK-AUTH-V2 {api_key}:{target.ltik.get_secret_value()}"
+        raise errors.ConfigurationError("the event's target has neither a service_key nor an ltik")
+
+    def build_request(self, event: GradeEvent) -> httpx.Request:
+        target = event.target
+        if not isinstance(target, LtiaasTarget):
+            raise errors.ConfigurationError(f"event {event.event_id} does not target an ltiaas line item")
+        content = json.dumps(score_body(event), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return self.ctx.http.build_request(
+            "POST",
+            score_path(target.line_item_id),
+            content=content,
+            headers={
+                "Authorization": self._authorization(target),
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
+        )
+
+    def deliver(self, event: GradeEvent) -> DeliveryResult:
+        request = self.build_request(event)
+        response = send(self.ctx.http, request, route=ROUTE, observe=self.ctx.observe)
+        if 200 <= response.status_code < 300:  # 204 documented; AGS: any 2xx is success
+            line_item = event.target.item_key()
+            return DeliveryResult(status=response.status_code, action=ROUTE, detail=redact_text(line_item))
+        raise classify(response)
+
+    def close(self) -> None:
+        self.ctx.http.close()
