@@ -6,8 +6,8 @@ Why each setting (see also README "Operations"):
 
 * ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after its attempt
   is recorded, so a killed worker loses nothing; the broker re-delivers it.
-* ``visibility_timeout`` (``GRADESYNC_VISIBILITY_TIMEOUT``, 90 s): how soon Redis re-delivers a killed
-  worker's messages. It can be short because gradesync never uses ETA/countdown messages (retries wait
+* ``visibility_timeout`` (``GRADESYNC_VISIBILITY_TIMEOUT``, 90 s) and a restore sweep every 5 s: how soon
+  Redis re-delivers a killed worker's messages (at most ~95 s). It can be short because gradesync never uses ETA/countdown messages (retries wait
   in Redis, :mod:`worker.store.schedule`) and every attempt is bounded by ``task_time_limit``.
 * ``worker_prefetch_multiplier = 1``: a worker reserves only what it can run, so a slow vendor's backlog
   is not hoarded by one process and a crash strands few messages.
@@ -38,6 +38,10 @@ def build_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
+            # sweep for a dead worker's unacknowledged messages every 5 s (kombu's default sweeps only
+            # every 10 s x 10 = 100 s), so they run again within visibility_timeout + 5 s
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
             "socket_keepalive": True,
             "health_check_interval": 30,
         },
