@@ -30,6 +30,7 @@ from producers.settings import Settings, environ_value, reset_settings
 from worker.localredis import EmbeddedRedis, find_or_start, free_port
 from worker.sandbox import DEMO_CREDENTIALS
 from worker.sandbox.control import SandboxClient
+from worker.sandbox.edlink import DEMO_PERSON_ID
 from worker.store import Store
 
 VENDORS = ("learningstudio", "ltiaas", "edlink", "thoughtindustries")
@@ -87,6 +88,7 @@ def sample_events(n: int) -> list[dict[str, Any]]:
         edlink: dict[str, Any] = {**score, "destination": DEST["edlink"], "learner_id": f"edlink-person-{i}",
                                   "target": {"class_id": "class-demo", "assignment_id": "assignment-demo"}}
         if i == 0:  # the learner whose person token the sandbox knows also submits an attempt
+            edlink["learner_id"] = DEMO_PERSON_ID
             edlink["target"]["person_token"] = DEMO_CREDENTIALS["edlink"]["person_token"]
             edlink["attachments"] = [{"type": "link", "url": "https://work.example/essay"}]
         events.append(edlink)
