@@ -159,3 +159,24 @@ def test_missing_destination_secret_dead_letters_with_configuration_reason(
     d = Deliverer(settings, store, AdapterPool(settings, store), worker="test")
     assert d.run(eid, store.ledger.load(eid).token) == "dead_lettered"  # type: ignore[union-attr]
     assert "UNIT_LT_KEY" in store.ledger.load(eid).fields["reason"]  # type: ignore[union-attr]
+
+
+def test_requeued_older_event_is_superseded_by_a_newer_one_delivered_meanwhile(
+    env: tuple[Settings, Store, Publisher],
+) -> None:
+    from producers.publish import make_client_app
+    from worker.store.deadletters import DeadLetterQueue
+
+    settings, store, publisher = env
+    [old] = publisher.publish_many([event(occurred_at="2026-01-01T10:00:00Z", score_given=1)])
+    d = deliverer(settings, store, Scripted([errors.NotFound(status=404), OK]))
+    assert d.run(old, store.ledger.load(old).token) == "dead_lettered"  # type: ignore[union-attr]
+    [new] = publisher.publish_many([event(occurred_at="2026-01-01T11:00:00Z", score_given=2)])
+    assert d.run(new, store.ledger.load(new).token) == "succeeded"  # type: ignore[union-attr]
+
+    report = DeadLetterQueue(store, make_client_app(settings)).requeue([old], actor="test")
+    assert report.done == 1
+    rec = store.ledger.load(old)
+    assert rec is not None and rec.state == "queued" and rec.attempts == 0
+    assert d.run(old, rec.token) == "superseded"
+    assert store.ledger.load(old).fields["reason"].startswith(f"a newer event ({new})")  # type: ignore[union-attr]
