@@ -91,6 +91,10 @@ def dispatch(app: Celery, deliveries: Sequence[Delivery]) -> None:
     """Queue the delivery messages, batched into pipelined round trips where the broker allows it."""
     if not deliveries:
         return
+    # On Redis a message to the anonymous exchange is an LPUSH onto the list named like the queue: no
+    # binding is needed, so skip kombu's per-message declare. AMQP needs the queue declared (kombu caches it).
+    on_redis = str(app.conf.broker_url or "").startswith(("redis://", "rediss://", "unix://"))
+    routing: dict[str, Any] = {"exchange": "", "declare": []} if on_redis else {}
     with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
         for d in deliveries:
             app.send_task(
@@ -99,6 +103,7 @@ def dispatch(app: Celery, deliveries: Sequence[Delivery]) -> None:
                 kwargs={"token": d.token, "destination": d.destination},
                 queue=Keys.queue(d.destination),
                 routing_key=Keys.queue(d.destination),
+                **routing,
                 producer=producer,
                 ignore_result=True,
                 shadow=f"{DELIVER_TASK}:{d.destination}",
