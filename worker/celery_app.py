@@ -7,8 +7,9 @@ Why each setting (see also README "Operations"):
 * ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after its attempt
   is recorded, so a killed worker loses nothing; the broker re-delivers it.
 * ``visibility_timeout`` (``GRADESYNC_VISIBILITY_TIMEOUT``, 90 s) and a restore sweep every 5 s: how soon
-  Redis re-delivers a killed worker's messages (at most ~95 s). It can be short because gradesync never uses ETA/countdown messages (retries wait
-  in Redis, :mod:`worker.store.schedule`) and every attempt is bounded by ``task_time_limit``.
+  Redis re-delivers a killed worker's messages (at most ~95 s). It can be short because gradesync never
+  uses ETA/countdown messages (retries wait in Redis, :mod:`worker.store.schedule`) and every attempt is
+  bounded by ``task_time_limit``.
 * ``worker_prefetch_multiplier = 1``: a worker reserves only what it can run, so a slow vendor's backlog
   is not hoarded by one process and a crash strands few messages.
 * the ``threads`` pool (``gradesync worker``): vendor calls dominate, so threads overlap them cheaply and

@@ -13,6 +13,7 @@ from producers.cli import publish_cmd, schema_cmd
 from producers.settings import ConfigError, get_settings
 from worker.demo import demo_cmd
 from worker.ops.dlq_cli import dlq_group
+from worker.ops.serve import serve_cmd
 
 
 @click.group()
@@ -25,6 +26,7 @@ cli.add_command(publish_cmd)
 cli.add_command(schema_cmd)
 cli.add_command(dlq_group)
 cli.add_command(demo_cmd)
+cli.add_command(serve_cmd)
 
 
 def _settings_or_exit() -> None:

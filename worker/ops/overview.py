@@ -1,0 +1,172 @@
+"""What the ops surface reads: one :class:`OpsContext` per web process (settings, store, dead-letter queue,
+broker connection) and the per-destination overview shared by the dashboard, the API and ``/metrics``.
+
+Everything is read from Redis at request / scrape time, so the numbers are right whatever the number of
+worker processes and hosts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+from celery import Celery
+
+from producers.keys import Keys
+from producers.publish import make_client_app
+from producers.settings import Settings
+from worker.ops.views import iso
+from worker.store import Store
+from worker.store.deadletters import DeadLetterQueue
+
+#: kombu's Redis transport keeps a queue's messages of priority p > 0 in the list ``<queue>\x06\x16<p>``
+_KOMBU_PRIORITY_SEP = "\x06\x16"
+_KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+WINDOW_OUTCOMES = ("succeeded", "dead_lettered", "retried", "superseded")
+
+
+def broker_is_redis(url: str) -> bool:
+    return url.startswith(_REDIS_SCHEMES)
+
+
+def where(url: str) -> str:
+    """A URL without its credentials (for messages)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}" if sep else url.rsplit("@", 1)[-1]
+
+
+class OpsContext:
+    """The connections one web process uses (all thread-safe, pooled)."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store or Store.connect(settings)
+        self.celery: Celery = make_client_app(settings)
+        self.dlq = DeadLetterQueue(self.store, self.celery)
+        self.broker_redis: redis.Redis | None = None
+        if broker_is_redis(settings.broker):
+            self.broker_redis = (
+                self.store.redis
+                if settings.broker == settings.redis_url
+                else redis.Redis.from_url(settings.broker, socket_timeout=5, socket_connect_timeout=3)
+            )
+
+    @property
+    def keys(self) -> Keys:
+        return self.store.keys
+
+    def vendors(self) -> dict[str, str]:
+        return self.settings.vendors()
+
+    def close(self) -> None:
+        if self.broker_redis is not None and self.broker_redis is not self.store.redis:
+            self.broker_redis.close()
+        self.store.redis.close()
+
+
+@dataclass(frozen=True)
+class DestinationOverview:
+    destination: str
+    vendor: str
+    queue_depth: int | None  # None when the broker is not Redis (depth unknown here)
+    in_progress: int
+    scheduled_retries: int
+    dead_letters: int
+    oldest_dead_letter_at: float | None
+    windows: dict[str, dict[str, int]]  # "5m"/"60m" -> outcome -> count
+
+    def oldest_age(self, now: float) -> float | None:
+        return None if self.oldest_dead_letter_at is None else max(0.0, now - self.oldest_dead_letter_at)
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        data = asdict(self)
+        data["oldest_dead_letter_at"] = iso(self.oldest_dead_letter_at)
+        age = self.oldest_age(now)
+        data["oldest_dead_letter_age_seconds"] = None if age is None else round(age, 1)
+        return data
+
+
+def queue_depths(broker: redis.Redis, destinations: Iterable[str]) -> dict[str, int]:
+    """LLEN of each destination's broker queue (all of kombu's priority lists of it)."""
+    names = list(destinations)
+    with broker.pipeline(transaction=False) as pipe:
+        for name in names:
+            queue = Keys.queue(name)
+            for step in _KOMBU_PRIORITY_STEPS:
+                pipe.llen(queue if step == 0 else f"{queue}{_KOMBU_PRIORITY_SEP}{step}")
+        lengths = pipe.execute()
+    n = len(_KOMBU_PRIORITY_STEPS)
+    return {name: sum(int(x) for x in lengths[i * n : (i + 1) * n]) for i, name in enumerate(names)}
+
+
+def scheduled_by_destination(store: Store, chunk: int = 1000) -> dict[str, int]:
+    """Scheduled retries (and those being dispatched) per destination, read from the ledger records."""
+    counts: dict[str, int] = {}
+    r, keys = store.redis, store.keys
+    for zkey in (keys.scheduled, keys.dispatching):
+        start = 0
+        while True:
+            members = r.zrange(zkey, start, start + chunk - 1)
+            if not members:
+                break
+            with r.pipeline(transaction=False) as pipe:
+                for m in members:
+                    eid = m.decode() if isinstance(m, bytes) else str(m)
+                    pipe.hget(keys.event(eid), "destination")
+                dests = pipe.execute()
+            for d in dests:
+                if d is not None:
+                    name = d.decode() if isinstance(d, bytes) else str(d)
+                    counts[name] = counts.get(name, 0) + 1
+            if len(members) < chunk:
+                break
+            start += chunk
+    return counts
+
+
+def compute_overview(ctx: OpsContext, *, windows: bool = True) -> list[DestinationOverview]:
+    """One entry per configured destination, in name order."""
+    vendors = ctx.vendors()
+    names = sorted(vendors)
+    r, keys = ctx.store.redis, ctx.keys
+    with r.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.zcard(keys.inflight(name))
+            pipe.zcard(keys.dlq_of(name))
+            pipe.zrange(keys.dlq_of(name), 0, 0, withscores=True)
+        raw = pipe.execute()
+    depths = queue_depths(ctx.broker_redis, names) if ctx.broker_redis is not None else {}
+    scheduled = scheduled_by_destination(ctx.store)
+    counts: dict[str, dict[tuple[str, str], int]] = {}
+    if windows:
+        for label, minutes in (("5m", 5), ("60m", 60)):
+            counts[label] = ctx.store.stats.window(names, WINDOW_OUTCOMES, minutes)
+    out: list[DestinationOverview] = []
+    for i, name in enumerate(names):
+        in_progress, dead, oldest = raw[i * 3 : i * 3 + 3]
+        out.append(DestinationOverview(
+            destination=name,
+            vendor=vendors[name],
+            queue_depth=depths.get(name),
+            in_progress=int(in_progress),
+            scheduled_retries=scheduled.get(name, 0),
+            dead_letters=int(dead),
+            oldest_dead_letter_at=float(oldest[0][1]) if oldest else None,
+            windows={label: {o: c.get((name, o), 0) for o in WINDOW_OUTCOMES} for label, c in counts.items()},
+        ))
+    return out
+
+
+def overview_json(ctx: OpsContext) -> dict[str, Any]:
+    """The overview as the dashboard and ``GET /v1/overview`` show it."""
+    now = time.time()
+    rows = compute_overview(ctx)
+    return {
+        "generated_at": iso(now),
+        "broker": "redis" if ctx.broker_redis is not None else "other",
+        "destinations": [row.as_dict(now) for row in rows],
+    }
