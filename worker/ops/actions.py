@@ -128,11 +128,14 @@ def default_rate(settings: Settings, flt: DLQFilter) -> float:
 def requeue(ctx: OpsContext, body: RequeueBody, actor: str) -> ActionReport:
     flt = body.flt()
     rate = body.rate or default_rate(ctx.settings, flt)
-    return ctx.dlq.requeue(body.ids(), flt, dry_run=body.dry_run, rate=rate, actor=actor)
+    # the dashboard's dry runs are confirmation previews, not operator actions: not audited
+    preview = body.dry_run and actor == "dashboard"
+    return ctx.dlq.requeue(body.ids(), flt, dry_run=body.dry_run, rate=rate, actor=actor, audit=not preview)
 
 
 def purge(ctx: OpsContext, body: SelectionBody, actor: str) -> ActionReport:
-    return ctx.dlq.purge(body.ids(), body.flt(), actor=actor, dry_run=body.dry_run)
+    preview = body.dry_run and actor == "dashboard"
+    return ctx.dlq.purge(body.ids(), body.flt(), actor=actor, dry_run=body.dry_run, audit=not preview)
 
 
 # -- JSON shapes ----------------------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def dlq_purge(event_ids: tuple[str, ...], all_: bool, yes: bool, **f: Any) -> No
     ids = _targets(event_ids, all_)
     flt = _flt(**f)
     dlq = _dlq()
-    preview = dlq.purge(ids, flt, actor="cli", dry_run=True) if not yes else None
+    preview = dlq.purge(ids, flt, actor="cli", dry_run=True, audit=False) if not yes else None
     if preview is not None:
         if preview.matched == 0:
             click.echo("nothing to purge")

@@ -153,7 +153,7 @@ class DeadLetterQueue:
     # -- operator actions ----------------------------------------------------------------------------
     def requeue(self, event_ids: Iterable[str] | None = None, flt: DLQFilter = DLQFilter(), *, dry_run: bool = False,
                 rate: float | None = None, actor: str = "cli",
-                progress: Callable[[int, int], None] | None = None) -> ActionReport:
+                progress: Callable[[int, int], None] | None = None, audit: bool = True) -> ActionReport:
         """Requeue the given dead letters (or all matching ``flt``) at most ``rate`` per second."""
         chosen, skipped = self._select(event_ids, flt)
         report = ActionReport("requeue", matched=len(chosen), dry_run=dry_run, skipped=skipped)
@@ -178,18 +178,21 @@ class DeadLetterQueue:
                     progress(i + 1, len(chosen))
         else:
             report.event_ids = [r.event_id for r in chosen]
-        self.audit_write("requeue", actor=actor, report=report, flt=flt, explicit=event_ids is not None)
+        if audit:
+            self.audit_write("requeue", actor=actor, report=report, flt=flt, explicit=event_ids is not None)
         return report
 
     def purge(self, event_ids: Iterable[str] | None = None, flt: DLQFilter = DLQFilter(), *,
-              actor: str = "cli", dry_run: bool = False) -> ActionReport:
+              actor: str = "cli", dry_run: bool = False, audit: bool = True) -> ActionReport:
+        """Delete dead letters for good (``audit=False`` only for a confirmation preview)."""
         chosen, skipped = self._select(event_ids, flt)
         report = ActionReport("purge", matched=len(chosen), dry_run=dry_run, skipped=skipped)
         for rec in chosen:
             report.event_ids.append(rec.event_id)
             if not dry_run and self.store.ledger.purge(rec):
                 report.done += 1
-        self.audit_write("purge", actor=actor, report=report, flt=flt, explicit=event_ids is not None)
+        if audit:
+            self.audit_write("purge", actor=actor, report=report, flt=flt, explicit=event_ids is not None)
         return report
 
     # -- audit -------------------------------------------------------------------------------------
