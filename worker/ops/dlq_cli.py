@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import click
@@ -15,32 +13,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from producers.publish import make_client_app
 from producers.settings import get_settings
+from worker.ops import actions
 from worker.ops.views import event_view, iso
 from worker.store import Store
 from worker.store.deadletters import DeadLetterQueue, DLQFilter
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
 
 def parse_since(value: str | None, *, now: float | None = None) -> float | None:
-    """``2h``/``30m``/``7d`` ago, an ISO 8601 time, or epoch seconds."""
-    if not value:
-        return None
-    m = _RELATIVE.match(value.strip())
-    if m:
-        return (now or time.time()) - float(m.group(1)) * _UNIT[m.group(2)]
+    """``2h``/``30m``/``7d`` ago, an ISO 8601 time, or epoch seconds (see :func:`worker.ops.actions.parse_since`)."""
     try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter("use 2h / 30m / 7d, an ISO 8601 time or epoch seconds", param_hint="--since") from None
-    if dt.tzinfo is None:
-        raise click.BadParameter("an ISO 8601 time needs a timezone (e.g. Z)", param_hint="--since")
-    return dt.timestamp()
+        return actions.parse_since(value, now=now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("since: "), param_hint="--since") from None
 
 
 def _filters(fn: Callable[..., Any]) -> Callable[..., Any]:
