@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import httpx
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -106,6 +107,18 @@ def sample_events(n: int) -> list[dict[str, Any]]:
     return events
 
 
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url, timeout=2.0)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"{url} does not answer") from None
+            time.sleep(0.1)
+
+
 class Demo:
     def __init__(self, data_dir: Path, console: Console) -> None:
         self.data_dir = data_dir
@@ -114,7 +127,7 @@ class Demo:
         self.redis: EmbeddedRedis | None = None
 
     def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = open(self.data_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        log = open(self.data_dir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
         proc = subprocess.Popen([sys.executable, "-m", "worker.cli", *args], env=env, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append((name, proc))
@@ -174,6 +187,8 @@ class Demo:
         env.pop("GRADESYNC_BROKER_URL", None)
         self.spawn("sandbox", ["sandbox", *[a for v in VENDORS for a in (f"--{v}-port", str(ports[v]))]], env)
         self.wait_log("sandbox", "thoughtindustries")
+        for port in ports.values():  # listening, not just announced
+            wait_http(f"http://127.0.0.1:{port}/_sandbox/state")
         self.spawn("worker", ["worker", "--concurrency", "8", "--hostname", "demo@%h"], env)
         self.wait_log("worker", "worker_ready")
         web = self.spawn("web", ["serve", "--port", str(web_port)], env)
