@@ -231,6 +231,15 @@ class DeadLetterQueue:
 
     def list(self, flt: DLQFilter = DLQFilter(), *, limit: int = 50, offset: int = 0) -> tuple[list[DeadLetter], int]:
         """One page of matching dead letters (newest first) and the total that match."""
+        if flt.vendor is None and flt.error is None and flt.learner is None:
+            # only destination / since: the sorted set counts and pages without reading records
+            key = self.keys.dlq_of(flt.destination) if flt.destination else self.keys.dlq
+            low: float | str = flt.since if flt.since is not None else "-inf"
+            total = int(self.r.zcount(key, low, "+inf"))
+            raw = self.r.zrevrangebyscore(key, "+inf", low, start=offset, num=limit)
+            ids = [x.decode() if isinstance(x, bytes) else str(x) for x in raw]
+            records = self.store.ledger.load_many(ids)
+            return [DeadLetter.from_record(r) for r in records if r is not None and flt.matches(r)], total
         page: list[DeadLetter] = []
         total = 0
         for rec in self.records(flt):
