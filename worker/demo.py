@@ -30,6 +30,7 @@ from producers.publish import Publisher
 from producers.settings import Settings, environ_value, reset_settings
 from worker.localredis import EmbeddedRedis, find_or_start, free_port
 from worker.sandbox import DEMO_CREDENTIALS
+from worker.sandbox import destinations_toml as sandbox_destinations_toml
 from worker.sandbox.control import SandboxClient
 from worker.sandbox.edlink import DEMO_PERSON_ID
 from worker.store import Store
@@ -46,32 +47,11 @@ STYLE = {"queued": "white", "in_progress": "cyan", "retrying": "yellow", "succee
 
 
 def destinations_toml(ports: dict[str, int]) -> str:
-    ls = DEMO_CREDENTIALS["learningstudio"]
-    policy = "timeout = 5.0\nmax_attempts = 4\nretry_base_delay = 1.0\nretry_max_delay = 10.0\n"
-    return f"""# written by `gradesync demo`: the four sandbox vendors
-[destinations.{DEST['learningstudio']}]
-vendor = "learningstudio"
-base_url = "http://127.0.0.1:{ports['learningstudio']}"
-application_id = "{ls['application_id']}"
-consumer_key = "{ls['consumer_key']}"
-shared_secret_env = "DEMO_LS_SECRET"
-{policy}
-[destinations.{DEST['ltiaas']}]
-vendor = "ltiaas"
-base_url = "http://127.0.0.1:{ports['ltiaas']}"
-api_key_env = "DEMO_LTIAAS_KEY"
-{policy}
-[destinations.{DEST['edlink']}]
-vendor = "edlink"
-base_url = "http://127.0.0.1:{ports['edlink']}"
-integration_token_env = "DEMO_EDLINK_TOKEN"
-{policy}
-[destinations.{DEST['thoughtindustries']}]
-vendor = "thoughtindustries"
-base_url = "http://127.0.0.1:{ports['thoughtindustries']}"
-api_key_env = "DEMO_TI_KEY"
-{policy}
-"""
+    envs = dict(zip(VENDORS, SECRET_ENV, strict=True))
+    return "# written by `gradesync demo`: the four sandbox vendors\n" + sandbox_destinations_toml(
+        {v: f"http://127.0.0.1:{ports[v]}" for v in VENDORS}, DEST, envs,
+        timeout=5.0, max_attempts=4, retry_base_delay=1.0, retry_max_delay=10.0,
+    )
 
 
 def sample_events(n: int) -> list[dict[str, Any]]:

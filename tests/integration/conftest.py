@@ -18,6 +18,7 @@ import redis
 from producers.publish import Publisher
 from producers.settings import Settings, reset_settings
 from worker.sandbox import DEMO_CREDENTIALS, Running, serve_all
+from worker.sandbox import destinations_toml as sandbox_destinations_toml
 from worker.sandbox.control import SandboxClient
 from worker.store import Store
 
@@ -34,32 +35,11 @@ TERMINAL = {"succeeded", "superseded", "dead_lettered"}
 
 def destinations_toml(urls: dict[str, str], *, max_attempts: int = 3, base: float = 0.2, cap: float = 1.0,
                       timeout: float = 3.0) -> str:
-    policy = f"timeout = {timeout}\nmax_attempts = {max_attempts}\nretry_base_delay = {base}\nretry_max_delay = {cap}\n"
-    ls = DEMO_CREDENTIALS["learningstudio"]
-    return f"""
-[destinations.ls]
-vendor = "learningstudio"
-base_url = "{urls['learningstudio']}"
-application_id = "{ls['application_id']}"
-consumer_key = "{ls['consumer_key']}"
-shared_secret_env = "IT_LS_SECRET"
-{policy}
-[destinations.lt]
-vendor = "ltiaas"
-base_url = "{urls['ltiaas']}"
-api_key_env = "IT_LTIAAS_KEY"
-{policy}
-[destinations.ed]
-vendor = "edlink"
-base_url = "{urls['edlink']}"
-integration_token_env = "IT_EDLINK_TOKEN"
-{policy}
-[destinations.ti]
-vendor = "thoughtindustries"
-base_url = "{urls['thoughtindustries']}"
-api_key_env = "IT_TI_KEY"
-{policy}
-"""
+    """Destinations ls / lt / ed / ti at the simulators, with a fast retry policy."""
+    names = {"learningstudio": "ls", "ltiaas": "lt", "edlink": "ed", "thoughtindustries": "ti"}
+    envs = dict(zip(names, SECRETS, strict=True))
+    return sandbox_destinations_toml(urls, names, envs, timeout=timeout, max_attempts=max_attempts,
+                                     retry_base_delay=base, retry_max_delay=cap)
 
 
 @pytest.fixture(scope="session")

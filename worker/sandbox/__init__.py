@@ -54,3 +54,25 @@ def serve_all(host: str = "127.0.0.1", ports: dict[str, int] | None = None) -> d
 
 
 __all__ = ["DEFAULT_PORTS", "DEMO_CREDENTIALS", "Running", "SandboxApp", "make_app", "serve_all", "start"]
+
+
+def destinations_toml(urls: dict[str, str], names: dict[str, str], secret_envs: dict[str, str], *,
+                      timeout: float, max_attempts: int, retry_base_delay: float, retry_max_delay: float) -> str:
+    """A destinations file pointing one destination per vendor at the simulators (demo and tests).
+
+    ``urls``, ``names`` and ``secret_envs`` map each vendor to its simulator URL, destination name and
+    the environment variable that holds its secret (the simulators accept :data:`DEMO_CREDENTIALS`).
+    """
+    policy = (f"timeout = {timeout}\nmax_attempts = {max_attempts}\nretry_base_delay = {retry_base_delay}\n"
+              f"retry_max_delay = {retry_max_delay}\n")
+    ls = DEMO_CREDENTIALS["learningstudio"]
+    extra = {
+        "learningstudio": f'application_id = "{ls["application_id"]}"\nconsumer_key = "{ls["consumer_key"]}"\n'
+                          f'shared_secret_env = "{secret_envs["learningstudio"]}"\n',
+        "ltiaas": f'api_key_env = "{secret_envs["ltiaas"]}"\n',
+        "edlink": f'integration_token_env = "{secret_envs["edlink"]}"\n',
+        "thoughtindustries": f'api_key_env = "{secret_envs["thoughtindustries"]}"\n',
+    }
+    return "".join(
+        f'[destinations.{names[v]}]\nvendor = "{v}"\nbase_url = "{urls[v]}"\n{extra[v]}{policy}\n' for v in _CLASSES
+    )
