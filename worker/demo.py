@@ -140,8 +140,8 @@ class Demo:
     def table(self, store: Store, ids: list[str]) -> tuple[Table, bool]:
         records = store.ledger.load_many(ids)
         table = Table(title="grade events", expand=False)
-        for col, width in (("destination", 12), ("learner", 16), ("state", 13), ("tries", 5), ("last outcome", 60)):
-            table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=width)
+        for col, width in (("destination", 13), ("learner", 14), ("state", 14), ("tries", 5), ("last outcome", 60)):
+            table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=min(width, 5), max_width=width)
         settled = True
         for rec in records:
             if rec is None:
@@ -216,7 +216,7 @@ def demo_cmd(per_vendor: int, data_dir: Path, web_port: int, exit_when_settled: 
     """Run Redis (found or embedded), the vendor sandbox, a worker and the dashboard; publish sample events
     to all four vendors and show them flowing. Ctrl-C stops everything."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 120)
     demo = Demo(data_dir.resolve(), console)
     try:
         demo.run(per_vendor, web_port)
