@@ -32,7 +32,7 @@ from producers.events import (
 from producers.settings import Destination, EdlinkDestination
 from worker import errors
 from worker.adapters.base import AdapterContext, DeliveryResult
-from worker.adapters.http import error_for_status, json_or_none, send
+from worker.adapters.http import error_for_status, json_number, json_or_none, send
 from worker.redact import redact_text
 
 log = structlog.get_logger(__name__)
@@ -44,10 +44,6 @@ GRADE_ROUTE = "submission.grade"
 def _seg(value: str) -> str:
     """One path segment, whatever the id contains."""
     return quote(value, safe="")
-
-
-def _number(value: float) -> int | float:
-    return int(value) if value.is_integer() else value
 
 
 def attachment_body(attachment: LinkAttachment | TextAttachment | FileAttachment) -> dict[str, Any]:
@@ -68,7 +64,7 @@ def grade_body(event: GradeEvent) -> dict[str, Any]:
     """The Graph PATCH body: only the fields the event has."""
     body: dict[str, Any] = {}
     if event.score_given is not None:
-        body["grade_points"] = _number(event.score_given)
+        body["grade_points"] = json_number(event.score_given)
     if event.comment is not None:
         body["grade_comment"] = event.comment
     return body

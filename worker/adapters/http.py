@@ -136,6 +136,11 @@ def error_for_status(
     )
 
 
+def json_number(value: float) -> int | float:
+    """``95.0`` as ``95`` on the wire; other values unchanged (``0`` stays a score)."""
+    return int(value) if value.is_integer() else value
+
+
 def json_or_none(response: httpx.Response) -> object | None:
     """The body as JSON, or None when it is not JSON."""
     try:

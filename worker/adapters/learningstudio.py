@@ -28,7 +28,7 @@ from producers.settings import Destination, LearningStudioDestination
 from worker import errors
 from worker.adapters import oauth1_cmac
 from worker.adapters.base import AdapterContext, DeliveryResult
-from worker.adapters.http import error_for_status, json_or_none, send
+from worker.adapters.http import error_for_status, json_number, json_or_none, send
 from worker.redact import redact
 
 log = structlog.get_logger(__name__)
@@ -125,7 +125,7 @@ def grade_body(event: GradeEvent, item: GradebookItem) -> dict[str, Any]:
         if possible is not None and possible > 0 and maximum is not None and maximum != possible:
             points = points * possible / maximum
         points = round(points, 2)
-        grade["points"] = int(points) if points.is_integer() else points
+        grade["points"] = json_number(points)
     if event.letter_grade is not None:
         grade["letterGrade"] = event.letter_grade
     if event.comment is not None:

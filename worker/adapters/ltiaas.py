@@ -23,7 +23,7 @@ from producers.events import GradeEvent, LtiaasTarget
 from producers.settings import Destination, LtiaasDestination
 from worker import errors
 from worker.adapters.base import AdapterContext, DeliveryResult
-from worker.adapters.http import error_class_for, error_for_status, json_or_none, send
+from worker.adapters.http import error_class_for, error_for_status, json_number, json_or_none, send
 from worker.redact import redact_text
 
 ROUTE = "score.post"
@@ -33,11 +33,6 @@ _STALE_WORDS = re.compile(
     r"earlier|later|older|newer|already|stale|before|after|exist|order|supersed|recent|greater|less|conflict",
     re.IGNORECASE,
 )
-
-
-def _number(value: float) -> int | float:
-    """``95.0`` as ``95`` on the wire; other values unchanged (``0`` stays a score)."""
-    return int(value) if value.is_integer() else value
 
 
 def score_path(line_item_url: str) -> str:
@@ -53,8 +48,8 @@ def score_body(event: GradeEvent) -> dict[str, Any]:
         "gradingProgress": event.grading_progress.value,
     }
     if event.score_given is not None and event.score_maximum is not None:
-        body["scoreGiven"] = _number(event.score_given)
-        body["scoreMaximum"] = _number(event.score_maximum)
+        body["scoreGiven"] = json_number(event.score_given)
+        body["scoreMaximum"] = json_number(event.score_maximum)
     if event.comment is not None:
         body["comment"] = event.comment
     body["timestamp"] = event.occurred_at_iso

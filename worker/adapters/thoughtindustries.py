@@ -26,7 +26,7 @@ from producers.events import ActivityProgress, GradeEvent, ThoughtIndustriesTarg
 from producers.settings import Destination, ThoughtIndustriesDestination
 from worker import errors
 from worker.adapters.base import AdapterContext, DeliveryResult
-from worker.adapters.http import error_for_status, json_or_none, parse_retry_after, send
+from worker.adapters.http import error_for_status, json_number, json_or_none, parse_retry_after, send
 from worker.redact import redact_text
 
 PATH = "/incoming/v2/assignmentExternalActivity"
@@ -68,8 +68,7 @@ def activity_attributes(event: GradeEvent) -> dict[str, Any]:
         "learnerId": event.learner_id,
     }
     if event.score_given is not None and event.score_maximum:
-        grade = round(event.score_given / event.score_maximum * 100, 2)
-        attrs["grade"] = int(grade) if grade.is_integer() else grade
+        attrs["grade"] = json_number(round(event.score_given / event.score_maximum * 100, 2))
     if event.comment is not None:
         attrs["gradeFeedback"] = event.comment
     return attrs
