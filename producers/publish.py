@@ -27,7 +27,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from producers.events import GradeEvent, format_errors
 from producers.keys import DELIVER_TASK, Keys
-from producers.settings import Settings, get_settings
+from producers.settings import Settings, get_settings, is_redis_url, without_credentials
 
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OperationalError, ConnectionError, TimeoutError)
 
@@ -93,7 +93,7 @@ def dispatch(app: Celery, deliveries: Sequence[Delivery]) -> None:
         return
     # On Redis a message to the anonymous exchange is an LPUSH onto the list named like the queue: no
     # binding is needed, so skip kombu's per-message declare. AMQP needs the queue declared (kombu caches it).
-    on_redis = str(app.conf.broker_url or "").startswith(("redis://", "rediss://", "unix://"))
+    on_redis = is_redis_url(str(app.conf.broker_url or ""))
     routing: dict[str, Any] = {"exchange": "", "declare": []} if on_redis else {}
     with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
         for d in deliveries:
@@ -153,13 +153,13 @@ class Publisher:
         try:
             deliveries = self._record(events)
         except _TRANSIENT as exc:
-            raise PublishError(f"Redis at {self._where(self.settings.redis_url)} is unavailable: {exc}; "
+            raise PublishError(f"Redis at {without_credentials(self.settings.redis_url)} is unavailable: {exc}; "
                                "nothing was published") from exc
         try:
             self._send(deliveries)
         except _TRANSIENT as exc:
             raise PublishError(
-                f"broker at {self._where(self.settings.broker)} is unavailable: {exc}; the events are "
+                f"broker at {without_credentials(self.settings.broker)} is unavailable: {exc}; the events are "
                 "recorded but none is confirmed queued — publish them again (same event ids) to queue them"
             ) from exc
         return [str(e.event_id) for e in events]
@@ -203,10 +203,6 @@ class Publisher:
     )
     def _send(self, deliveries: Sequence[Delivery]) -> None:
         dispatch(self.app, deliveries)
-
-    @staticmethod
-    def _where(url: str) -> str:
-        return url.split("@")[-1]  # no credentials in messages
 
     def close(self) -> None:
         self.redis.close()

@@ -41,6 +41,20 @@ SECRET_KEYS: dict[str, dict[str, str]] = {
 }
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def is_redis_url(url: str) -> bool:
+    """Does ``url`` point at Redis (rather than an AMQP broker)?"""
+    return url.startswith(_REDIS_SCHEMES)
+
+
+def without_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` removed (for messages and logs)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}" if sep else url.rsplit("@", 1)[-1]
+
+
 class ConfigError(Exception):
     """The configuration is invalid."""
 

@@ -25,11 +25,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from producers.http import event_schemas, ingest_router
 from producers.publish import Publisher
-from producers.settings import ConfigError, Settings, get_settings
+from producers.settings import ConfigError, Settings, get_settings, is_redis_url, without_credentials
 from worker.ops import actions
 from worker.ops.dashboard import dashboard_router, static_app
 from worker.ops.metrics import metrics_router
-from worker.ops.overview import OpsContext, broker_is_redis, overview_json, where
+from worker.ops.overview import OpsContext, overview_json
 from worker.ops.views import event_view
 from worker.store.deadletters import DLQFilter
 
@@ -81,7 +81,7 @@ def check_redis(ctx: OpsContext) -> str | None:
     try:
         ctx.store.redis.ping()
     except (redis.RedisError, OSError) as exc:
-        log.warning("health_redis_failed", redis=where(ctx.settings.redis_url), error=type(exc).__name__)
+        log.warning("health_redis_failed", redis=without_credentials(ctx.settings.redis_url), error=type(exc).__name__)
         return f"Redis unavailable ({type(exc).__name__})"
     return None
 
@@ -91,12 +91,12 @@ def check_broker(ctx: OpsContext) -> str | None:
     try:
         if ctx.broker_redis is not None:
             ctx.broker_redis.ping()
-        elif not broker_is_redis(url):
+        elif not is_redis_url(url):
             conn: Any = ctx.celery.connection_for_write()  # kombu is untyped
             with conn:
                 conn.ensure_connection(max_retries=1, timeout=3)
     except Exception as exc:  # kombu / amqp / redis connection errors of every kind
-        log.warning("health_broker_failed", broker=where(url), error=type(exc).__name__)
+        log.warning("health_broker_failed", broker=without_credentials(url), error=type(exc).__name__)
         return f"broker unavailable ({type(exc).__name__})"
     return None
 

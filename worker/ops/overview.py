@@ -17,7 +17,7 @@ from celery import Celery
 
 from producers.keys import Keys
 from producers.publish import make_client_app
-from producers.settings import Settings
+from producers.settings import Settings, is_redis_url
 from worker.ops.views import iso
 from worker.store import Store
 from worker.store.deadletters import DeadLetterQueue
@@ -25,18 +25,7 @@ from worker.store.deadletters import DeadLetterQueue
 #: kombu's Redis transport keeps a queue's messages of priority p > 0 in the list ``<queue>\x06\x16<p>``
 _KOMBU_PRIORITY_SEP = "\x06\x16"
 _KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 WINDOW_OUTCOMES = ("succeeded", "dead_lettered", "retried", "superseded")
-
-
-def broker_is_redis(url: str) -> bool:
-    return url.startswith(_REDIS_SCHEMES)
-
-
-def where(url: str) -> str:
-    """A URL without its credentials (for messages)."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}" if sep else url.rsplit("@", 1)[-1]
 
 
 class OpsContext:
@@ -48,7 +37,7 @@ class OpsContext:
         self.celery: Celery = make_client_app(settings)
         self.dlq = DeadLetterQueue(self.store, self.celery)
         self.broker_redis: redis.Redis | None = None
-        if broker_is_redis(settings.broker):
+        if is_redis_url(settings.broker):
             self.broker_redis = (
                 self.store.redis
                 if settings.broker == settings.redis_url
