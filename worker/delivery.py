@@ -31,6 +31,7 @@ from worker.adapters.base import Adapter, AdapterContext, DeliveryResult
 from worker.adapters.http import make_client
 from worker.retry import Action, RetryPolicy, decide
 from worker.store import EventRecord, Store
+from worker.store.ledger import RUNNABLE
 
 log = structlog.get_logger("gradesync.delivery")
 
@@ -96,7 +97,7 @@ class Deliverer:
         if record is None:
             log.error("event_missing", event_id=event_id, reason="no ledger record (expired or purged)")
             return "missing"
-        if record.token != token or record.state not in ("queued", "retrying", "in_progress"):
+        if record.token != token or record.state not in RUNNABLE:
             log.info("duplicate_message_skipped", event_id=event_id, state=record.state)
             return "skipped"
         structlog.contextvars.bind_contextvars(
@@ -123,7 +124,7 @@ class Deliverer:
         ledger = self.store.ledger
         event_id = str(event.event_id)
         record = ledger.load(event_id)  # re-read under the lease: another worker may have finished it
-        if record is None or record.token != token or record.state not in ("queued", "retrying", "in_progress"):
+        if record is None or record.token != token or record.state not in RUNNABLE:
             return "skipped"
         occurred_ms = int(event.occurred_at.timestamp() * 1000)
         newest = ledger.newest_applied(event.destination, event.learner_id, item_key)

@@ -18,9 +18,8 @@ import redis
 
 from producers.keys import Keys
 
-STATES = ("queued", "in_progress", "retrying", "succeeded", "superseded", "dead_lettered")
+#: the states in which a delivery message may still run an attempt
 RUNNABLE = ("queued", "retrying", "in_progress")
-TERMINAL = ("succeeded", "superseded")
 
 # KEYS: event, inflight ; ARGV: token, now
 _START = """

@@ -54,12 +54,6 @@ class RetrySchedule:
         return int(self._recover(keys=[self.keys.dispatching, self.keys.scheduled],
                                  args=[f"{now - older_than:.3f}", f"{now:.3f}"]))
 
-    def cancel(self, event_id: str) -> None:
-        self.r.zrem(self.keys.scheduled, event_id)
-
-    def pending(self) -> int:
-        return int(self.r.zcard(self.keys.scheduled)) + int(self.r.zcard(self.keys.dispatching))
-
     def due_time(self, event_id: str) -> float | None:
         score = self.r.zscore(self.keys.scheduled, event_id)
         return None if score is None else float(score)
