@@ -41,8 +41,14 @@ def _settings_or_exit() -> None:
 @click.option("--destinations", "-d", default=None, help="Comma-separated destinations to serve (default: all).")
 @click.option("--hostname", "-n", default=None, help="Celery node name (default gradesync@<host>).")
 @click.option("--loglevel", "-l", default=None, help="Log level (default GRADESYNC_LOG_LEVEL).")
-def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str | None, loglevel: str | None) -> None:
-    """Run a worker on the destination queues (threads pool, late acknowledgement)."""
+@click.option("--processes", "-p", type=click.IntRange(1, 256), default=None,
+              help="Worker processes, each with --concurrency threads (default GRADESYNC_WORKER_PROCESSES, "
+                   "else one per core).")
+@click.option("--task-events", "-E", is_flag=True, default=None,
+              help="Send Celery task events (for Flower); default GRADESYNC_TASK_EVENTS, off.")
+def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str | None, loglevel: str | None,
+               processes: int | None, task_events: bool | None) -> None:
+    """Run a worker on the destination queues (threads pool, late acknowledgement, one process per core)."""
     from producers.keys import Keys
     from worker import app
 
@@ -57,16 +63,26 @@ def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str 
     if missing:
         lines = [f"destination {n!r}: environment variable not set for {', '.join(m)}" for n, m in missing.items()]
         raise click.ClickException("\n".join(lines))
+    threads = concurrency or settings.worker_concurrency
+    events = settings.task_events if task_events is None else task_events
+    nprocs = processes or settings.processes()
+    if nprocs > 1:
+        from worker import logs, supervisor
+
+        logs.configure(settings.log_format, settings.log_level)
+        child = ["--concurrency", str(threads), "--loglevel", (loglevel or settings.log_level).upper(),
+                 "--destinations", ",".join(chosen), *(["--task-events"] if events else [])]
+        sys.exit(supervisor.run(nprocs, child, hostname or "gradesync@%h"))
     argv = [
         "worker",
         "--pool", "threads",
-        "--concurrency", str(concurrency or settings.worker_concurrency),
+        "--concurrency", str(threads),
         "--loglevel", (loglevel or settings.log_level).upper(),
         "--queues", ",".join(Keys.queue(d) for d in chosen),
         "--hostname", hostname or "gradesync@%h",
         "--without-mingle",
         "--without-gossip",
-        "--task-events",
+        *(["--task-events"] if events else []),
     ]
     app.worker_main(argv)
 

@@ -157,7 +157,7 @@ def test_flower_shows_meaningful_task_names_and_no_secret(env: Env) -> None:
     port = free_port()
     env.start("sandbox", [*GRADESYNC, "sandbox", *[a for v, p in env.ports.items() for a in (f"--{v}-port", str(p))]],
               "thoughtindustries")
-    env.start("worker", [*GRADESYNC, "worker", "-c", "2", "-n", f"flower-{os.getpid()}@%h"], "worker_ready")
+    env.start("worker", [*GRADESYNC, "worker", "-c", "2", "-E", "-n", f"flower-{os.getpid()}@%h"], "worker_ready")
     env.vars["FLOWER_UNAUTHENTICATED_API"] = "true"  # Flower 2 refuses its API without auth otherwise
     env.start("flower", [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}",
                          "--address=127.0.0.1"], "Visit me at")

@@ -75,6 +75,7 @@ class Cluster:
             "GRADESYNC_DESTINATIONS": str(self.destinations),
             "GRADESYNC_LOG_FORMAT": "json",
             "GRADESYNC_VISIBILITY_TIMEOUT": "30",
+            "GRADESYNC_WORKER_PROCESSES": "1",  # one process per worker: tests count and kill processes
         }
         os.environ.update(SECRETS)
         reset_settings()

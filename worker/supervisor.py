@@ -1,0 +1,108 @@
+"""``gradesync worker --processes N``: N worker processes under one parent, so a worker uses every core.
+
+Why processes: delivery is mostly waiting on vendors, which threads overlap well, but each event still
+costs a few milliseconds of Python (the ledger scripts, JSON, HTTP parsing, logs) under one interpreter
+lock. One process therefore tops out at one core; N processes of T threads each use N cores.
+
+Why a supervisor and not Celery's prefork pool: prefork gives each child one task at a time, so a
+process would sit idle for the whole vendor round trip. Here each child is a complete threads-pool
+worker (its own consumer, retry pump, adapters and pooled HTTP clients) with its own node name.
+
+The parent only supervises: it starts the children, forwards SIGTERM/SIGINT/SIGQUIT to them (each then
+stops gracefully, see README "Running it"), restarts a child that dies on its own (after a short pause
+that grows while it keeps dying), and exits once every child has exited after a stop signal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+import structlog
+
+log = structlog.get_logger("gradesync.supervisor")
+
+#: longest pause before restarting a child that keeps dying
+MAX_RESTART_DELAY = 30.0
+
+
+def child_hostname(hostname: str, index: int) -> str:
+    """``name@host`` of child ``index`` (1-based): ``gradesync@%h`` -> ``gradesync-2@%h``."""
+    name, at, host = hostname.partition("@")
+    return f"{name}-{index}{at}{host}"
+
+
+@dataclass
+class Child:
+    index: int
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    failures: int = 0
+    restart_at: float = 0.0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv)  # inherits stdout/stderr: one log stream
+        self.started_at = time.monotonic()
+        log.info("worker_process_started", index=self.index, pid=self.process.pid)
+
+
+class Supervisor:
+    def __init__(self, argvs: Sequence[list[str]]) -> None:
+        self.children = [Child(i + 1, list(argv)) for i, argv in enumerate(argvs)]
+        self.stopping: int | None = None
+
+    def _forward(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stopping is None:
+            log.info("worker_stopping", signal=signal.Signals(signum).name)
+        self.stopping = signum
+        for child in self.children:
+            if child.process is not None and child.process.poll() is None:
+                child.process.send_signal(signum)
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(sig, self._forward)
+        for child in self.children:
+            child.start()
+        while True:
+            alive = 0
+            for child in self.children:
+                proc = child.process
+                if proc is not None and proc.poll() is None:
+                    alive += 1
+                    continue
+                if self.stopping is not None:
+                    continue
+                self._maybe_restart(child)
+                alive += 1
+            if alive == 0:
+                return 0
+            time.sleep(0.2)
+
+    def _maybe_restart(self, child: Child) -> None:
+        now = time.monotonic()
+        if child.process is not None:
+            code = child.process.returncode
+            ran = now - child.started_at
+            child.failures = 0 if ran > 60 else child.failures + 1
+            delay = min(MAX_RESTART_DELAY, 0.5 * 2 ** max(child.failures - 1, 0))
+            child.restart_at = now + delay
+            child.process = None
+            log.warning("worker_process_exited", index=child.index, returncode=code, restart_in=delay)
+        if now >= child.restart_at:
+            child.start()
+
+
+def run(processes: int, child_argv: Sequence[str], hostname: str) -> int:
+    """Start ``processes`` copies of ``gradesync worker <child_argv> --processes 1 -n <name-i@host>``."""
+    base = [sys.executable, "-m", "worker.cli", "worker", *child_argv, "--processes", "1"]
+    argvs = [[*base, "--hostname", child_hostname(hostname, i + 1)] for i in range(processes)]
+    log.info("supervisor_started", processes=processes, pid=os.getpid())
+    return Supervisor(argvs).run()
