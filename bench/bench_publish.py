@@ -21,6 +21,7 @@ from pathlib import Path
 import redis
 from celery import Celery
 
+from producers.crypto import generate_key
 from producers.events import GradeEvent
 from producers.publish import Publisher
 from producers.settings import Settings
@@ -52,7 +53,8 @@ def main() -> None:
         server = EmbeddedRedis.start(tmp / "redis", persist=False)
         url = server.url
     (tmp / "d.toml").write_text(DESTS)
-    settings = Settings(redis_url=url, destinations_file=tmp / "d.toml")
+    settings = Settings(redis_url=url, destinations_file=tmp / "d.toml",
+                        secret_key=os.environ.get("GRADESYNC_SECRET_KEY") or generate_key())
     client = redis.Redis.from_url(url)
     publisher = Publisher(settings)
     plain = Celery("baseline", broker=url, set_as_current=False)

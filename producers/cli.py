@@ -11,8 +11,10 @@ import click
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from producers import safejson
 from producers.events import GradeEvent, event_json_schema, format_errors
-from producers.publish import Publisher, PublishError
+from producers.publish import Publisher, PublishError, duplicate_errors, validation_context
+from producers.safetext import printable
 from producers.settings import ConfigError, get_settings
 
 BATCH = 500
@@ -20,25 +22,39 @@ PROGRESS_FROM = 1000  # events: smaller files publish without a bar
 
 
 def read_records(stream: TextIO) -> Iterator[tuple[str, Any | Exception]]:
-    """(label, parsed record or the parse error) for a JSON array or JSON Lines input."""
+    """(label, parsed record or the parse error) for a JSON array or JSON Lines input.
+
+    Parsed with :func:`producers.safejson.loads`: a hostile number or nesting is a per-record error,
+    never a traceback.
+    """
     text = stream.read()
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
-            items = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            yield "input", exc
+            items = safejson.loads(stripped)
+        except safejson.JSONInputError as exc:
+            label = f"item {exc.index + 1}" if exc.index is not None else "input"
+            yield label, exc
+            return
+        if not isinstance(items, list):
+            yield "input", safejson.JSONInputError("not valid JSON: one array expected")
             return
         for i, item in enumerate(items, start=1):
             yield f"item {i}", item
         return
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 may sit in a string
         if not line.strip():
             continue
         try:
-            yield f"line {n}", json.loads(line)
-        except json.JSONDecodeError as exc:
+            yield f"line {n}", safejson.loads(line)
+        except safejson.JSONInputError as exc:
             yield f"line {n}", exc
+
+
+def _parse_error(exc: Exception) -> str:
+    if isinstance(exc, safejson.JSONInputError) and exc.field not in ("(body)", ""):
+        return f"{exc.field}: {exc}"
+    return str(exc) if isinstance(exc, safejson.JSONInputError) else f"not valid JSON: {exc}"
 
 
 @click.command("publish")
@@ -52,25 +68,32 @@ def publish_cmd(source: TextIO, skip_invalid: bool, as_json: bool) -> None:
     printed and nothing is published (unless --skip-invalid).
     """
     try:
-        vendors = get_settings().vendors()
+        context = validation_context(get_settings())
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     events: list[GradeEvent] = []
+    pairs: list[tuple[int, Any, GradeEvent]] = []
+    labels: list[str] = []
     bad: list[tuple[str, list[str]]] = []
     for label, record in read_records(source):
         if isinstance(record, Exception):
-            bad.append((label, [f"not valid JSON: {record}"]))
+            bad.append((label, [_parse_error(record)]))
             continue
         if not isinstance(record, dict):
             bad.append((label, ["must be a JSON object"]))
             continue
         try:
-            events.append(GradeEvent.model_validate(record, context={"vendors": vendors}))
+            event = GradeEvent.model_validate(record, context=context)
         except ValidationError as exc:
             bad.append((label, format_errors(exc)))
+            continue
+        pairs.append((len(labels), record, event))
+        labels.append(label)
+        events.append(event)
+    bad.extend((labels[i], [reason]) for i, reason in duplicate_errors(pairs).items())
     for label, reasons in bad:
         for reason in reasons:
-            click.echo(f"{label}: {reason}", err=True)
+            click.echo(printable(f"{label}: {reason}"), err=True)
     if bad and not skip_invalid:
         click.echo(f"{len(bad)} invalid record(s); nothing published", err=True)
         sys.exit(1)
@@ -90,7 +113,7 @@ def publish_cmd(source: TextIO, skip_invalid: bool, as_json: bool) -> None:
             click.echo(f"published {len(ids)} event(s) before the failure:", err=True)
             for eid in ids:
                 click.echo(eid, err=True)
-        click.echo(f"error: {exc}", err=True)
+        click.echo(printable(f"error: {exc}"), err=True)
         sys.exit(3)
     finally:
         publisher.close()

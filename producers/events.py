@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID, uuid4
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -26,6 +27,7 @@ from pydantic import (
     FieldSerializationInfo,
     JsonValue,
     SecretStr,
+    StrictInt,
     ValidationError,
     ValidationInfo,
     field_serializer,
@@ -33,8 +35,15 @@ from pydantic import (
     model_validator,
 )
 
+from producers.safejson import Refused, depth
+from producers.safetext import check_id
+
 SCHEMA_VERSION: Literal[1] = 1
 MAX_METADATA_BYTES = 4096
+#: nesting levels allowed inside ``metadata``
+MAX_METADATA_DEPTH = 8
+#: how far in the future ``occurred_at`` may be when no ``max_future_skew`` is given in the context
+DEFAULT_MAX_FUTURE_SKEW = 300.0
 _MASK = "**********"
 
 
@@ -61,7 +70,9 @@ def _reveal(value: SecretStr | None, info: FieldSerializationInfo) -> str | None
     return value.get_secret_value() if ctx.get("reveal_secrets") else _MASK
 
 
-Id = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$")]
+Id = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$"), AfterValidator(check_id)]
+#: short free text printed by operators' tools: no control characters
+Label = Annotated[str, AfterValidator(check_id)]
 
 
 class _Target(BaseModel):
@@ -83,7 +94,7 @@ class LearningStudioTarget(_Target):
 
 class LtiaasTarget(_Target):
     vendor: Literal["ltiaas"] = Field("ltiaas", exclude=True, repr=False)
-    line_item_id: str = Field(description="the full line item URL", max_length=2048)
+    line_item_id: Label = Field(description="the full line item URL", max_length=2048)
     service_key: SecretStr | None = Field(None, description="SERVICE-AUTH-V1 service key (secret)")
     ltik: SecretStr | None = Field(None, description="LTIK-AUTH-V2 launch token (secret)")
 
@@ -135,22 +146,22 @@ Target = Annotated[
 class LinkAttachment(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["link"]
-    url: str = Field(pattern=r"^https?://", max_length=2048)
-    title: str | None = Field(None, max_length=255)
+    url: Label = Field(pattern=r"^https?://", max_length=2048)
+    title: Annotated[str, Field(max_length=255), AfterValidator(check_id)] | None = None
 
 
 class TextAttachment(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["text"]
     text: str = Field(min_length=1, max_length=100_000)
-    title: str | None = Field(None, max_length=255)
+    title: Annotated[str, Field(max_length=255), AfterValidator(check_id)] | None = None
 
 
 class FileAttachment(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["file"]
-    title: str = Field(min_length=1, max_length=255)
-    data: list[Annotated[int, Field(ge=0, le=255)]] = Field(max_length=65_536, description="byte array")
+    title: Label = Field(min_length=1, max_length=255)
+    data: list[Annotated[StrictInt, Field(ge=0, le=255)]] = Field(max_length=65_536, description="byte array")
 
     @property
     def size(self) -> int:
@@ -169,6 +180,16 @@ def _vendor_map(info: ValidationInfo) -> dict[str, str]:
     return get_settings().vendors()
 
 
+def _future_skew(info: ValidationInfo) -> float | None:
+    """Seconds ``occurred_at`` may lie in the future: the context's ``max_future_skew`` (None: unchecked,
+    as when the worker re-reads a stored event), else :data:`DEFAULT_MAX_FUTURE_SKEW`."""
+    ctx = info.context or {}
+    if "max_future_skew" in ctx:
+        value = ctx["max_future_skew"]
+        return None if value is None else float(value)
+    return DEFAULT_MAX_FUTURE_SKEW
+
+
 class GradeEvent(BaseModel):
     """A normalized, vendor-neutral grade event."""
 
@@ -176,7 +197,7 @@ class GradeEvent(BaseModel):
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: UUID = Field(default_factory=uuid4, description="idempotency key; generated when absent")
-    destination: str = Field(min_length=1, max_length=100, description="a configured destination name")
+    destination: Label = Field(min_length=1, max_length=100, description="a configured destination name")
     learner_id: Id
     occurred_at: AwareDatetime = Field(
         default_factory=lambda: datetime.now(UTC),
@@ -185,7 +206,7 @@ class GradeEvent(BaseModel):
     )
     score_given: float | None = Field(None, ge=0)
     score_maximum: float | None = Field(None, gt=0, validate_default=True)
-    letter_grade: str | None = Field(None, max_length=20)
+    letter_grade: Annotated[str, Field(max_length=20), AfterValidator(check_id)] | None = None
     comment: str | None = Field(None, max_length=10_000)
     activity_progress: ActivityProgress = ActivityProgress.COMPLETED
     grading_progress: GradingProgress = GradingProgress.FULLY_GRADED
@@ -213,9 +234,25 @@ class GradeEvent(BaseModel):
 
     @field_validator("occurred_at")
     @classmethod
-    def _utc_millis(cls, value: datetime) -> datetime:
+    def _utc_millis(cls, value: datetime, info: ValidationInfo) -> datetime:
         value = value.astimezone(UTC)
+        skew = _future_skew(info)
+        if skew is not None and value > datetime.now(UTC) + timedelta(seconds=skew):
+            raise ValueError(f"is more than {skew:g} s in the future (a future time would supersede every "
+                             "later grade of this learner and item)")
         return value.replace(microsecond=(value.microsecond // 1000) * 1000)
+
+    @field_validator("score_given", "score_maximum", "schema_version", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        return value
+
+    @field_validator("comment")
+    @classmethod
+    def _comment_text(cls, value: str | None) -> str | None:
+        return value if value is None else check_id(value, multiline=True)
 
     @field_validator("score_given", "score_maximum")
     @classmethod
@@ -241,6 +278,21 @@ class GradeEvent(BaseModel):
                 raise ValueError("must be a UUID for a thoughtindustries destination") from None
         return value
 
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _shallow(cls, value: Any) -> Any:
+        """Checked before pydantic walks it: a 5 000-deep dict must not reach its recursion guard."""
+        if isinstance(value, dict):
+            if depth(value, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+                raise ValueError(f"nested too deeply (at most {MAX_METADATA_DEPTH} levels)")
+            for key in value:
+                if isinstance(key, str):
+                    try:
+                        check_id(key)
+                    except ValueError as exc:
+                        raise ValueError(f"key {key[:40]!r}: {exc}") from None
+        return value
+
     @field_validator("metadata")
     @classmethod
     def _small(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
@@ -255,7 +307,10 @@ class GradeEvent(BaseModel):
 
     @classmethod
     def from_wire(cls, raw: str | bytes, *, vendors: dict[str, str] | None = None) -> GradeEvent:
-        ctx = {"vendors": vendors} if vendors is not None else None
+        """The stored event back (its ``occurred_at`` was checked against the clock when published)."""
+        ctx: dict[str, Any] = {"max_future_skew": None}
+        if vendors is not None:
+            ctx["vendors"] = vendors
         return cls.model_validate_json(raw, context=ctx)
 
     def redacted(self) -> dict[str, Any]:
@@ -286,11 +341,14 @@ def format_errors(exc: ValidationError) -> list[str]:
         if dest_bad and err["type"] == "union_tag_not_found" and loc[:1] == ["target"]:
             continue  # the target can't be checked until the destination is known
         msg = err["msg"]
-        if msg.startswith("Value error, "):
+        if isinstance(err.get("input"), Refused):
+            msg = err["input"].reason
+        elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         elif msg.startswith("Assertion failed, "):
             msg = msg[len("Assertion failed, ") :]
-        line = f"{'.'.join(loc) or '(event)'}: {msg}"
+        path = ".".join(loc[:8]) + (".…" if len(loc) > 8 else "")
+        line = f"{path or '(event)'}: {msg}"
         if line not in seen:
             seen.add(line)
             lines.append(line)

@@ -11,7 +11,6 @@ anything is published; an invalid batch answers 422 with one entry per item and 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +20,7 @@ from fastapi.params import Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from producers import safejson
 from producers.events import GradeEvent
 from producers.publish import InvalidEvents, Publisher, PublishError
 from producers.settings import Settings
@@ -152,9 +152,12 @@ def ingest_router(
         except BodyTooLarge:
             return _body_error(413, f"request body exceeds {limit} bytes", {"Connection": "close"})
         try:
-            data: Any = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return _body_error(400, f"not valid JSON: {exc}")
+            data: Any = safejson.loads(raw)
+        except safejson.JSONInputError as exc:
+            if exc.field == "(body)":
+                return _body_error(400, str(exc))
+            return _errors(422, [ItemError(index=exc.index if exc.index is not None else 0, field=exc.field,
+                                           message=str(exc))])
         if isinstance(data, dict):
             items: list[Any] = [data]
         elif isinstance(data, list):

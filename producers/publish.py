@@ -12,6 +12,7 @@ says which events were confirmed published (only those).
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +26,8 @@ from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from producers.events import GradeEvent, format_errors
+from producers.crypto import WireCipher
+from producers.events import DEFAULT_MAX_FUTURE_SKEW, GradeEvent, format_errors
 from producers.keys import DELIVER_TASK, Keys
 from producers.settings import Settings, get_settings, is_redis_url, without_credentials
 
@@ -112,21 +114,71 @@ def dispatch(app: Celery, deliveries: Sequence[Delivery]) -> None:
             )
 
 
+def _fingerprint(item: GradeEvent | Mapping[str, Any], event: GradeEvent) -> str:
+    """What makes two items with one event id "the same event": the input as given (so a defaulted
+    ``occurred_at`` does not tell identical items apart), or the event's wire form."""
+    if isinstance(item, Mapping):
+        try:
+            return json.dumps(item, sort_keys=True, default=repr)
+        except (TypeError, ValueError):
+            pass
+    return event.to_wire()
+
+
+def duplicate_errors(pairs: Iterable[tuple[int, GradeEvent | Mapping[str, Any], GradeEvent]]) -> dict[int, str]:
+    """Items reusing an earlier item's ``event_id`` with different content: index -> reason.
+
+    ``pairs`` are (index, the item as given, its validated event). Identical duplicates pass (publishing
+    is idempotent per event id); a different one would otherwise be silently dropped.
+    """
+    first: dict[str, tuple[int, str]] = {}
+    errors: dict[int, str] = {}
+    for index, item, event in pairs:
+        eid = str(event.event_id)
+        print_ = _fingerprint(item, event)
+        seen = first.get(eid)
+        if seen is None:
+            first[eid] = (index, print_)
+        elif seen[1] != print_:
+            errors[index] = (f"event_id: {eid} is used by an earlier item ({seen[0]}) with different content; "
+                             "the batch is refused")
+    return errors
+
+
+def validation_context(settings: Settings) -> dict[str, Any]:
+    """The context every producer validates events with: the destinations and the allowed clock skew."""
+    return {"vendors": settings.vendors(), "max_future_skew": settings.max_future_skew_seconds}
+
+
 def validate_all(
-    items: Iterable[GradeEvent | Mapping[str, Any]], *, vendors: Mapping[str, str] | None = None
+    items: Iterable[GradeEvent | Mapping[str, Any]], *, vendors: Mapping[str, str] | None = None,
+    max_future_skew: float | None = DEFAULT_MAX_FUTURE_SKEW,
 ) -> list[GradeEvent]:
-    """Validate every item first; raise :class:`InvalidEvents` listing each bad one."""
-    ctx = {"vendors": dict(vendors)} if vendors is not None else None
+    """Validate every item first; raise :class:`InvalidEvents` listing each bad one (and every item that
+    reuses an earlier item's event id with different content)."""
+    ctx: dict[str, Any] = {"max_future_skew": max_future_skew}
+    if vendors is not None:
+        ctx["vendors"] = dict(vendors)
     events: list[GradeEvent] = []
+    pairs: list[tuple[int, GradeEvent | Mapping[str, Any], GradeEvent]] = []
     errors: dict[int, list[str]] = {}
     for i, item in enumerate(items):
         if isinstance(item, GradeEvent):
             events.append(item)
+            pairs.append((i, item, item))
+            continue
+        if not isinstance(item, Mapping):
+            errors[i] = ["(event): must be a JSON object"]
             continue
         try:
-            events.append(GradeEvent.model_validate(item, context=ctx))
+            event = GradeEvent.model_validate(item, context=ctx)
         except ValidationError as exc:
             errors[i] = format_errors(exc)
+            continue
+        events.append(event)
+        pairs.append((i, item, event))
+    for i, reason in duplicate_errors(pairs).items():
+        errors.setdefault(i, []).append(reason)
     if errors:
         raise InvalidEvents(errors)
     return events
@@ -140,6 +192,7 @@ class Publisher:
         self.keys = Keys(settings.key_prefix)
         self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
         self.app = app or make_client_app(settings)
+        self.cipher = WireCipher.from_settings(settings)  # the event is encrypted before it leaves us
         self._register = self.redis.register_script(_REGISTER)
 
     def publish(self, event: GradeEvent | Mapping[str, Any]) -> str:
@@ -147,7 +200,8 @@ class Publisher:
 
     def publish_many(self, items: Iterable[GradeEvent | Mapping[str, Any]]) -> list[str]:
         """Validate all, then publish all; returns the event ids in input order."""
-        events = validate_all(items, vendors=self._vendors())
+        events = validate_all(items, vendors=self._vendors(),
+                              max_future_skew=self.settings.max_future_skew_seconds)
         if not events:
             return []
         try:
@@ -182,8 +236,8 @@ class Publisher:
                 eid = str(e.event_id)
                 self._register(
                     keys=[self.keys.event(eid), published_key],
-                    args=[e.to_wire(), e.destination, e.vendor, new_token(), now, ttl, e.learner_id,
-                          e.occurred_at_iso],
+                    args=[self.cipher.encrypt(e.to_wire()), e.destination, e.vendor, new_token(), now, ttl,
+                          e.learner_id, e.occurred_at_iso],
                     client=pipe,
                 )
             results = pipe.execute()

@@ -211,6 +211,15 @@ class Settings(BaseSettings):
     insecure_dev: bool = Field(False, description="allow `gradesync serve` without an API token")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="HTTP ingest request body limit")
     max_batch: int = Field(1000, ge=1, description="events per HTTP ingest request")
+    max_future_skew_seconds: float = Field(
+        300.0, ge=0, le=86_400, description="how far in the future an event's occurred_at may be (clock skew)"
+    )
+    secret_key: SecretStr | None = Field(
+        None, description="Fernet key(s) encrypting per-event secrets at rest; comma-separated, first encrypts"
+    )
+    dead_letter_ttl_days: float = Field(
+        30.0, ge=0, description="dead letters (and their encrypted secrets) expire after this; 0 = never"
+    )
 
     @property
     def broker(self) -> str:
@@ -228,6 +237,11 @@ class Settings(BaseSettings):
     @property
     def ledger_ttl_seconds(self) -> int:
         return int(self.ledger_ttl_days * 86_400)
+
+    @property
+    def dead_letter_ttl_seconds(self) -> int | None:
+        """None: dead letters never expire."""
+        return int(self.dead_letter_ttl_days * 86_400) or None
 
     def destinations(self) -> dict[str, Destination]:
         """The validated destinations (read once per process and cached)."""

@@ -15,13 +15,17 @@ import redis
 from producers.settings import reset_settings
 from worker.localredis import EmbeddedRedis, answers
 
+#: the key stored events are encrypted with in tests (a fixed, valid Fernet key; never used anywhere else)
+TEST_SECRET_KEY = "dGVzdC1vbmx5LWtleS1ncmFkZXN5bmMtMzItYnl0ZXM="
+
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No GRADESYNC_* setting of the developer's shell leaks into a test."""
+    """No GRADESYNC_* setting of the developer's shell leaks into a test; the test encryption key is set."""
     for name in list(os.environ):
         if name.startswith("GRADESYNC_") and name != "GRADESYNC_TEST_REDIS_URL":
             monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GRADESYNC_SECRET_KEY", TEST_SECRET_KEY)
     reset_settings()
     yield
     reset_settings()

@@ -10,9 +10,11 @@ import threading
 import click
 
 from producers.cli import publish_cmd, schema_cmd
+from producers.safetext import printable
 from producers.settings import ConfigError, get_settings
 from worker.demo import demo_cmd
 from worker.ops.dlq_cli import dlq_group
+from worker.ops.keys_cli import keys_group
 from worker.ops.serve import serve_cmd
 
 
@@ -25,6 +27,7 @@ def cli() -> None:
 cli.add_command(publish_cmd)
 cli.add_command(schema_cmd)
 cli.add_command(dlq_group)
+cli.add_command(keys_group)
 cli.add_command(demo_cmd)
 cli.add_command(serve_cmd)
 
@@ -49,6 +52,7 @@ def _settings_or_exit() -> None:
 def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str | None, loglevel: str | None,
                processes: int | None, task_events: bool | None) -> None:
     """Run a worker on the destination queues (threads pool, late acknowledgement, one process per core)."""
+    from producers.crypto import WireCipher
     from producers.keys import Keys
     from worker import app
 
@@ -59,6 +63,10 @@ def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str 
     unknown = [d for d in chosen if d not in dests]
     if unknown:
         raise click.ClickException(f"unknown destination(s): {', '.join(unknown)}")
+    try:
+        WireCipher.from_settings(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
     missing = {name: dests[name].missing_secrets() for name in chosen if dests[name].missing_secrets()}
     if missing:
         lines = [f"destination {n!r}: environment variable not set for {', '.join(m)}" for n, m in missing.items()]
@@ -92,30 +100,35 @@ def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str 
 @click.option("--json", "as_json", is_flag=True, help="Print the ledger entry as JSON.")
 def status_cmd(event_id: str, as_json: bool) -> None:
     """Show an event's state and its attempts."""
+    from worker.known_secrets import register_destinations
     from worker.ops.views import event_view
     from worker.store import Store
 
-    store = Store.connect(get_settings())
+    settings = get_settings()
+    _settings_or_exit()
+    register_destinations(settings)
+    store = Store.connect(settings)
     record = store.ledger.load(event_id)
     if record is None:
         if as_json:
             click.echo(json.dumps({"event_id": event_id, "state": "unknown"}))
-        click.echo(f"no event {event_id} in the ledger (never published, or expired)", err=True)
+        click.echo(printable(f"no event {event_id} in the ledger (never published, or expired)"), err=True)
         sys.exit(1)
     view = event_view(store, record)
     if as_json:
         click.echo(json.dumps(view, indent=2))
         return
-    click.echo(f"{view['event_id']}  {view['state']}")
+    click.echo(printable(f"{view['event_id']}  {view['state']}"))
     for key in ("destination", "vendor", "learner_id", "occurred_at", "attempts", "requeues", "created_at",
                 "updated_at", "next_attempt_at", "dead_lettered_at", "reason"):
         if key in view:
-            click.echo(f"  {key:<17}{view[key]}")
+            click.echo(f"  {key:<17}{printable(view[key])}")
     for h in view.get("history", []):
         what = h.get("action") or h.get("error_class") or ""
         status = h.get("status") or "-"
         msg = h.get("vendor_message") or h.get("message") or h.get("detail") or ""
-        click.echo(f"  attempt {h.get('n')}: {h.get('started_at')}  {h.get('outcome')}  HTTP {status}  {what}  {msg}")
+        click.echo(printable(f"  attempt {h.get('n')}: {h.get('started_at')}  {h.get('outcome')}  HTTP {status}  "
+                             f"{what}  {msg}"))
 
 
 @cli.group("config")

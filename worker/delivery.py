@@ -29,6 +29,8 @@ from worker import errors, hooks
 from worker.adapters import build_adapter
 from worker.adapters.base import Adapter, AdapterContext, DeliveryResult
 from worker.adapters.http import make_client
+from worker.known_secrets import scrub_error, wire_secrets
+from worker.redact import known_secrets, redact_text
 from worker.retry import Action, RetryPolicy, decide
 from worker.store import EventRecord, Store
 from worker.store.ledger import RUNNABLE
@@ -103,6 +105,14 @@ class Deliverer:
         structlog.contextvars.bind_contextvars(
             event_id=event_id, destination=record.destination, vendor=record.vendor, attempt=record.attempts + 1
         )
+        if record.wire_error is not None:  # encrypted with a key we no longer have
+            reason = f"cannot decrypt the stored event: {record.wire_error}"
+            return self._dead_letter(record, None, reason, {"error_class": "ConfigurationError", "message": reason})
+        with known_secrets(wire_secrets(record.wire)):  # masked in every record and log line of this run
+            return self._run_event(record, token)
+
+    def _run_event(self, record: EventRecord, token: str) -> str:
+        ledger = self.store.ledger
         try:
             event = GradeEvent.from_wire(record.wire, vendors=self.settings.vendors())
         except ValidationError as exc:
@@ -145,8 +155,10 @@ class Deliverer:
             adapter = self.adapters.get(destination)
             result = adapter.deliver(event)
         except errors.DeliveryError as exc:
+            scrub_error(exc)  # the one masking step before a failure becomes records and log lines
             return self._after_failure(record, event, destination, attempt, exc, entry, started)
         except errors.ConfigurationError as exc:
+            scrub_error(exc)
             entry.update(self._timing(started), outcome="dead_letter", error_class="ConfigurationError",
                          message=exc.message)
             return self._dead_letter(record, entry, f"configuration: {exc.message}",
@@ -165,11 +177,11 @@ class Deliverer:
     def _succeeded(self, record: EventRecord, event: GradeEvent, attempt: int, result: DeliveryResult,
                    entry: dict[str, Any], started: float, item_key: str, occurred_ms: int) -> str:
         entry.update(self._timing(started), outcome="succeeded", status=result.status, action=result.action,
-                     detail=result.detail)
+                     detail=redact_text(result.detail) if result.detail else result.detail)
         self.store.ledger.succeed(record, entry, learner_id=event.learner_id, item_key=item_key,
                                   occurred_ms=occurred_ms,
                                   result={"status": result.status, "action": result.action,
-                                          "detail": result.detail})
+                                          "detail": entry["detail"]})
         self.store.stats.processed(event.destination, event.vendor, "succeeded")
         log.info("delivered", status=result.status, action=result.action, duration_ms=entry["duration_ms"])
         return "succeeded"

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from producers.crypto import generate_key
 from producers.publish import Publisher
 from producers.settings import Settings, environ_value, reset_settings
 from worker.localredis import EmbeddedRedis, find_or_start, free_port
@@ -44,6 +45,20 @@ SECRET_ENV = {"DEMO_LS_SECRET": DEMO_CREDENTIALS["learningstudio"]["shared_secre
               "DEMO_TI_KEY": DEMO_CREDENTIALS["thoughtindustries"]["api_key"]}
 STYLE = {"queued": "white", "in_progress": "cyan", "retrying": "yellow", "succeeded": "green",
          "superseded": "blue", "dead_lettered": "red"}
+
+
+def dev_secret_key(data_dir: Path) -> str:
+    """``GRADESYNC_SECRET_KEY`` when set, else the demo's own key, generated once into ``secret.key``
+    (mode 0600) so a restarted demo still reads the events it stored."""
+    explicit = environ_value("GRADESYNC_SECRET_KEY")
+    if explicit:
+        return explicit
+    path = data_dir / "secret.key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(generate_key() + "\n")
+    return path.read_text().strip()
 
 
 def destinations_toml(ports: dict[str, int]) -> str:
@@ -162,8 +177,9 @@ class Demo:
         dest_file = self.data_dir / "destinations.toml"
         dest_file.write_text(destinations_toml(ports))
         token = secrets.token_urlsafe(24)
+        key = dev_secret_key(self.data_dir)
         env = {**os.environ, **SECRET_ENV, "GRADESYNC_REDIS_URL": url, "GRADESYNC_DESTINATIONS": str(dest_file),
-               "GRADESYNC_LOG_FORMAT": "json", "GRADESYNC_API_TOKEN": token}
+               "GRADESYNC_LOG_FORMAT": "json", "GRADESYNC_API_TOKEN": token, "GRADESYNC_SECRET_KEY": key}
         env.pop("GRADESYNC_BROKER_URL", None)
         self.spawn("sandbox", ["sandbox", *[a for v in VENDORS for a in (f"--{v}-port", str(ports[v]))]], env)
         self.wait_log("sandbox", "thoughtindustries")
@@ -174,7 +190,7 @@ class Demo:
         web = self.spawn("web", ["serve", "--port", str(web_port)], env)
         self.console.print(f"[bold]sandbox[/]: ports {ports}; [bold]worker[/]: pid {dict(self.procs)['worker'].pid}")
 
-        os.environ.update(SECRET_ENV)
+        os.environ.update({**SECRET_ENV, "GRADESYNC_SECRET_KEY": key})
         reset_settings()
         settings = Settings(redis_url=url, destinations_file=dest_file)
         # a transient outage at Thought Industries: the first two requests fail, retries deliver
@@ -201,6 +217,7 @@ class Demo:
         self.console.print(
             "Explore from another shell with the same settings:\n"
             f"  export GRADESYNC_REDIS_URL={url}\n  export GRADESYNC_DESTINATIONS={dest_file}\n"
+            f"  export GRADESYNC_SECRET_KEY=$(cat {self.data_dir}/secret.key)\n"
             f"  .venv/bin/gradesync status {ids[0]}\n  .venv/bin/gradesync dlq list\n"
             f"Logs: {self.data_dir}/*.log.  Ctrl-C stops everything."
         )

@@ -1,13 +1,29 @@
 """One redaction step for everything gradesync prints, logs or shows: headers, tokens, keys, signatures.
 
 Used by the structlog processor chain, by vendor-answer excerpts and by the ops pages.
+
+Two layers. **Patterns** mask what looks like a secret (``Bearer …``, ``oauth_signature=…``, a JWT,
+a secret-named mapping key). **Known values** mask the secrets gradesync actually holds, wherever and
+however they appear: the destinations' credentials (registered once per process with
+:func:`register_secrets`) and the per-event ``service_key`` / ``ltik`` / ``person_token`` of the event
+being delivered (bound for the duration of the attempt with :func:`known_secrets`). A value is also
+masked in its common encodings (:func:`encodings`): URL-encoded, JSON-escaped, and inside base64 at any
+alignment (a vendor echoing ``Authorization: Basic base64(key:…)``). Known values apply to every
+:func:`redact` call — the log processor, the ledger records, the ops views — so one echo of a credential
+in a vendor's error body is masked before it is stored or logged.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import lru_cache
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 MASK = "**********"
 
@@ -27,34 +43,102 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+#: known values shorter than this are not masked by value (they would mask ordinary words)
+MIN_SECRET_LENGTH = 6
+#: base64 runs shorter than this are not masked (too likely to occur by chance)
+_MIN_B64 = 8
+
+_process_secrets: frozenset[str] = frozenset()
+_bound_secrets: ContextVar[frozenset[str]] = ContextVar("gradesync_bound_secrets", default=frozenset())
+
+
 def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key))
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    """Secrets every :func:`redact` call of this process masks by value (the destinations' credentials)."""
+    global _process_secrets
+    _process_secrets = _process_secrets | {v for v in values if v and len(v) >= MIN_SECRET_LENGTH}
+
+
+@contextmanager
+def known_secrets(values: Iterable[str | None]) -> Iterator[None]:
+    """Mask ``values`` too, in this thread / task, until the block ends (one event's credentials)."""
+    token = _bound_secrets.set(_bound_secrets.get() | {v for v in values if v and len(v) >= MIN_SECRET_LENGTH})
+    try:
+        yield
+    finally:
+        _bound_secrets.reset(token)
+
+
+def _b64_runs(raw: bytes) -> set[str]:
+    """Substrings that every base64 encoding containing ``raw`` contains, one per byte alignment."""
+    runs: set[str] = set()
+    for skip in range(3):
+        core = raw[skip:]
+        core = core[: len(core) // 3 * 3]
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            run = encode(core).decode("ascii")
+            if len(run) >= _MIN_B64:
+                runs.add(run)
+    return runs
+
+
+@lru_cache(maxsize=1024)
+def encodings(secret: str) -> tuple[str, ...]:
+    """``secret`` and the forms it takes when echoed back, longest first."""
+    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret), json.dumps(secret)[1:-1],
+             json.dumps(secret, ensure_ascii=False)[1:-1]}
+    forms |= _b64_runs(secret.encode("utf-8"))
+    return tuple(sorted((f for f in forms if len(f) >= MIN_SECRET_LENGTH), key=len, reverse=True))
+
+
+@lru_cache(maxsize=256)
+def _needles(secrets: frozenset[str]) -> tuple[str, ...]:
+    forms = {form for secret in secrets for form in encodings(secret)}
+    return tuple(sorted(forms, key=len, reverse=True))
+
+
+def mask_known(text: str, extra: Iterable[str] = ()) -> str:
+    """``text`` with every known secret value (and its encodings) replaced by the mask."""
+    secrets = _process_secrets | _bound_secrets.get()
+    extra_set = frozenset(e for e in extra if e and len(e) >= MIN_SECRET_LENGTH)
+    if extra_set:
+        secrets = secrets | extra_set
+    if not secrets:
+        return text
+    for needle in _needles(frozenset(secrets)):
+        if needle in text:
+            text = text.replace(needle, MASK)
+    return text
 
 
 def redact_text(text: str) -> str:
     for pattern, repl in _PATTERNS:
         text = pattern.sub(repl, text)
-    return text
+    return mask_known(text)
 
 
 def redact(value: Any, *, extra_secrets: tuple[str, ...] = ()) -> Any:
-    """A deep copy of ``value`` with secret-named keys masked and secret-looking text scrubbed."""
+    """A deep copy of ``value`` with secret-named keys masked and secret-looking or known-secret text
+    scrubbed (``extra_secrets``: more values to mask by value)."""
     if isinstance(value, Mapping):
         out: dict[Any, Any] = {}
         for k, v in value.items():
             if isinstance(k, str) and is_secret_key(k) and v not in (None, "", MASK):
                 out[k] = MASK
             else:
-                out[k] = redact(v, extra_secrets=extra_secrets)
+                out[redact(k, extra_secrets=extra_secrets) if isinstance(k, str) else k] = redact(
+                    v, extra_secrets=extra_secrets)
         return out
     if isinstance(value, (list, tuple)):
         return [redact(v, extra_secrets=extra_secrets) for v in value]
     if isinstance(value, str):
-        text = redact_text(value)
-        for secret in extra_secrets:
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, MASK)
-        return text
+        text = value
+        for pattern, repl in _PATTERNS:
+            text = pattern.sub(repl, text)
+        return mask_known(text, extra_secrets)
     return value
 
 

@@ -10,11 +10,13 @@ from typing import Any
 import structlog
 from celery import signals
 
+from producers.crypto import WireCipher
 from producers.keys import DELIVER_TASK
 from producers.settings import get_settings
 from worker import logs
 from worker.celery_app import app
 from worker.delivery import AdapterPool, Deliverer
+from worker.known_secrets import register_destinations
 from worker.pump import RetryPump
 from worker.store import Store
 
@@ -39,6 +41,8 @@ def runtime() -> Runtime:
     with _runtime_lock:
         if _runtime is None:
             settings = get_settings()
+            WireCipher.from_settings(settings)  # no key, no delivery: refuse rather than dead-letter everything
+            register_destinations(settings)  # their credentials are masked in every record and log line
             store = Store.connect(settings)
             adapters = AdapterPool(settings, store)
             _runtime = Runtime(store, adapters, Deliverer(settings, store, adapters, worker=socket.gethostname()))

@@ -4,6 +4,7 @@ the JSON shapes of dead letters, reports and audit entries. Every string that le
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import asdict
@@ -11,7 +12,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from producers.settings import Settings
 from worker.ops.overview import OpsContext
@@ -31,16 +32,19 @@ def parse_since(value: str | float | None, *, now: float | None = None) -> float
     """
     if value is None or value == "":
         return None
+    if isinstance(value, bool):
+        raise ValueError("since: must be a time, not a boolean")
     if isinstance(value, (int, float)):
-        return float(value)
+        return _finite_since(float(value))
     text = value.strip()
     m = _RELATIVE.match(text)
     if m:
-        return (now or time.time()) - float(m.group(1)) * _UNIT[m.group(2)]
+        return _finite_since((now or time.time()) - float(m.group(1)) * _UNIT[m.group(2)])
     try:
-        return float(text)
-    except ValueError:
-        pass
+        return _finite_since(float(text))
+    except ValueError as exc:
+        if "since:" in str(exc):
+            raise
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
@@ -48,7 +52,20 @@ def parse_since(value: str | float | None, *, now: float | None = None) -> float
                          "or 30m / 2h / 7d") from None
     if dt.tzinfo is None:
         raise ValueError("since: an ISO 8601 time needs a timezone (e.g. Z or +02:00)")
-    return dt.timestamp()
+    try:
+        return _finite_since(dt.timestamp())
+    except OverflowError:
+        raise ValueError("since: out of range") from None
+
+
+#: epoch seconds beyond +/- this (about year 5138) are not a time anyone means
+_MAX_EPOCH = 1e11
+
+
+def _finite_since(value: float) -> float:
+    if not math.isfinite(value) or abs(value) > _MAX_EPOCH:
+        raise ValueError("since: must be a finite time (NaN, infinity and out-of-range values are refused)")
+    return value
 
 
 def normalize_id(value: str) -> str | None:
@@ -67,6 +84,12 @@ class FilterBody(BaseModel):
     error: str | None = Field(None, max_length=500, description="case-insensitive substring of the error")
     learner: str | None = Field(None, max_length=255)
     since: str | float | None = Field(None, description="ISO 8601, epoch seconds, or 30m / 2h / 7d ago")
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _valid_since(cls, value: Any) -> Any:
+        parse_since(value)  # NaN, infinity, booleans and absurd times are refused here, as a 422
+        return value
 
     def is_empty(self) -> bool:
         return all(v in (None, "") for v in self.model_dump().values())

@@ -19,6 +19,7 @@ import redis
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -26,6 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from producers.http import event_schemas, ingest_router
 from producers.publish import Publisher
 from producers.settings import ConfigError, Settings, get_settings, is_redis_url, without_credentials
+from worker.known_secrets import register_destinations
 from worker.ops import actions
 from worker.ops.dashboard import dashboard_router, static_app
 from worker.ops.metrics import metrics_router
@@ -136,7 +138,9 @@ def _event_id(value: str) -> str:
 
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
-Offset = Annotated[int, Query(ge=0, description="entries to skip")]
+#: an offset beyond this is refused (4xx), never handed to Redis as a huge or float number
+MAX_OFFSET = 10_000_000
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="entries to skip")]
 
 
 def v1_router(ctx: OpsContext, auth: BearerAuth) -> APIRouter:
@@ -219,12 +223,22 @@ async def _security_headers(request: Request, call_next: Next) -> Response:
     return response
 
 
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """422 with each problem's location and message, never the input: a NaN in the body must not turn the
+    answer into a 500 (JSON cannot carry it), and a refused secret is not echoed back."""
+    problems = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [{"loc": list(p.get("loc", ())), "msg": str(p.get("msg", "")), "type": str(p.get("type", ""))}
+              for p in problems]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = None) -> FastAPI:
     """The ops app. Raises :class:`ConfigError` without an API token (unless insecure_dev) or when the
     destinations file is invalid."""
     settings = settings or get_settings()
     token = api_token(settings)
     settings.destinations()  # fail now on a bad destinations file, not at the first request
+    register_destinations(settings)  # masked by value in every page and answer
     if token is None:
         log.warning("insecure_dev", message=INSECURE_WARNING)
     ctx = ctx or OpsContext(settings)
@@ -244,6 +258,7 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
         redoc_url=None,
     )
     app.middleware("http")(_security_headers)
+    app.exception_handler(RequestValidationError)(_invalid_request)
     auth = BearerAuth(token)
     app.include_router(ingest_router(settings, publisher, dependencies=[Depends(auth)]))
     app.include_router(v1_router(ctx, auth))

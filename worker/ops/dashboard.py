@@ -202,7 +202,7 @@ def dashboard_router(ctx: OpsContext, token: str | None) -> APIRouter:
     def dead_letters(
         response: Response, destination: str | None = None, vendor: str | None = None,
         error: str | None = None, learner: str | None = None, since: str | None = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 25, offset: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 25, offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     ) -> dict[str, Any]:
         response.headers.update(no_store)
         try:

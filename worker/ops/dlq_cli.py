@@ -12,9 +12,12 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from producers.publish import make_client_app
+from producers.safetext import printable
 from producers.settings import get_settings
+from worker.known_secrets import register_destinations
 from worker.ops import actions
 from worker.ops.views import event_view, iso
+from worker.redact import redact, redact_text
 from worker.store import Store
 from worker.store.deadletters import DeadLetterQueue, DLQFilter
 
@@ -46,6 +49,7 @@ def _flt(destination: str | None, vendor: str | None, error: str | None, learner
 
 def _dlq() -> DeadLetterQueue:
     settings = get_settings()
+    register_destinations(settings)  # their credentials are masked by value in everything shown
     return DeadLetterQueue(Store.connect(settings), make_client_app(settings))
 
 
@@ -71,15 +75,15 @@ def dlq_list(limit: int, as_json: bool, **f: Any) -> None:
     entries, total = _dlq().list(_flt(**f), limit=limit)
     if as_json:
         click.echo(json.dumps({"total": total, "items": [
-            {**e.__dict__, "dead_at": iso(e.dead_at)} for e in entries]}, indent=2))
+            {**redact(e.__dict__), "dead_at": iso(e.dead_at)} for e in entries]}, indent=2))
         return
     if not entries:
         click.echo("no dead letters match")
         return
     click.echo(f"{'EVENT ID':<36}  {'DESTINATION':<14} {'VENDOR':<17} {'AGE':>5} {'TRIES':>5}  REASON")
     for e in entries:
-        click.echo(f"{e.event_id:<36}  {e.destination:<14} {e.vendor:<17} {_age(e.dead_at):>5} {e.attempts:>5}  "
-                   f"{e.reason[:100]}")
+        click.echo(printable(f"{e.event_id:<36}  {e.destination:<14} {e.vendor:<17} {_age(e.dead_at):>5} "
+                             f"{e.attempts:>5}  {redact_text(e.reason)[:100]}"))
     if total > len(entries):
         click.echo(f"... {total - len(entries)} more (use --limit or filters)")
 
@@ -92,18 +96,19 @@ def dlq_show(event_id: str, as_json: bool) -> None:
     dlq = _dlq()
     rec = dlq.get(event_id)
     if rec is None:
-        click.echo(f"{event_id} is not in the dead-letter queue", err=True)
+        click.echo(printable(f"{event_id} is not in the dead-letter queue"), err=True)
         sys.exit(1)
     view = event_view(dlq.store, rec)
     if as_json:
         click.echo(json.dumps(view, indent=2))
         return
-    click.echo(f"{view['event_id']}  dead-lettered {view.get('dead_lettered_at')}  ({view['destination']}, "
-               f"{view['vendor']})")
-    click.echo(f"  reason: {view.get('reason')}")
+    click.echo(printable(f"{view['event_id']}  dead-lettered {view.get('dead_lettered_at')}  "
+                         f"({view['destination']}, {view['vendor']})"))
+    click.echo(printable(f"  reason: {view.get('reason')}"))
     for h in view.get("history", []):
-        click.echo(f"  attempt {h.get('n')} {h.get('started_at')}: {h.get('outcome')} HTTP {h.get('status') or '-'} "
-                   f"{h.get('error_class', '')} {h.get('vendor_message') or h.get('message') or ''}")
+        click.echo(printable(f"  attempt {h.get('n')} {h.get('started_at')}: {h.get('outcome')} HTTP "
+                             f"{h.get('status') or '-'} {h.get('error_class', '')} "
+                             f"{h.get('vendor_message') or h.get('message') or ''}"))
     click.echo("  event: " + json.dumps(view["event"]))
 
 
@@ -137,7 +142,7 @@ def dlq_requeue(event_ids: tuple[str, ...], all_: bool, dry_run: bool, rate: flo
 
         report = dlq.requeue(ids, flt, dry_run=dry_run, rate=rate, actor="cli", progress=advance)
     for eid, why in report.skipped.items():
-        click.echo(f"skipped {eid}: {why}", err=True)
+        click.echo(printable(f"skipped {eid}: {why}"), err=True)
     if dry_run:
         for eid in report.event_ids:
             click.echo(eid)
@@ -166,7 +171,7 @@ def dlq_purge(event_ids: tuple[str, ...], all_: bool, yes: bool, **f: Any) -> No
         click.confirm(f"Purge {preview.matched} dead letter(s) for good?", abort=True)
     report = dlq.purge(ids, flt, actor="cli")
     for eid, why in report.skipped.items():
-        click.echo(f"skipped {eid}: {why}", err=True)
+        click.echo(printable(f"skipped {eid}: {why}"), err=True)
     click.echo(f"purged {report.done} dead letter(s)")
 
 
@@ -190,5 +195,5 @@ def dlq_audit(limit: int, as_json: bool) -> None:
         return
     for e in entries:
         dry = " (dry run)" if e["dry_run"] else ""
-        click.echo(f"{iso(e['at'])}  {e['actor']:<9} {e['action']:<8} {e['count']}/{e['matched']}{dry}  "
-                   f"by {e['selection']} {json.dumps(e['filters']) if e['filters'] else ''}")
+        click.echo(printable(f"{iso(e['at'])}  {e['actor']:<9} {e['action']:<8} {e['count']}/{e['matched']}{dry}  "
+                             f"by {e['selection']} {json.dumps(e['filters']) if e['filters'] else ''}"))

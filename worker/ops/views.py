@@ -1,5 +1,7 @@
 """Read-only views of ledger records for operators (CLI, HTTP API, dashboard). Secrets never appear:
-the event is shown in its redacted form and vendor excerpts were redacted when recorded."""
+the event is shown in its redacted form, vendor excerpts were masked when recorded, and the whole view
+is masked again by value (the destinations' credentials and this event's own secrets) — so a record
+stored before by-value masking existed is shown clean too."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from producers.events import GradeEvent
+from worker.known_secrets import wire_secrets
 from worker.redact import redact
 from worker.store import EventRecord, Store
 
@@ -21,6 +24,8 @@ def iso(ts: float | None) -> str | None:
 
 def redacted_event(record: EventRecord, vendors: dict[str, str] | None = None) -> dict[str, Any]:
     """The event as published, secrets masked (falls back to a scrubbed raw form if it no longer validates)."""
+    if record.wire_error is not None:
+        return {"unavailable": record.wire_error}
     try:
         return GradeEvent.from_wire(record.wire, vendors=vendors or {record.destination: record.vendor}).redacted()
     except ValidationError:
@@ -58,5 +63,7 @@ def event_view(store: Store, record: EventRecord, *, with_history: bool = True) 
             for key in ("started_at", "finished_at"):
                 if isinstance(h.get(key), (int, float)):
                     h[key] = iso(float(h[key]))
-        view["history"] = redact(history)
-    return {k: v for k, v in view.items() if v is not None}
+        view["history"] = history
+    masked: dict[str, Any] = redact({k: v for k, v in view.items() if v is not None},
+                                    extra_secrets=tuple(wire_secrets(record.wire)))
+    return masked

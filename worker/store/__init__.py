@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from producers.crypto import WireCipher
 from producers.keys import Keys
 from producers.settings import Settings
 from worker.store.cache import RedisCache
@@ -33,7 +34,8 @@ class Store:
         return cls(
             redis=r,
             keys=keys,
-            ledger=Ledger(r, keys, settings.ledger_ttl_seconds),
+            ledger=Ledger(r, keys, settings.ledger_ttl_seconds, cipher=WireCipher.optional(settings),
+                          dead_letter_ttl=settings.dead_letter_ttl_seconds),
             schedule=RetrySchedule(r, keys),
             stats=Stats(r, keys),
             cache=RedisCache(r, keys.cache_prefix()),

@@ -1,8 +1,11 @@
 """The dead-letter queue: list and filter, show, requeue (rate-capped), purge, export, and the audit
 log of every operator action. Shared by `gradesync dlq`, the HTTP API and the dashboard.
 
-Dead letters are ledger records in state ``dead_lettered`` (whole event kept, secrets included, so they
-can be requeued) indexed by the ``dlq`` sorted sets; they do not expire. A requeue resets the attempt
+Dead letters are ledger records in state ``dead_lettered`` (whole event kept, secrets included and
+encrypted, so they can be requeued) indexed by the ``dlq`` sorted sets. They expire
+``dead_letter_ttl_days`` after they were dead-lettered (0: never); the index entries of expired ones are
+pruned whenever the queue is read (an index score is the dead-letter time, so this is one
+``ZREMRANGEBYSCORE``). A requeue resets the attempt
 count, keeps the event (and its original ``occurred_at``) unchanged, and goes through the stale guard
 like any delivery.
 """
@@ -97,19 +100,30 @@ class DeadLetterQueue:
         self.keys = store.keys
 
     # -- reading ---------------------------------------------------------------------------------
-    def count(self, destination: str | None = None) -> int:
+    def _index(self, destination: str | None) -> str:
+        """The index to read, pruned of dead letters whose record has expired."""
         key = self.keys.dlq_of(destination) if destination else self.keys.dlq
-        return int(self.r.zcard(key))
+        ttl = self.store.ledger.dead_letter_ttl
+        if ttl:
+            cutoff = time.time() - ttl
+            with self.r.pipeline(transaction=False) as pipe:
+                for k in {key, self.keys.dlq}:
+                    pipe.zremrangebyscore(k, "-inf", f"({cutoff}")
+                pipe.execute()
+        return key
+
+    def count(self, destination: str | None = None) -> int:
+        return int(self.r.zcard(self._index(destination)))
 
     def oldest_at(self, destination: str | None = None) -> float | None:
-        key = self.keys.dlq_of(destination) if destination else self.keys.dlq
+        key = self._index(destination)
         first = self.r.zrange(key, 0, 0, withscores=True)
         return float(first[0][1]) if first else None
 
     def records(self, flt: DLQFilter = DLQFilter(), *, newest_first: bool = True,
                 chunk: int = 500) -> Iterator[EventRecord]:
         """Every dead letter matching ``flt`` (read in pipelined chunks)."""
-        key = self.keys.dlq_of(flt.destination) if flt.destination else self.keys.dlq
+        key = self._index(flt.destination)
         start = 0
         while True:
             end = start + chunk - 1
@@ -233,7 +247,7 @@ class DeadLetterQueue:
         """One page of matching dead letters (newest first) and the total that match."""
         if flt.vendor is None and flt.error is None and flt.learner is None:
             # only destination / since: the sorted set counts and pages without reading records
-            key = self.keys.dlq_of(flt.destination) if flt.destination else self.keys.dlq
+            key = self._index(flt.destination)
             low: float | str = flt.since if flt.since is not None else "-inf"
             total = int(self.r.zcount(key, low, "+inf"))
             raw = self.r.zrevrangebyscore(key, "+inf", low, start=offset, num=limit)

@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from producers.crypto import ENV, UndecryptableRecord, WireCipher, is_encrypted
 from producers.keys import Keys
 
 #: the states in which a delivery message may still run an attempt
@@ -71,9 +72,23 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _decrypt(stored: str, cipher: WireCipher | None) -> tuple[str, str | None]:
+    if not is_encrypted(stored):
+        return stored, None
+    if cipher is None:
+        return "", f"the stored event is encrypted and {ENV} is not set"
+    try:
+        return cipher.decrypt(stored), None
+    except UndecryptableRecord as exc:
+        return "", str(exc)
+
+
 @dataclass
 class EventRecord:
-    """One event's ledger entry (``wire`` holds the event, secrets included: never print it)."""
+    """One event's ledger entry (``wire`` holds the event decrypted, secrets included: never print it).
+
+    ``wire_error`` says why ``wire`` is empty when the stored event could not be decrypted.
+    """
 
     event_id: str
     state: str
@@ -83,10 +98,12 @@ class EventRecord:
     attempts: int
     wire: str
     fields: dict[str, str] = field(default_factory=dict)
+    wire_error: str | None = None
 
     @classmethod
-    def from_hash(cls, event_id: str, raw: Mapping[Any, Any]) -> EventRecord:
+    def from_hash(cls, event_id: str, raw: Mapping[Any, Any], cipher: WireCipher | None = None) -> EventRecord:
         f = {_s(k): _s(v) for k, v in raw.items()}
+        wire, wire_error = _decrypt(f.pop("wire", ""), cipher)
         return cls(
             event_id=event_id,
             state=f.get("state", "missing"),
@@ -94,9 +111,11 @@ class EventRecord:
             vendor=f.get("vendor", ""),
             token=f.get("token", ""),
             attempts=int(f.get("attempts", "0") or 0),
-            wire=f.get("wire", ""),
+            wire=wire,
             fields=f,
+            wire_error=wire_error,
         )
+
 
     def get_float(self, name: str) -> float | None:
         value = self.fields.get(name)
@@ -108,10 +127,13 @@ class EventRecord:
 
 
 class Ledger:
-    def __init__(self, client: redis.Redis, keys: Keys, ttl_seconds: int) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, ttl_seconds: int, *, cipher: WireCipher | None = None,
+                 dead_letter_ttl: int | None = None) -> None:
         self.r = client
         self.keys = keys
         self.ttl = ttl_seconds
+        self.cipher = cipher  # decrypts ``wire`` on load (see producers.crypto)
+        self.dead_letter_ttl = dead_letter_ttl  # None: dead letters never expire
         self._start = client.register_script(_START)
         self._advance = client.register_script(_ADVANCE)
         self._requeue = client.register_script(_REQUEUE)
@@ -120,14 +142,15 @@ class Ledger:
     # -- reading ---------------------------------------------------------------------------------
     def load(self, event_id: str) -> EventRecord | None:
         raw = self.r.hgetall(self.keys.event(event_id))
-        return EventRecord.from_hash(event_id, raw) if raw else None
+        return EventRecord.from_hash(event_id, raw, self.cipher) if raw else None
 
     def load_many(self, event_ids: list[str]) -> list[EventRecord | None]:
         with self.r.pipeline(transaction=False) as pipe:
             for eid in event_ids:
                 pipe.hgetall(self.keys.event(eid))
             raws = pipe.execute()
-        return [EventRecord.from_hash(eid, raw) if raw else None for eid, raw in zip(event_ids, raws, strict=True)]
+        return [EventRecord.from_hash(eid, raw, self.cipher) if raw else None
+                for eid, raw in zip(event_ids, raws, strict=True)]
 
     def history(self, event_id: str) -> list[dict[str, Any]]:
         return [json.loads(x) for x in self.r.lrange(self.keys.attempts(event_id), 0, -1)]
@@ -206,8 +229,11 @@ class Ledger:
                          reason=reason, final_error=json.dumps(error or {"message": reason}))
             pipe.zadd(self.keys.dlq, {record.event_id: now})
             pipe.zadd(self.keys.dlq_of(record.destination), {record.event_id: now})
-            pipe.persist(self.keys.event(record.event_id))  # dead letters stay until requeued or purged
-            pipe.persist(self.keys.attempts(record.event_id))
+            for key in (self.keys.event(record.event_id), self.keys.attempts(record.event_id)):
+                if self.dead_letter_ttl:  # kept dead_letter_ttl_days, then gone (secrets included)
+                    pipe.expire(key, self.dead_letter_ttl)
+                else:  # dead_letter_ttl_days = 0: they stay until requeued or purged
+                    pipe.persist(key)
             pipe.execute()
         return now
 

@@ -1,0 +1,143 @@
+"""The hostile-input corpus (``corpus/*.case``) through every way in: HTTP ingest, `gradesync publish` and
+``publish_many()``. Each case is refused naming its field, nothing is published, and Redis stays empty."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from click.testing import CliRunner
+from pydantic import SecretStr
+
+from producers import safejson
+from producers.publish import InvalidEvents
+from producers.settings import reset_settings
+from tests.integration.conftest import Cluster
+from worker.cli import cli
+from worker.ops.api import create_app
+from worker.ops.serve import ServerThread
+
+CORPUS = Path(__file__).parent / "corpus"
+CASES = sorted(CORPUS.glob("*.case"))
+TOKEN = "it-corpus-token-2d4f6a8c0e1b3d5f7a9c"
+
+
+def load(path: Path) -> tuple[str, str]:
+    header, _, body = path.read_text(encoding="utf-8").partition("\n")
+    assert header.startswith("# field: "), path
+    return header.removeprefix("# field: ").strip(), body.rstrip("\n")
+
+
+def names_field(messages: list[str], field: str) -> bool:
+    """Does one message start with ``field`` (``field: reason``, or a deeper path below it)?"""
+    return any(m == field or m.startswith((f"{field}:", f"{field}.")) for m in messages)
+
+
+@pytest.fixture
+def ingest(cluster: Cluster) -> Iterator[httpx.Client]:
+    settings = cluster.settings.model_copy(update={"api_token": SecretStr(TOKEN)})
+    server = ServerThread(create_app(settings)).start()
+    with httpx.Client(base_url=server.url, timeout=60,
+                      headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}) as http:
+        yield http
+    server.stop()
+
+
+def test_the_corpus_has_more_than_40_cases() -> None:
+    assert len(CASES) > 40
+    assert all(load(p)[0] for p in CASES)
+
+
+def test_every_case_is_refused_by_http_ingest_naming_the_field(
+    cluster: Cluster, ingest: httpx.Client, redis_client: redis.Redis
+) -> None:
+    wrong: dict[str, Any] = {}
+    for path in CASES:
+        field, body = load(path)
+        answer = ingest.post("/v1/events", content=body.encode("utf-8"))
+        if field == "(json)":
+            ok = answer.status_code == 400 and "not valid JSON" in answer.text
+        else:
+            entries = answer.json().get("errors", []) if answer.status_code == 422 else []
+            ok = names_field([f"{e['field']}: {e['message']}" for e in entries], field)
+        if not ok:
+            wrong[path.name] = (answer.status_code, answer.text[:300])
+    assert wrong == {}
+    assert redis_client.dbsize() == 0  # nothing recorded, nothing queued
+
+
+def test_every_case_is_a_per_line_error_of_gradesync_publish(
+    cluster: Cluster, redis_client: redis.Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRADESYNC_REDIS_URL", cluster.redis_url)
+    monkeypatch.setenv("GRADESYNC_DESTINATIONS", str(cluster.destinations))
+    reset_settings()
+    runner = CliRunner()
+    wrong: dict[str, Any] = {}
+    for path in CASES:
+        field, body = load(path)
+        source = tmp_path / f"{path.stem}.jsonl"
+        source.write_text(body + "\n", encoding="utf-8")
+        result = runner.invoke(cli, ["publish", str(source)])
+        out = result.output
+        label = "item 2" if body.startswith("[") else "line 1"
+        expected = f"{label}: not valid JSON" if field == "(json)" else f"{label}: {field}"
+        lines = [line for line in out.splitlines() if line.startswith(label)]
+        ok = (result.exit_code == 1 and "nothing published" in out and "Traceback" not in out
+              and isinstance(result.exception, SystemExit | None)
+              and any(line.startswith((f"{expected}:", f"{expected}.", expected)) for line in lines))
+        if field == "event_id":  # the duplicate case: the second item is the one refused
+            ok = ok or (result.exit_code == 1 and "item 2: event_id:" in out)
+        if not ok:
+            wrong[path.name] = (result.exit_code, out[-400:])
+    assert wrong == {}
+    assert redis_client.dbsize() == 0
+
+
+def test_every_case_is_refused_by_publish_many(cluster: Cluster, redis_client: redis.Redis) -> None:
+    wrong: dict[str, Any] = {}
+    for path in CASES:
+        field, body = load(path)
+        try:
+            data = safejson.loads(body)
+        except safejson.JSONInputError as exc:  # a caller parsing untrusted JSON gets the field too
+            if not (field == "(json)" or exc.field == field):
+                wrong[path.name] = ("JSONInputError", exc.field, str(exc))
+            continue
+        items = data if isinstance(data, list) else [data]
+        try:
+            cluster.publisher.publish_many(items)
+        except InvalidEvents as exc:
+            if not names_field([m for lines in exc.errors.values() for m in lines], field):
+                wrong[path.name] = exc.errors
+            continue
+        wrong[path.name] = "published!"
+    assert wrong == {}
+    assert redis_client.dbsize() == 0
+
+
+def test_gradesync_publish_as_a_process_prints_per_line_errors_without_a_traceback(
+    cluster: Cluster, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    lines = [load(CORPUS / name)[1] for name in ("01-score-5000-digits.case", "13-metadata-nested-5000.case",
+                                                 "24-learner-id-terminal-escape.case")]
+    source = tmp_path / "hostile.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    env = {**os.environ, "GRADESYNC_REDIS_URL": cluster.redis_url, "GRADESYNC_DESTINATIONS": str(cluster.destinations)}
+    proc = subprocess.run([sys.executable, "-m", "worker.cli", "publish", str(source)], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "line 1: score_given: a number with 5000 digits" in proc.stderr
+    assert "line 2: metadata: nested too deeply" in proc.stderr
+    assert "line 3: learner_id: must not contain control characters" in proc.stderr
+    assert "\x1b" not in proc.stderr  # the escape is shown, never sent to the terminal
+    assert "3 invalid record(s); nothing published" in proc.stderr
+    assert redis_client.dbsize() == 0

@@ -1,0 +1,77 @@
+"""`gradesync keys`: generate a ``GRADESYNC_SECRET_KEY`` and re-encrypt stored events after a rotation.
+
+Rotation, step by step (see :mod:`producers.crypto`)::
+
+    gradesync keys generate                       # the new key
+    GRADESYNC_SECRET_KEY=<new>,<old>              # everywhere; restart producers, workers, serve
+    gradesync keys rotate                         # every stored event re-encrypted with <new>
+    GRADESYNC_SECRET_KEY=<new>                    # drop the old key; restart again
+"""
+
+from __future__ import annotations
+
+import click
+import redis
+
+from producers.crypto import UndecryptableRecord, WireCipher, generate_key
+from producers.settings import ConfigError, get_settings
+from worker.store import Store
+
+# KEYS: event ; ARGV: the wire read, the re-encrypted wire -- only if nobody changed it meanwhile
+_SWAP = """
+if redis.call('HGET', KEYS[1], 'wire') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'wire', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+def rotate_all(client: redis.Redis, prefix: str, cipher: WireCipher, *, batch: int = 500) -> dict[str, int]:
+    """Re-encrypt the ``wire`` of every stored event with the first key: counts of what happened."""
+    swap = client.register_script(_SWAP)
+    counts = {"rotated": 0, "changed_meanwhile": 0, "undecryptable": 0}
+    for key in client.scan_iter(match=f"{prefix}:event:*", count=batch, _type="HASH"):
+        raw = client.hget(key, "wire")
+        if raw is None:
+            continue
+        stored = raw.decode() if isinstance(raw, bytes) else str(raw)
+        try:
+            fresh = cipher.rotate(stored)
+        except UndecryptableRecord:
+            counts["undecryptable"] += 1
+            continue
+        if swap(keys=[key], args=[stored, fresh]):
+            counts["rotated"] += 1
+        else:
+            counts["changed_meanwhile"] += 1
+    return counts
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """Encryption keys of the stored events (GRADESYNC_SECRET_KEY)."""
+
+
+@keys_group.command("generate")
+def keys_generate() -> None:
+    """Print a new random key for GRADESYNC_SECRET_KEY."""
+    click.echo(generate_key())
+
+
+@keys_group.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every stored event with the first key of GRADESYNC_SECRET_KEY (run after adding a new
+    key in front of the old one; the old one can be removed afterwards)."""
+    settings = get_settings()
+    try:
+        cipher = WireCipher.from_settings(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    store = Store.connect(settings)
+    counts = rotate_all(store.redis, settings.key_prefix, cipher)
+    click.echo(f"re-encrypted {counts['rotated']} stored event(s) with the first of {cipher.key_count} key(s); "
+               f"{counts['changed_meanwhile']} changed meanwhile (run again), "
+               f"{counts['undecryptable']} encrypted with a key not in GRADESYNC_SECRET_KEY")
+    if counts["undecryptable"] or counts["changed_meanwhile"]:
+        raise SystemExit(1)
