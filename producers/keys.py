@@ -3,7 +3,7 @@ surface read and update them). Nothing else builds a key name.
 
 ``{p}`` is ``Settings.key_prefix`` (default ``gradesync``)::
 
-    {p}:event:{id}               hash: wire (the event, secrets included), state, token, attempts, ...
+    {p}:event:{id}               hash: wire (the event, Fernet-encrypted: producers.crypto), state, token, ...
     {p}:event:{id}:attempts      list: one JSON record per attempt
     {p}:scheduled                zset: event id -> due time of its next attempt (durable retries)
     {p}:dispatching              zset: event id -> time a due retry was claimed (crash recovery)

@@ -10,6 +10,7 @@ import threading
 import click
 
 from producers.cli import publish_cmd, schema_cmd
+from producers.crypto import WireCipher
 from producers.safetext import printable
 from producers.settings import ConfigError, get_settings
 from worker.demo import demo_cmd
@@ -52,7 +53,6 @@ def _settings_or_exit() -> None:
 def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str | None, loglevel: str | None,
                processes: int | None, task_events: bool | None) -> None:
     """Run a worker on the destination queues (threads pool, late acknowledgement, one process per core)."""
-    from producers.crypto import WireCipher
     from producers.keys import Keys
     from worker import app
 
@@ -149,6 +149,10 @@ def config_check() -> None:
         click.echo(str(exc), err=True)
         sys.exit(1)
     problems: list[str] = []
+    try:
+        WireCipher.from_settings(settings)
+    except ConfigError as exc:
+        problems.append(str(exc))
     limit = settings.visibility_timeout - 15
     for name, d in sorted(dests.items()):
         for m in d.missing_secrets():

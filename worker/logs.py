@@ -3,7 +3,8 @@
 Every record about an event carries ``event_id``, ``destination``, ``vendor`` and ``attempt`` (bound
 with contextvars by :mod:`worker.delivery`). One redaction step (:func:`worker.redact.redact`) runs last
 on every record, ours and Celery's alike: Authorization headers, tokens, keys, signatures never reach the
-output.
+output, and neither does any known secret value (the destinations' credentials, the per-event secrets of
+the event being delivered), whatever the level, tracebacks included.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def configure(fmt: str = "auto", level: str = "INFO", stream: TextIO | None = No
     renderer: Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
-    tail: list[Processor] = [structlog.processors.format_exc_info, _redact] if as_json else [_redact]
+    # tracebacks are rendered to text before the redaction step, in both formats: an exception message
+    # may quote a vendor's answer
+    tail: list[Processor] = [structlog.processors.format_exc_info, _redact]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -100,7 +100,8 @@ def test_rotation_reencrypts_with_the_first_key_and_an_unknown_key_dead_letters(
     assert d.run(other, rec.token) == "dead_lettered"
     dead = store.ledger.load(other)
     assert dead is not None and dead.state == "dead_lettered"
-    assert "cannot decrypt the stored event" in dead.fields["reason"] and "GRADESYNC_SECRET_KEY" in dead.fields["reason"]
+    reason = dead.fields["reason"]
+    assert "cannot decrypt the stored event" in reason and "GRADESYNC_SECRET_KEY" in reason
 
 
 def test_a_missing_or_malformed_key_is_a_clear_error_at_start_up(
@@ -114,7 +115,7 @@ def test_a_missing_or_malformed_key_is_a_clear_error_at_start_up(
     monkeypatch.setenv("GRADESYNC_API_TOKEN", "at-rest-api-token-0123456789abcdef0123")
     reset_settings()
     runner = CliRunner()
-    for args in (["worker"], ["keys", "rotate"], ["serve", "--port", "0"]):
+    for args in (["worker"], ["keys", "rotate"], ["serve", "--port", "0"], ["config", "check"]):
         result = runner.invoke(cli, args)
         assert result.exit_code != 0, args
         assert "GRADESYNC_SECRET_KEY is not set" in result.output, (args, result.output)

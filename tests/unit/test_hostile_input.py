@@ -40,14 +40,14 @@ def test_a_5000_digit_number_is_refused_at_its_field() -> None:
 
 def test_nan_and_infinity_are_refused_at_their_field() -> None:
     for literal in ("NaN", "Infinity", "-Infinity"):
-        data = safejson.loads('{"score_given": %s}' % literal)
+        data = safejson.loads('{"score_given": ' + literal + "}")
         assert errors_of({**event(), **data}) == [f"score_given: {literal} is not a number (must be a finite number)"]
 
 
 def test_5000_levels_of_nesting_raise_a_clean_error_naming_field_and_item() -> None:
     deep = '{"a":' * 5000 + "1" + "}" * 5000
     with pytest.raises(safejson.JSONInputError) as single:
-        safejson.loads('{"destination": "lt", "metadata": %s}' % deep)
+        safejson.loads('{"destination": "lt", "metadata": ' + deep + "}")
     assert (single.value.index, single.value.field) == (None, "metadata")
     with pytest.raises(safejson.JSONInputError) as batch:
         safejson.loads('[{"learner_id": "x"}, {"target": %s}]' % ("[" * 5000 + "]" * 5000))

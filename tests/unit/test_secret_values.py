@@ -90,7 +90,7 @@ def test_tampered_ciphertext_is_refused() -> None:
 
 
 def test_missing_and_malformed_keys_are_clear_config_errors() -> None:
-    with pytest.raises(ConfigError, match="GRADESYNC_SECRET_KEY is not set.*gradesync keys generate"):
+    with pytest.raises(ConfigError, match=r"GRADESYNC_SECRET_KEY is not set.*gradesync keys generate"):
         WireCipher.from_settings(Settings(secret_key=None))
     with pytest.raises(ConfigError, match="key 1 of 1 is not a Fernet key"):
         WireCipher.from_settings(Settings(secret_key=SecretStr("too-short")))
