@@ -24,10 +24,12 @@ import click
 import httpx
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from producers.crypto import generate_key
 from producers.publish import Publisher
+from producers.safetext import printable
 from producers.settings import Settings, environ_value, reset_settings
 from worker.localredis import EmbeddedRedis, find_or_start, free_port
 from worker.sandbox import DEMO_CREDENTIALS
@@ -164,8 +166,9 @@ class Demo:
             settled &= rec.state in ("succeeded", "superseded", "dead_lettered")
             err = rec.json_field("last_error") or rec.json_field("final_error") or {}
             note = rec.fields.get("reason") or (f"HTTP {err.get('status')} {err.get('error_class')}" if err else "")
-            table.add_row(rec.destination, rec.fields.get("learner_id", ""),
-                          f"[{STYLE.get(rec.state, 'white')}]{rec.state}[/]", str(rec.attempts), note[:70])
+            table.add_row(escape(printable(rec.destination)), escape(printable(rec.fields.get("learner_id", ""))),
+                          f"[{STYLE.get(rec.state, 'white')}]{rec.state}[/]", str(rec.attempts),
+                          escape(printable(note[:70])))  # vendor text: no terminal escapes, no rich markup
         return table, settled
 
     def run(self, per_vendor: int, web_port: int) -> None:

@@ -16,6 +16,7 @@ in a vendor's error body is masked before it is stored or logged.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -47,6 +48,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 MIN_SECRET_LENGTH = 6
 #: base64 runs shorter than this are not masked (too likely to occur by chance)
 _MIN_B64 = 8
+
+_LOWER_HEX = re.compile(r"%[0-9A-F]{2}")
 
 _process_secrets: frozenset[str] = frozenset()
 _bound_secrets: ContextVar[frozenset[str]] = ContextVar("gradesync_bound_secrets", default=frozenset())
@@ -88,8 +91,10 @@ def _b64_runs(raw: bytes) -> set[str]:
 @lru_cache(maxsize=1024)
 def encodings(secret: str) -> tuple[str, ...]:
     """``secret`` and the forms it takes when echoed back, longest first."""
-    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret), json.dumps(secret)[1:-1],
-             json.dumps(secret, ensure_ascii=False)[1:-1]}
+    escaped = json.dumps(secret)[1:-1]
+    forms = {secret, quote(secret, safe=""), quote(secret), quote_plus(secret), escaped,
+             escaped.replace("/", "\\/"), json.dumps(secret, ensure_ascii=False)[1:-1], html.escape(secret)}
+    forms |= {_LOWER_HEX.sub(lambda m: m.group(0).lower(), f) for f in forms if "%" in f}
     forms |= _b64_runs(secret.encode("utf-8"))
     return tuple(sorted((f for f in forms if len(f) >= MIN_SECRET_LENGTH), key=len, reverse=True))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 from urllib.parse import quote, quote_plus
 
@@ -29,6 +30,9 @@ SECRET = 'sk/live+"q"&x=1'
     base64.b64encode(f"ab:{SECRET}".encode()).decode(),
     base64.b64encode(f"a:{SECRET}".encode()).decode(),
     base64.urlsafe_b64encode(f"{SECRET}:".encode()).decode(),
+    json.dumps(SECRET)[1:-1].replace("/", "\\/"),  # PHP-style escaped slashes
+    html.escape(SECRET),
+    quote(SECRET, safe="").lower(),
 ])
 def test_a_bound_secret_is_masked_in_each_encoding(form: str) -> None:
     text = f"vendor said: Authorization rejected [{form}] for you"

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import redis
@@ -85,10 +86,8 @@ def _decrypt(stored: str, cipher: WireCipher | None) -> tuple[str, str | None]:
 
 @dataclass
 class EventRecord:
-    """One event's ledger entry (``wire`` holds the event decrypted, secrets included: never print it).
-
-    ``wire_error`` says why ``wire`` is empty when the stored event could not be decrypted.
-    """
+    """One event's ledger entry. ``wire`` is the event decrypted on first use (secrets included: never
+    print it); ``wire_error`` says why it is empty when the stored event could not be decrypted."""
 
     event_id: str
     state: str
@@ -96,14 +95,13 @@ class EventRecord:
     vendor: str
     token: str
     attempts: int
-    wire: str
+    stored_wire: str = field(default="", repr=False)  # as stored: fernet:… ciphertext
     fields: dict[str, str] = field(default_factory=dict)
-    wire_error: str | None = None
+    cipher: WireCipher | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_hash(cls, event_id: str, raw: Mapping[Any, Any], cipher: WireCipher | None = None) -> EventRecord:
         f = {_s(k): _s(v) for k, v in raw.items()}
-        wire, wire_error = _decrypt(f.pop("wire", ""), cipher)
         return cls(
             event_id=event_id,
             state=f.get("state", "missing"),
@@ -111,10 +109,22 @@ class EventRecord:
             vendor=f.get("vendor", ""),
             token=f.get("token", ""),
             attempts=int(f.get("attempts", "0") or 0),
-            wire=wire,
+            stored_wire=f.pop("wire", ""),
             fields=f,
-            wire_error=wire_error,
+            cipher=cipher,
         )
+
+    @cached_property
+    def _opened(self) -> tuple[str, str | None]:
+        return _decrypt(self.stored_wire, self.cipher)
+
+    @property
+    def wire(self) -> str:
+        return self._opened[0]
+
+    @property
+    def wire_error(self) -> str | None:
+        return self._opened[1]
 
 
     def get_float(self, name: str) -> float | None:
