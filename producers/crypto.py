@@ -8,9 +8,10 @@ misuse-resistant recipe of a library the project already depends on (LearningStu
 :class:`cryptography.fernet.MultiFernet` gives key rotation for free.
 
 ``GRADESYNC_SECRET_KEY`` is one Fernet key (``gradesync keys generate``) or several, comma-separated:
-the **first encrypts**, **all decrypt**. Rotation: put the new key first, keep the old one after it,
-restart, run ``gradesync keys rotate`` (re-encrypts every stored event with the first key), then drop
-the old key. A record encrypted with a key that is no longer listed cannot be read: the worker
+the **first encrypts**, **all decrypt**. Rotation without a moment where one process cannot read what
+another wrote: add the new key *second* everywhere (``old,new``: all can read it, none writes it yet),
+then put it first (``new,old``), run ``gradesync keys rotate`` (re-encrypts every stored event with the
+first key), then drop the old key. A record encrypted with a key that is no longer listed cannot be read: the worker
 dead-letters it with a reason saying so (add the key back and requeue it).
 
 A ``wire`` without the ``fernet:`` prefix is a record written before encryption existed: it is read as

@@ -3,7 +3,8 @@
 Rotation, step by step (see :mod:`producers.crypto`)::
 
     gradesync keys generate                       # the new key
-    GRADESYNC_SECRET_KEY=<new>,<old>              # everywhere; restart producers, workers, serve
+    GRADESYNC_SECRET_KEY=<old>,<new>              # everywhere, rolling restart: all can read <new>
+    GRADESYNC_SECRET_KEY=<new>,<old>              # everywhere, rolling restart: <new> encrypts
     gradesync keys rotate                         # every stored event re-encrypted with <new>
     GRADESYNC_SECRET_KEY=<new>                    # drop the old key; restart again
 """

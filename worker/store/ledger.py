@@ -126,7 +126,6 @@ class EventRecord:
     def wire_error(self) -> str | None:
         return self._opened[1]
 
-
     def get_float(self, name: str) -> float | None:
         value = self.fields.get(name)
         return float(value) if value else None
