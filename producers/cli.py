@@ -90,7 +90,9 @@ def publish_cmd(source: TextIO, skip_invalid: bool, as_json: bool) -> None:
         pairs.append((len(labels), record, event))
         labels.append(label)
         events.append(event)
-    bad.extend((labels[i], [reason]) for i, reason in duplicate_errors(pairs).items())
+    conflicts = duplicate_errors(pairs)
+    bad.extend((labels[i], [reason]) for i, reason in conflicts.items())
+    events = [e for i, e in enumerate(events) if i not in conflicts]  # never published, even with --skip-invalid
     for label, reasons in bad:
         for reason in reasons:
             click.echo(printable(f"{label}: {reason}"), err=True)

@@ -141,3 +141,20 @@ def test_gradesync_publish_as_a_process_prints_per_line_errors_without_a_traceba
     assert "\x1b" not in proc.stderr  # the escape is shown, never sent to the terminal
     assert "3 invalid record(s); nothing published" in proc.stderr
     assert redis_client.dbsize() == 0
+
+
+def test_skip_invalid_never_publishes_the_conflicting_duplicate(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRADESYNC_REDIS_URL", cluster.redis_url)
+    monkeypatch.setenv("GRADESYNC_DESTINATIONS", str(cluster.destinations))
+    reset_settings()
+    _, body = load(CORPUS / "39-duplicate-event-id-different-content.case")
+    source = tmp_path / "dupes.json"
+    source.write_text(body, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["publish", "--skip-invalid", "--json", str(source)])
+    assert result.exit_code == 0, result.output
+    assert "item 2: event_id:" in result.output
+    [eid] = [x for x in safejson.loads(result.output.strip().splitlines()[-1])]
+    record = cluster.store.ledger.load(eid)
+    assert record is not None and '"score_given":8' in record.wire.replace(" ", "")  # the first one
