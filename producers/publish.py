@@ -131,17 +131,18 @@ def duplicate_errors(pairs: Iterable[tuple[int, GradeEvent | Mapping[str, Any], 
     ``pairs`` are (index, the item as given, its validated event). Identical duplicates pass (publishing
     is idempotent per event id); a different one would otherwise be silently dropped.
     """
-    first: dict[str, tuple[int, str]] = {}
+    first: dict[Any, tuple[int, GradeEvent | Mapping[str, Any], GradeEvent]] = {}
+    prints: dict[int, str] = {}  # fingerprints, computed only for ids that repeat
     errors: dict[int, str] = {}
     for index, item, event in pairs:
-        eid = str(event.event_id)
-        print_ = _fingerprint(item, event)
-        seen = first.get(eid)
-        if seen is None:
-            first[eid] = (index, print_)
-        elif seen[1] != print_:
-            errors[index] = (f"event_id: {eid} is used by an earlier item ({seen[0]}) with different content; "
-                             "the batch is refused")
+        seen = first.setdefault(event.event_id, (index, item, event))
+        if seen[0] == index:
+            continue
+        if seen[0] not in prints:
+            prints[seen[0]] = _fingerprint(seen[1], seen[2])
+        if _fingerprint(item, event) != prints[seen[0]]:
+            errors[index] = (f"event_id: {event.event_id} is used by an earlier item ({seen[0]}) with different "
+                             "content; the batch is refused")
     return errors
 
 
