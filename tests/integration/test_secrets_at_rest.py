@@ -1,5 +1,5 @@
-"""Per-event secrets are encrypted at rest (issue 9, item 2): what Redis holds, what MONITOR shows, key
-rotation, an unknown key, a missing key, and the dead-letter retention."""
+"""Per-event secrets are encrypted at rest (issue 9, item 2): what Redis holds, what MONITOR, the AOF and
+an RDB dump show, key rotation, an unknown key, a missing key, and the dead-letter retention."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from producers.settings import ConfigError, Settings, reset_settings
 from tests.integration.test_delivery import Scripted, deliverer
 from worker import errors
 from worker.cli import cli
+from worker.localredis import EmbeddedRedis
 from worker.ops.keys_cli import rotate_all
 from worker.store import Store
 from worker.store.deadletters import DeadLetterQueue
@@ -153,3 +154,31 @@ def test_dead_letters_expire_after_the_retention_and_leave_the_index(
     rec = store.ledger.load(kept)
     assert rec is not None and d.run(kept, rec.token) == "dead_lettered"
     assert redis_client.ttl(f"gradesync:event:{kept}") == -1
+
+
+def test_the_aof_and_an_rdb_dump_hold_no_secret(settings: Settings, tmp_path: Path) -> None:
+    server = EmbeddedRedis.start(tmp_path / "persisted", persist=True)  # AOF on, like production
+    try:
+        own = settings.model_copy(update={"redis_url": server.url})
+        publisher = Publisher(own)
+        [eid] = publisher.publish_many([lt_event()])
+        publisher.close()
+        client = redis.Redis.from_url(server.url)
+        client.config_set("rdbcompression", "no")  # so a plaintext secret could not hide in LZF
+        client.bgsave()
+        files: dict[str, bytes] = {}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            files = {str(p): p.read_bytes() for p in (tmp_path / "persisted").rglob("*")
+                     if p.is_file() and (p.suffix in (".aof", ".rdb") or ".aof." in p.name)}
+            aof = b"".join(v for k, v in files.items() if ".aof" in k)
+            if eid.encode() in aof and any(k.endswith(".rdb") and eid.encode() in v for k, v in files.items()):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"the AOF / RDB never showed the event: {sorted(files)}")
+        assert {k: SERVICE_KEY.encode() in v for k, v in files.items()} == dict.fromkeys(files, False)
+        assert b"fernet:" in b"".join(files.values())
+        client.close()
+    finally:
+        server.stop()
