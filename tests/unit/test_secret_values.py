@@ -101,3 +101,14 @@ def test_missing_and_malformed_keys_are_clear_config_errors() -> None:
     with pytest.raises(ConfigError, match="key 2 of 2"):
         WireCipher.parse(f"{Fernet.generate_key().decode()},{'A' * 43}")
     assert WireCipher.optional(Settings(secret_key=SecretStr("  "))) is None
+
+
+def test_keys_generate_prints_a_usable_key() -> None:
+    from click.testing import CliRunner
+
+    from worker.cli import cli
+
+    result = CliRunner().invoke(cli, ["keys", "generate"])
+    assert result.exit_code == 0
+    key = result.output.strip()
+    assert WireCipher.parse(key).decrypt(WireCipher.parse(key).encrypt("x")) == "x"
