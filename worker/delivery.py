@@ -30,7 +30,7 @@ from worker.adapters import build_adapter
 from worker.adapters.base import Adapter, AdapterContext, DeliveryResult
 from worker.adapters.http import make_client
 from worker.known_secrets import scrub_error, wire_secrets
-from worker.redact import known_secrets, redact_text
+from worker.redact import bind_secrets, redact_text
 from worker.retry import Action, RetryPolicy, decide
 from worker.store import EventRecord, Store
 from worker.store.ledger import RUNNABLE
@@ -108,11 +108,7 @@ class Deliverer:
         if record.wire_error is not None:  # encrypted with a key we no longer have
             reason = f"cannot decrypt the stored event: {record.wire_error}"
             return self._dead_letter(record, None, reason, {"error_class": "ConfigurationError", "message": reason})
-        with known_secrets(wire_secrets(record.wire)):  # masked in every record and log line of this run
-            return self._run_event(record, token)
-
-    def _run_event(self, record: EventRecord, token: str) -> str:
-        ledger = self.store.ledger
+        bind_secrets(wire_secrets(record.wire))  # masked in every record and log line (until logs.clear())
         try:
             event = GradeEvent.from_wire(record.wire, vendors=self.settings.vendors())
         except ValidationError as exc:

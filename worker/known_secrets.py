@@ -59,7 +59,7 @@ def register_destinations(settings: Settings) -> None:
 def scrub_error(exc: errors.GradeSyncError) -> errors.GradeSyncError:
     """``exc`` with its message, vendor message and excerpt masked (patterns and known values), in place.
 
-    Called where a failure becomes a record, with the event's secrets bound (:func:`worker.redact.known_secrets`).
+    Called where a failure becomes a record, with the event's secrets bound (:func:`worker.redact.bind_secrets`).
     """
     exc.message = redact_text(exc.message)
     exc.args = (exc.message,)

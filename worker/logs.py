@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from worker.redact import redact
+from worker.redact import clear_secrets, redact
 
 
 def _redact(logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDict:
@@ -67,3 +67,4 @@ def bind(**values: Any) -> None:
 
 def clear() -> None:
     structlog.contextvars.clear_contextvars()
+    clear_secrets()  # the per-event secrets bound for masking end with the event's log context

@@ -6,7 +6,7 @@ Two layers. **Patterns** mask what looks like a secret (``Bearer …``, ``oauth_
 a secret-named mapping key). **Known values** mask the secrets gradesync actually holds, wherever and
 however they appear: the destinations' credentials (registered once per process with
 :func:`register_secrets`) and the per-event ``service_key`` / ``ltik`` / ``person_token`` of the event
-being delivered (bound for the duration of the attempt with :func:`known_secrets`). A value is also
+being delivered (bound for the delivery run with :func:`bind_secrets`). A value is also
 masked in its common encodings (:func:`encodings`): URL-encoded, JSON-escaped, and inside base64 at any
 alignment (a vendor echoing ``Authorization: Basic base64(key:…)``). Known values apply to every
 :func:`redact` call — the log processor, the ledger records, the ops views — so one echo of a credential
@@ -65,9 +65,19 @@ def register_secrets(values: Iterable[str | None]) -> None:
     _process_secrets = _process_secrets | {v for v in values if v and len(v) >= MIN_SECRET_LENGTH}
 
 
+def bind_secrets(values: Iterable[str | None]) -> None:
+    """Mask ``values`` too, in this thread / task, until :func:`clear_secrets` (one event's credentials;
+    the delivery task clears them with its log context, :func:`worker.logs.clear`)."""
+    _bound_secrets.set(_bound_secrets.get() | {v for v in values if v and len(v) >= MIN_SECRET_LENGTH})
+
+
+def clear_secrets() -> None:
+    _bound_secrets.set(frozenset())
+
+
 @contextmanager
 def known_secrets(values: Iterable[str | None]) -> Iterator[None]:
-    """Mask ``values`` too, in this thread / task, until the block ends (one event's credentials)."""
+    """Mask ``values`` too, in this thread / task, until the block ends."""
     token = _bound_secrets.set(_bound_secrets.get() | {v for v in values if v and len(v) >= MIN_SECRET_LENGTH})
     try:
         yield
