@@ -75,7 +75,7 @@ def test_the_stored_event_is_ciphertext_and_monitor_never_shows_the_secret(
 
 
 def test_rotation_reencrypts_with_the_first_key_and_an_unknown_key_dead_letters(
-    settings: Settings, redis_client: redis.Redis
+    settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     old = settings.secret_key
     assert old is not None
@@ -87,6 +87,10 @@ def test_rotation_reencrypts_with_the_first_key_and_an_unknown_key_dead_letters(
     before = redis_client.hget(f"gradesync:event:{eid}", "wire")
     counts = rotate_all(redis_client, "gradesync", WireCipher.from_settings(both))
     assert counts == {"rotated": 2, "changed_meanwhile": 0, "undecryptable": 0}
+    monkeypatch.setenv("GRADESYNC_SECRET_KEY", f"{new_key},{old.get_secret_value()}")
+    reset_settings()
+    result = CliRunner().invoke(cli, ["keys", "rotate"])  # the command does the same, and says so
+    assert result.exit_code == 0 and "re-encrypted 2 stored event(s) with the first of 2 key(s)" in result.output
     assert redis_client.hget(f"gradesync:event:{eid}", "wire") != before
     only_new = settings.model_copy(update={"secret_key": SecretStr(new_key)})
     record = Store.connect(only_new).ledger.load(eid)

@@ -54,6 +54,11 @@ def test_5000_levels_of_nesting_raise_a_clean_error_naming_field_and_item() -> N
     assert (batch.value.index, batch.value.field) == (1, "target")
     with pytest.raises(safejson.JSONInputError, match="nested too deeply"):
         safejson.loads("[" * 40 + "]" * 40)  # parses, but deeper than MAX_DEPTH
+    tricky = '{"comment": "[[[[{{ \\" [[", "a\\"b": 1, "metadata": ' + "[" * 5000 + "]" * 5000 + "}"
+    with pytest.raises(safejson.JSONInputError) as strings:  # brackets and quotes inside strings do not count
+        safejson.loads(tricky)
+    assert strings.value.field == "metadata"
+    assert safejson.loads('{"comment": "' + "[" * 5000 + '"}') == {"comment": "[" * 5000}
 
 
 def test_deep_metadata_given_as_python_objects_is_refused_before_pydantic_recurses() -> None:
