@@ -235,7 +235,10 @@ class GradeEvent(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _utc_millis(cls, value: datetime, info: ValidationInfo) -> datetime:
-        value = value.astimezone(UTC)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+14:00 has no UTC form
+            raise ValueError("is out of range once converted to UTC") from None
         skew = _future_skew(info)
         if skew is not None and value > datetime.now(UTC) + timedelta(seconds=skew):
             raise ValueError(f"is more than {skew:g} s in the future (a future time would supersede every "
