@@ -202,7 +202,11 @@ def sandbox_cmd(host: str, learningstudio_port: int, ltiaas_port: int, edlink_po
 
 
 def main() -> None:
-    cli(prog_name="gradesync")
+    try:
+        cli(prog_name="gradesync")
+    except ConfigError as exc:  # e.g. a malformed GRADESYNC_SECRET_KEY met by any sub-command: no traceback
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
