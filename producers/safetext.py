@@ -15,8 +15,8 @@ from typing import Any
 
 #: C0 and C1 controls, DEL, bidi embeddings/overrides/isolates, LRM/RLM/ALM, line and paragraph separators
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2028\u2029\u2066-\u2069]")
-#: the same, but tab and newline allowed (multi-line free text such as a comment)
-_UNSAFE_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: the same, but tab, line feed and carriage return allowed (multi-line free text such as a comment)
+_UNSAFE_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def _escape(match: re.Match[str]) -> str:
