@@ -16,13 +16,18 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from producers.events import GradeEvent
+from producers.events import EdlinkTarget, GradeEvent, LearningStudioTarget, LtiaasTarget, ThoughtIndustriesTarget
 from producers.settings import Destination, Settings
 from worker import errors
 from worker.redact import redact_text, register_secrets
 
-#: the per-event credential fields of every vendor target
-EVENT_SECRET_FIELDS = ("service_key", "ltik", "person_token")
+#: the per-event credential fields of every vendor target: each ``SecretStr`` field of a target model
+EVENT_SECRET_FIELDS: tuple[str, ...] = tuple(sorted({
+    name
+    for model in (LearningStudioTarget, LtiaasTarget, EdlinkTarget, ThoughtIndustriesTarget)
+    for name, info in model.model_fields.items()
+    if "SecretStr" in str(info.annotation)
+}))
 
 
 def model_secrets(model: BaseModel) -> list[str]:

@@ -15,7 +15,7 @@ from producers.crypto import PREFIX, UndecryptableRecord, WireCipher, generate_k
 from producers.events import GradeEvent
 from producers.settings import ConfigError, LtiaasDestination, Settings
 from worker import errors
-from worker.known_secrets import destination_secrets, event_secrets, scrub_error, wire_secrets
+from worker.known_secrets import EVENT_SECRET_FIELDS, destination_secrets, event_secrets, scrub_error, wire_secrets
 from worker.redact import MASK, known_secrets, mask_known, redact, redact_text
 
 SECRET = 'sk/live+"q"&x=1'
@@ -68,6 +68,7 @@ def test_the_secrets_of_a_destination_and_an_event_are_collected() -> None:
         context={"vendors": {"lt": "ltiaas"}})
     assert event_secrets(e) == ["ltik-1"]
     assert wire_secrets(e.to_wire()) == ["ltik-1"] and wire_secrets("not json") == []
+    assert EVENT_SECRET_FIELDS == ("ltik", "person_token", "service_key")  # found from the target models
 
 
 # -- encryption at rest --------------------------------------------------------------------------------
