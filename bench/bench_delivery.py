@@ -37,7 +37,9 @@ from typing import Any
 
 import redis
 from celery import Celery
+from pydantic import SecretStr
 
+from producers.crypto import generate_key
 from producers.publish import Publisher
 from producers.settings import Settings
 from worker.localredis import EmbeddedRedis, free_port
@@ -162,8 +164,10 @@ class Bench:
             f'[destinations.bench]\nvendor = "ltiaas"\nbase_url = "{self.vendor_url}"\napi_key_env = "BENCH_API_KEY"\n'
             "timeout = 10\n"
         )
+        key = os.environ.get("GRADESYNC_SECRET_KEY") or generate_key()  # stored events are encrypted at rest
         self.env = {
             **os.environ,
+            "GRADESYNC_SECRET_KEY": key,
             "PYTHONPATH": os.pathsep.join([str(BENCH_DIR), str(ROOT)]),
             "BENCH_BROKER": self.url,
             "BENCH_VENDOR": self.vendor_url,
@@ -175,7 +179,8 @@ class Bench:
             "GRADESYNC_LOG_FORMAT": "json",
         }
         os.environ["BENCH_API_KEY"] = CREDS["api_key"]
-        self.settings = Settings(redis_url=self.url, destinations_file=tmp / "destinations.toml")
+        self.settings = Settings(redis_url=self.url, destinations_file=tmp / "destinations.toml",
+                                 secret_key=SecretStr(key))
         self.publisher = Publisher(self.settings)
 
     def close(self) -> None:
