@@ -1,5 +1,6 @@
 """Dead-letter routes of the API and of the dashboard's JSON API refuse NaN, infinite and absurd numbers in
-queries and filters with a 4xx, never a 500 (issue 9, item 3)."""
+queries and filters with a 4xx, never a 500; a too-deep batch item is named by index and field (issue 9,
+item 3)."""
 
 from __future__ import annotations
 
@@ -54,3 +55,15 @@ def test_api_and_dashboard_answer_4xx_to_hostile_numbers(server: ServerThread) -
     finally:
         api.close()
         ui.close()
+
+
+def test_a_deep_item_in_a_batch_is_named_by_index_and_field(server: ServerThread, cluster: Cluster) -> None:
+    ok = ('{"destination": "ti", "learner_id": "5e1c7d2a-9b3f-4c6d-8e0a-1b2c3d4e5f60", '
+          '"target": {"assignment_id": "6b0f1c2e-3d4a-4b5c-8d6e-7f8091a2b3c4"}}')
+    body = f'[{ok}, {ok[:-1]}, "metadata": ' + '{"a": ' * 5000 + "1" + "}" * 5000 + "}]"
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30) as api:
+        answer = api.post("/v1/events", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    [entry] = answer.json()["errors"]
+    assert (entry["index"], entry["field"]) == (1, "metadata") and "nested too deeply" in entry["message"]
+    assert cluster.store.redis.dbsize() == 0
