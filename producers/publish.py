@@ -26,9 +26,11 @@ from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from producers.connections import broker_transport_options, broker_url, redis_client
 from producers.crypto import WireCipher
 from producers.events import DEFAULT_MAX_FUTURE_SKEW, GradeEvent, format_errors
 from producers.keys import DELIVER_TASK, Keys
+from producers.queues import broker_queues
 from producers.settings import Settings, get_settings, is_redis_url, without_credentials
 
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OperationalError, ConnectionError, TimeoutError)
@@ -78,12 +80,15 @@ def new_token() -> str:
 
 def make_client_app(settings: Settings) -> Celery:
     """A Celery app that only sends delivery messages (the worker's app consumes them)."""
-    app = Celery("gradesync-producer", broker=settings.broker, set_as_current=False)
+    app = Celery("gradesync-producer", broker=broker_url(settings.broker), set_as_current=False)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout,
+                                  **broker_transport_options(settings.broker)},
         broker_connection_retry_on_startup=True,
+        # declared exactly as the worker declares them (quorum queues on RabbitMQ: producers.queues)
+        task_queues=broker_queues(settings.destinations(), settings.broker),
         task_create_missing_queues=True,
     )
     return app
@@ -191,7 +196,7 @@ class Publisher:
     def __init__(self, settings: Settings, *, app: Celery | None = None) -> None:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
-        self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self.redis = redis_client(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
         self.app = app or make_client_app(settings)
         self.cipher = WireCipher.from_settings(settings)  # the event is encrypted before it leaves us
         self._register = self.redis.register_script(_REGISTER)

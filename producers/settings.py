@@ -41,7 +41,7 @@ SECRET_KEYS: dict[str, dict[str, str]] = {
 }
 
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "sentinel://")
 
 
 def is_redis_url(url: str) -> bool:
@@ -192,8 +192,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GRADESYNC_", extra="ignore", frozen=True, populate_by_name=True)
 
+    # both accept redis://, rediss:// (TLS) and redis+sentinel://h1:26379,h2:26379/<master>/<db>: see
+    # producers.connections, the one place these URLs are turned into clients and broker options
     redis_url: str = Field("redis://localhost:6379/0", description="state store; broker unless broker_url")
-    broker_url: str | None = Field(None, description="redis://… or amqp://…; defaults to redis_url")
+    broker_url: str | None = Field(None, description="redis://…, redis+sentinel://… or amqp://…; defaults to redis_url")
     destinations_file: Path = Field(Path("destinations.toml"), alias="GRADESYNC_DESTINATIONS")
     key_prefix: str = Field("gradesync", description="prefix of every Redis key gradesync writes")
     ledger_ttl_days: float = Field(30.0, gt=0, description="how long event ledgers are kept")

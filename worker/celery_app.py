@@ -27,18 +27,17 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu.entity import Queue
 
-from producers.keys import Keys
+from producers.connections import broker_transport_options, broker_url, is_amqp_url
+from producers.queues import broker_queues
 from producers.settings import Settings, get_settings
 
 
 def build_config(settings: Settings) -> dict[str, Any]:
-    queues = [Queue(Keys.queue(name), routing_key=Keys.queue(name))  # type: ignore[no-untyped-call]
-              for name in settings.destinations()]
+    queues = broker_queues(settings.destinations(), settings.broker)
     time_limit = settings.visibility_timeout - 15
     return {
-        "broker_url": settings.broker,
+        "broker_url": broker_url(settings.broker),
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
@@ -48,7 +47,10 @@ def build_config(settings: Settings) -> dict[str, Any]:
             "unacked_restore_throttle": 1,
             "socket_keepalive": True,
             "health_check_interval": 30,
+            **broker_transport_options(settings.broker),  # Sentinel master name / RabbitMQ confirms
         },
+        # RabbitMQ: quorum queues (producers.queues), also for any queue Celery creates on demand
+        **({"task_default_queue_type": "quorum"} if is_amqp_url(settings.broker) else {}),
         "task_queues": queues,
         "task_default_queue": queues[0].name if queues else "grades.default",
         "task_create_missing_queues": True,

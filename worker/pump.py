@@ -11,6 +11,7 @@ from celery import Celery
 
 from producers.publish import Delivery, dispatch
 from worker.store import Store
+from worker.store.ledger import RUNNABLE
 
 log = structlog.get_logger("gradesync.pump")
 
@@ -39,7 +40,10 @@ class RetryPump:
         deliveries = [
             Delivery(rec.event_id, rec.destination, rec.token)
             for rec in self.store.ledger.load_many(ids)
-            if rec is not None and rec.state in ("queued", "retrying") and rec.token
+            # in_progress too: a message re-delivered at once after its worker died (RabbitMQ does that on
+            # the lost connection) finds the dead worker's lease still held and is deferred; dropping it
+            # here would strand the event in_progress. The token and the lease keep a live one single.
+            if rec is not None and rec.state in RUNNABLE and rec.token
         ]
         dispatch(self.app, deliveries)
         self.store.schedule.done(ids)

@@ -1,10 +1,10 @@
-"""The one ASGI app of ``gradesync serve``: HTTP ingest, the dead-letter API, the dashboard, ``/metrics``
-and ``/healthz``.
+"""The one ASGI app of ``gradesync serve``: HTTP ingest, the dead-letter API, the dashboard, ``/metrics``,
+``/healthz`` (readiness: Redis and the broker answer) and ``/livez`` (liveness: the process answers).
 
 Authentication: every ``/v1`` route requires ``Authorization: Bearer $GRADESYNC_API_TOKEN`` (compared in
 constant time); anything else answers 401 with ``WWW-Authenticate: Bearer``. The dashboard logs in with
 the same token (see :mod:`worker.ops.dashboard`). Without a token the app refuses to be built, unless
-``GRADESYNC_INSECURE_DEV=1``, and then it says so loudly. ``/healthz``, ``/metrics`` and ``/openapi.json``
+``GRADESYNC_INSECURE_DEV=1``, and then it says so loudly. ``/healthz``, ``/livez``, ``/metrics``, ``/openapi.json``
 need no token and show no secret.
 """
 
@@ -118,6 +118,11 @@ def health_router(ctx: OpsContext) -> APIRouter:
             "errors": {name: problem for name, problem in checks.items() if problem is not None},
         }
         return JSONResponse(body, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
+
+    @router.get("/livez", summary="The process answers (Redis is NOT checked: a liveness probe)")
+    def livez() -> JSONResponse:
+        # a restart cannot fix a Redis outage, so liveness never depends on it (readiness: /healthz)
+        return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
 
     return router
 

@@ -102,7 +102,7 @@ class GradesyncCollector(Collector):
         rows = compute_overview(self.ctx, windows=False)
         gauges = {
             "queue_depth": GaugeMetricFamily(
-                f"{NS}_queue_depth", "messages waiting in the destination's broker queue (Redis broker only)",
+                f"{NS}_queue_depth", "messages waiting in the destination's broker queue (Redis list or RabbitMQ)",
                 labels=["destination"]),
             "in_progress": GaugeMetricFamily(
                 f"{NS}_events_in_progress", "delivery attempts running now", labels=["destination"]),

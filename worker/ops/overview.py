@@ -15,9 +15,11 @@ from typing import Any
 import redis
 from celery import Celery
 
+from producers.connections import is_amqp_url, redis_client
 from producers.keys import Keys
 from producers.publish import make_client_app
 from producers.settings import Settings, is_redis_url
+from worker.ops.amqp_depth import amqp_queue_depths
 from worker.ops.views import iso
 from worker.store import Store
 from worker.store.deadletters import DeadLetterQueue
@@ -41,7 +43,7 @@ class OpsContext:
             self.broker_redis = (
                 self.store.redis
                 if settings.broker == settings.redis_url
-                else redis.Redis.from_url(settings.broker, socket_timeout=5, socket_connect_timeout=3)
+                else redis_client(settings.broker, socket_timeout=5, socket_connect_timeout=3)
             )
 
     @property
@@ -61,7 +63,7 @@ class OpsContext:
 class DestinationOverview:
     destination: str
     vendor: str
-    queue_depth: int | None  # None when the broker is not Redis (depth unknown here)
+    queue_depth: int | None  # None when the broker could not be read (depth unknown)
     in_progress: int
     scheduled_retries: int
     dead_letters: int
@@ -128,7 +130,8 @@ def compute_overview(ctx: OpsContext, *, windows: bool = True) -> list[Destinati
             pipe.zcard(keys.dlq_of(name))
             pipe.zrange(keys.dlq_of(name), 0, 0, withscores=True)
         raw = pipe.execute()
-    depths = queue_depths(ctx.broker_redis, names) if ctx.broker_redis is not None else {}
+    depths = queue_depths(ctx.broker_redis, names) if ctx.broker_redis is not None else (
+        amqp_queue_depths(ctx.celery, names) if is_amqp_url(ctx.settings.broker) else {})
     scheduled = scheduled_by_destination(ctx.store)
     counts: dict[str, dict[tuple[str, str], int]] = {}
     if windows:
@@ -156,6 +159,6 @@ def overview_json(ctx: OpsContext) -> dict[str, Any]:
     rows = compute_overview(ctx)
     return {
         "generated_at": iso(now),
-        "broker": "redis" if ctx.broker_redis is not None else "other",
+        "broker": "redis" if ctx.broker_redis is not None else "amqp" if is_amqp_url(ctx.settings.broker) else "other",
         "destinations": [row.as_dict(now) for row in rows],
     }

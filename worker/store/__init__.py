@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from producers.connections import redis_client
 from producers.crypto import WireCipher
 from producers.keys import Keys
 from producers.settings import Settings
@@ -27,7 +28,7 @@ class Store:
 
     @classmethod
     def connect(cls, settings: Settings, client: Redis | None = None) -> Store:
-        r = client or Redis.from_url(
+        r = client or redis_client(
             settings.redis_url, socket_timeout=15, socket_connect_timeout=5, health_check_interval=30
         )
         keys = Keys(settings.key_prefix)
