@@ -222,6 +222,7 @@ class Settings(BaseSettings):
     dead_letter_ttl_days: float = Field(
         30.0, ge=0, description="dead letters (and their encrypted secrets) expire after this; 0 = never"
     )
+    heartbeat_file: Path | None = Field(None, description="file a worker touches every 10 s (liveness probe)")
 
     @property
     def broker(self) -> str:

@@ -64,6 +64,10 @@ class RetryPump:
         self._thread = threading.Thread(target=self._loop, name="gradesync-retry-pump", daemon=True)
         self._thread.start()
 
+    def alive(self) -> bool:
+        """Is the pump's thread running (the worker's heartbeat checks it)?"""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:

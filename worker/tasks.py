@@ -17,6 +17,7 @@ from worker import logs
 from worker.celery_app import app
 from worker.delivery import AdapterPool, Deliverer
 from worker.known_secrets import register_destinations
+from worker.heartbeat import Heartbeat
 from worker.pump import RetryPump
 from worker.store import Store
 
@@ -33,6 +34,7 @@ class Runtime:
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 _pump: RetryPump | None = None
+_heartbeat: Heartbeat | None = None
 
 
 def runtime() -> Runtime:
@@ -70,10 +72,17 @@ def _start_pump(**_: Any) -> None:
     global _pump
     _pump = RetryPump(runtime().store, app)
     _pump.start()
+    heartbeat_file = get_settings().heartbeat_file
+    if heartbeat_file is not None:  # the liveness probe's file (worker.heartbeat)
+        global _heartbeat
+        _heartbeat = Heartbeat(heartbeat_file, healthy=_pump.alive)
+        _heartbeat.start()
     log.info("worker_ready", queues=sorted(q.name for q in app.conf.task_queues))
 
 
 @signals.worker_shutting_down.connect
 def _stop_pump(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()
     if _pump is not None:
         _pump.stop()
