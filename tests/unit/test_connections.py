@@ -49,3 +49,18 @@ def test_worker_config_on_rabbitmq_and_on_sentinel(tmp_path: Path) -> None:
     assert sentinel["broker_url"] == "sentinel://:pw@s1:26379/1;sentinel://:pw@s2:26379/1"
     assert sentinel["broker_transport_options"]["master_name"] == "gs"
     assert "task_default_queue_type" not in sentinel
+
+
+def test_managed_redis_tls_url_with_password() -> None:
+    import redis
+
+    from producers.connections import redis_client
+
+    url = "rediss://default:s3cret@redis.example.com:6380/0?ssl_cert_reqs=required"
+    client = redis_client(url, socket_timeout=5)  # no connection is made until the first command
+    kwargs = client.connection_pool.connection_kwargs
+    assert client.connection_pool.connection_class is redis.SSLConnection
+    assert (kwargs["host"], kwargs["port"], kwargs["password"], kwargs["ssl_cert_reqs"]) == (
+        "redis.example.com", 6380, "s3cret", "required")
+    assert broker_url(url) == url and broker_transport_options(url) == {}  # kombu reads the same URL
+    client.close()
