@@ -26,7 +26,7 @@ from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from producers.connections import broker_transport_options, broker_url, redis_client
+from producers.connections import broker_transport_options, broker_url, is_amqp_url, redis_client
 from producers.crypto import WireCipher
 from producers.events import DEFAULT_MAX_FUTURE_SKEW, GradeEvent, format_errors
 from producers.keys import DELIVER_TASK, Keys
@@ -87,8 +87,9 @@ def make_client_app(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": settings.visibility_timeout,
                                   **broker_transport_options(settings.broker)},
         broker_connection_retry_on_startup=True,
-        # declared exactly as the worker declares them (quorum queues on RabbitMQ: producers.queues)
-        task_queues=broker_queues(settings.destinations(), settings.broker),
+        # on RabbitMQ declared exactly as the worker declares them (quorum queues: producers.queues); a
+        # Redis list needs no declaration
+        task_queues=broker_queues(settings.destinations(), settings.broker) if is_amqp_url(settings.broker) else None,
         task_create_missing_queues=True,
     )
     return app

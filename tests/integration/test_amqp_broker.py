@@ -105,7 +105,8 @@ def test_rabbitmq_broker_delivers_and_retries_on_quorum_queues(
     assert len(vendors["thoughtindustries"].state()["activities"]) == 3
     if vhost:  # the queue is replicated (quorum), not a classic queue
         assert _queue_types(vhost)[f"grades.{dest}"] == "quorum"
-    assert cluster.publisher.app.conf.broker_transport_options["confirm_publish"] is True
+    with cluster.publisher.app.connection_for_write() as conn:  # publisher confirms are on
+        assert conn.default_channel.connection.confirm_publish is True
 
 
 @needs_rabbitmq
