@@ -169,3 +169,16 @@ def test_lock_file_matches_pyproject() -> None:
             via_project.add(canonicalize_name(m.group(1)))
     assert via_project == direct, "requirements.lock was compiled from another pyproject.toml: re-run uv pip compile"
     assert "--hash=sha256:" in text  # installed with --require-hashes in the image
+
+
+def test_kustomization_builds_where_kubectl_is_installed() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed: the kustomization was checked structurally above")
+    result = subprocess.run([kubectl, "kustomize", str(KUBE / "example")], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    built = _docs(result.stdout)
+    expected = sum(len(_docs((KUBE / "example" / name).read_text()))
+                   for name in _docs((KUBE / "example" / "kustomization.yaml").read_text())[0]["resources"])
+    assert len(built) == expected
