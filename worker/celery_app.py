@@ -18,6 +18,10 @@ Why each setting (see also README "Operations"):
 * ``worker_send_task_events`` off unless ``GRADESYNC_TASK_EVENTS`` (or ``gradesync worker -E``): publishing
   an event per task state costs about 15 % of a delivery's CPU and only Flower reads them; the ledger,
   the dashboard and ``/metrics`` already say what happened to every event.
+* the broker URL and transport options come from :mod:`producers.connections`: a ``redis+sentinel://``
+  URL becomes kombu's sentinel transport (it follows the master after a failover); on RabbitMQ the
+  queues are quorum queues (:mod:`producers.queues`: replicated, they survive a node) and publishing
+  waits for the broker's confirm (``confirm_publish``).
 * ``worker_cancel_long_running_tasks_on_connection_loss``: after a broker connection loss the broker will
   re-deliver those messages anyway, so running them on would duplicate work.
 """
