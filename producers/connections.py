@@ -98,6 +98,9 @@ def broker_url(url: str) -> str:
     """The URL kombu understands for ``url`` (a Sentinel URL becomes kombu's ``sentinel://a;sentinel://b/db``)."""
     if not is_sentinel_url(url):
         return url
+    from producers import kombu_sentinel
+
+    kombu_sentinel.install()  # kombu's sentinel transport with a guard for failovers (see that module)
     s = SentinelURL.parse(url)
     cred = ""
     if s.password or s.username:

@@ -64,3 +64,24 @@ def test_managed_redis_tls_url_with_password() -> None:
         "redis.example.com", 6380, "s3cret", "required")
     assert broker_url(url) == url and broker_transport_options(url) == {}  # kombu reads the same URL
     client.close()
+
+
+def test_sentinel_urls_use_the_guarded_transport() -> None:
+    import redis
+    from kombu.transport import resolve_transport
+
+    from producers import kombu_sentinel
+
+    broker_url("redis+sentinel://s1:26379/m/0")  # installs it
+    assert resolve_transport("sentinel") is kombu_sentinel.Transport
+    transport = kombu_sentinel.Transport
+    assert transport.Channel is kombu_sentinel.GuardedSentinelChannel
+
+    class Closed:  # a channel whose kombu connection was already closed (client detached)
+        class connection:  # noqa: N801
+            client = None
+
+    with pytest.raises(redis.ConnectionError):
+        kombu_sentinel.GuardedSentinelChannel._connparams(Closed())  # type: ignore[arg-type]
+    # ... an error kombu ignores while closing a connection, instead of an AttributeError that stops Celery
+    assert redis.ConnectionError in transport.connection_errors
