@@ -78,7 +78,7 @@ def test_sentinel_urls_use_the_guarded_transport() -> None:
     assert transport.Channel is kombu_sentinel.GuardedSentinelChannel
 
     class Closed:  # a channel whose kombu connection was already closed (client detached)
-        class connection:  # noqa: N801
+        class connection:
             client = None
 
     with pytest.raises(redis.ConnectionError):
