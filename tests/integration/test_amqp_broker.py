@@ -160,3 +160,15 @@ def test_rabbitmq_queue_depth_gauge(amqp: tuple[Cluster, str, str]) -> None:
     assert rows["lt"].queue_depth == 0  # a queue never declared reads as empty, not as an error
     text = "\n".join(f"{s.name}{s.labels} {s.value}" for m in make_registry(ctx).collect() for s in m.samples)
     assert f"gradesync_queue_depth{{'destination': '{dest}'}} 5" in text
+
+
+def test_unreachable_rabbitmq_leaves_the_depth_gauge_out(cluster: Cluster) -> None:
+    """Runs everywhere: nothing listens on port 1, so the depth is unknown, not 0 (and the scrape works)."""
+    settings = Settings(redis_url=cluster.redis_url, broker_url="amqp://guest:guest@127.0.0.1:1//",
+                        destinations_file=cluster.destinations)
+    ctx = OpsContext(settings, store=cluster.store)
+    rows = compute_overview(ctx, windows=False)
+    assert rows and all(row.queue_depth is None for row in rows)
+    samples = {m.name: m.samples for m in make_registry(ctx).collect()}
+    assert samples["gradesync_queue_depth"] == []  # no sample: absent() fires GradesyncQueueDepthMissing
+    assert samples["gradesync_dead_letters"]
