@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from producers.connections import is_amqp_url
 from producers.keys import Keys
 
 QUORUM_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum"}
+#: on RabbitMQ every destination queue is bound to this one direct exchange by its own name, so the
+#: binding does not depend on which destination sorts first (Celery's default exchange would)
+AMQP_EXCHANGE = "gradesync"
 
 
 def queue_arguments(broker_url: str) -> dict[str, Any] | None:
@@ -27,7 +30,10 @@ def queue_arguments(broker_url: str) -> dict[str, Any] | None:
 
 def broker_queue(destination: str, broker_url: str) -> Queue:
     name = Keys.queue(destination)
-    return Queue(name, routing_key=name, durable=True,  # type: ignore[no-untyped-call]
+    if not is_amqp_url(broker_url):
+        return Queue(name, routing_key=name)  # type: ignore[no-untyped-call]
+    exchange = Exchange(AMQP_EXCHANGE, type="direct", durable=True)  # type: ignore[no-untyped-call]
+    return Queue(name, exchange, routing_key=name, durable=True,  # type: ignore[no-untyped-call]
                  queue_arguments=queue_arguments(broker_url))
 
 
