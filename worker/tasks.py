@@ -16,8 +16,8 @@ from producers.settings import get_settings
 from worker import logs
 from worker.celery_app import app
 from worker.delivery import AdapterPool, Deliverer
-from worker.known_secrets import register_destinations
 from worker.heartbeat import Heartbeat
+from worker.known_secrets import register_destinations
 from worker.pump import RetryPump
 from worker.store import Store
 

@@ -56,12 +56,15 @@ def _volumes() -> tuple[list[Obj], list[Obj]]:
     return volumes, mounts
 
 
+def _secret_env(name: str) -> Obj:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET_CORE, "key": name}}}
+
+
 def _core_env(plan: Plan) -> list[Obj]:
     env: list[Obj] = [
         {"name": "GRADESYNC_DESTINATIONS", "value": f"{CONFIG_DIR}/destinations.toml"},
         {"name": "GRADESYNC_LOG_FORMAT", "value": "json"},
-        {"name": "GRADESYNC_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": SECRET_CORE,
-                                                                       "key": "GRADESYNC_REDIS_URL"}}},
+        _secret_env("GRADESYNC_REDIS_URL"),
     ]
     if plan.config.keda.broker == "rabbitmq":
         env.append({"name": "GRADESYNC_BROKER_URL", "valueFrom": {"secretKeyRef": {
@@ -86,13 +89,16 @@ def worker_deployment(plan: Plan, group: GroupPlan) -> Obj:
     _, mounts = _volumes()
     names = ",".join(d.name for d in group.destinations)
     env = [*_core_env(plan),
+           _secret_env("GRADESYNC_SECRET_KEY"),  # decrypts the stored events (same key as the producers)
            {"name": "GRADESYNC_HEARTBEAT_FILE", "value": HEARTBEAT_FILE},
            {"name": "GRADESYNC_SHUTDOWN_GRACE", "value": str(w.shutdown_grace_seconds)}]
     container = {
         "name": "worker",
         "image": plan.config.image,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["gradesync", "worker", "--destinations", names, "--concurrency", str(group.concurrency)],
+        # one process per pod (KEDA scales pods; no --processes supervisor inside)
+        "args": ["gradesync", "worker", "--destinations", names, "--concurrency", str(group.concurrency),
+                 *(["--task-events"] if w.task_events else [])],
         "env": env,
         "envFrom": [{"secretRef": {"name": SECRET_DESTINATIONS}}],
         # liveness = the heartbeat file (worker.heartbeat): never fails because Redis is down
@@ -128,8 +134,8 @@ def web_deployment(plan: Plan) -> Obj:
         "image": plan.config.image,
         "imagePullPolicy": "IfNotPresent",
         "args": ["gradesync", "serve", "--host", "0.0.0.0", "--port", str(WEB_PORT)],
-        "env": [*_core_env(plan), {"name": "GRADESYNC_API_TOKEN", "valueFrom": {"secretKeyRef": {
-            "name": SECRET_CORE, "key": "GRADESYNC_API_TOKEN"}}}],  # no vendor credential: it calls no vendor
+        # the web app publishes (so it encrypts with the secret key) but calls no vendor: no vendor credential
+        "env": [*_core_env(plan), _secret_env("GRADESYNC_API_TOKEN"), _secret_env("GRADESYNC_SECRET_KEY")],
         "ports": [{"name": "http", "containerPort": WEB_PORT}],
         # ready = Redis and the broker answer (/healthz): no traffic to a replica that cannot publish;
         # live = the process answers (/livez): a Redis outage takes replicas out of the Service, it
@@ -214,7 +220,8 @@ PLACEHOLDER = "REPLACE-ME"
 def secrets(plan: Plan) -> list[Obj]:
     """Example Secrets with placeholder values (``secrets.example.yaml``: fill in, apply once)."""
     core = {"GRADESYNC_REDIS_URL": "redis://:REPLACE-ME@redis.gradesync.svc.cluster.local:6379/0",
-            "GRADESYNC_API_TOKEN": PLACEHOLDER, "FLOWER_BASIC_AUTH": f"ops:{PLACEHOLDER}"}
+            "GRADESYNC_API_TOKEN": PLACEHOLDER, "FLOWER_BASIC_AUTH": f"ops:{PLACEHOLDER}",
+            "GRADESYNC_SECRET_KEY": "REPLACE-ME-with-gradesync-keys-generate"}
     keda: dict[str, str] = {"password": PLACEHOLDER}
     if plan.config.keda.broker == "rabbitmq":
         core["GRADESYNC_BROKER_URL"] = "amqp://gradesync:REPLACE-ME@rabbitmq.gradesync.svc.cluster.local:5672/gradesync"
