@@ -28,6 +28,7 @@ from pathlib import Path
 
 import redis
 
+from producers.crypto import generate_key
 from producers.keys import Keys
 from producers.publish import Publisher
 from producers.settings import Settings
@@ -99,6 +100,9 @@ def main() -> None:
            "GRADESYNC_REDIS_URL": server.url, "GRADESYNC_DESTINATIONS": str(tmp / "d.toml"),
            "GRADESYNC_LOG_LEVEL": "WARNING", "GRADESYNC_LOG_FORMAT": "json"}
     os.environ["BENCH_TI_KEY"] = env["BENCH_TI_KEY"]
+    # stored events are encrypted at rest: every process needs the same key
+    os.environ.setdefault("GRADESYNC_SECRET_KEY", generate_key())
+    env["GRADESYNC_SECRET_KEY"] = os.environ["GRADESYNC_SECRET_KEY"]
     settings = Settings(redis_url=server.url, destinations_file=tmp / "d.toml")
     publisher = Publisher(settings)
     r = redis.Redis.from_url(server.url)
@@ -110,7 +114,8 @@ def main() -> None:
         ids = publisher.publish_many([ti_event() for _ in range(args.events)])
         queue_bytes = memory(r, Keys.queue(DEST)) / max(1, r.llen(Keys.queue(DEST)))
         log = open(tmp / "worker.log", "ab")  # noqa: SIM115 - closed at exit
-        worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "-c", str(args.concurrency)],
+        worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--processes", "1",
+                                   "-c", str(args.concurrency)],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and worker.poll() is None and r.llen(Keys.queue(DEST)) == args.events:

@@ -23,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
+from producers.crypto import generate_key
 from producers.publish import Publisher, PublishError
 from producers.settings import Settings
 from worker.localsentinel import EmbeddedSentinel
@@ -54,13 +55,15 @@ def main() -> None:
         'api_key_env = "DRILL_TI_KEY"\nmax_attempts = 8\nretry_base_delay = 0.5\nretry_max_delay = 2.0\n')
     key = DEMO_CREDENTIALS["thoughtindustries"]["api_key"]
     os.environ["DRILL_TI_KEY"] = key
+    # stored events are encrypted at rest: every process needs the same key
+    os.environ.setdefault("GRADESYNC_SECRET_KEY", generate_key())
     env = {**os.environ, "GRADESYNC_REDIS_URL": cluster.url, "GRADESYNC_DESTINATIONS": str(tmp / "d.toml"),
            "GRADESYNC_LOG_FORMAT": "json", "GRADESYNC_VISIBILITY_TIMEOUT": "30"}
     settings = Settings(redis_url=cluster.url, destinations_file=tmp / "d.toml", visibility_timeout=30)
     publisher = Publisher(settings)
     store = Store.connect(settings)
     log = open(tmp / "worker.log", "ab")  # noqa: SIM115 - closed at exit
-    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "-c", "8"], env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "--processes", "1", "-c", "8"], env=env,
                               stdout=log, stderr=subprocess.STDOUT)
     accepted: list[str] = []
     refused_batches = 0

@@ -96,8 +96,10 @@ def worker_deployment(plan: Plan, group: GroupPlan) -> Obj:
         "name": "worker",
         "image": plan.config.image,
         "imagePullPolicy": "IfNotPresent",
-        # one process per pod (KEDA scales pods; no --processes supervisor inside)
-        "args": ["gradesync", "worker", "--destinations", names, "--concurrency", str(group.concurrency),
+        # one process per pod: KEDA scales pods, and the default (one process per core the pod *sees*,
+        # i.e. every core of the node) would not fit the pod's CPU and memory limits
+        "args": ["gradesync", "worker", "--destinations", names, "--processes", "1",
+                 "--concurrency", str(group.concurrency),
                  *(["--task-events"] if w.task_events else [])],
         "env": env,
         "envFrom": [{"secretRef": {"name": SECRET_DESTINATIONS}}],
