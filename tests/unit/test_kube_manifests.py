@@ -146,6 +146,7 @@ def test_every_destination_has_a_scaledobject_trigger_on_its_queue(broker: str) 
         target = workers[so["spec"]["scaleTargetRef"]["name"]]  # it scales a real worker Deployment
         args = target["spec"]["template"]["spec"]["containers"][0]["args"]
         served = args[args.index("--destinations") + 1].split(",")
+        assert args[args.index("--processes") + 1] == "1"  # one process per pod: KEDA scales pods
         queues = []
         for trig in so["spec"]["triggers"]:
             meta = trig["metadata"]
