@@ -1,0 +1,34 @@
+"""The retry pump re-queues a deferred event that is still ``in_progress``: a message re-delivered at once
+after its worker died (RabbitMQ does so when the connection drops) finds the dead worker's learner+item
+lease held, is deferred, and must come back once the lease expires — not be dropped."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from producers.keys import Keys
+from tests.integration.conftest import Cluster
+from tests.integration.test_pipeline import ti_event
+from worker.pump import RetryPump
+
+pytestmark = pytest.mark.integration
+
+
+def test_pump_requeues_a_deferred_in_progress_event(cluster: Cluster) -> None:
+    [eid] = cluster.publisher.publish_many([ti_event()])
+    r, keys = cluster.store.redis, cluster.store.keys
+    r.delete(Keys.queue("ti"))  # the first message was taken by a worker that then died
+    r.hset(keys.event(eid), "state", "in_progress")
+    record = cluster.store.ledger.load(eid)
+    assert record is not None
+    cluster.store.ledger.defer(record, time.time() - 1)  # what the re-delivered message did (lease busy)
+    pump = RetryPump(cluster.store, cluster.publisher.app)
+    assert pump.tick() == 1
+    assert r.llen(Keys.queue("ti")) == 1  # a message for it again, with the ledger's token
+    assert r.zscore(keys.scheduled, eid) is None
+
+    r.hset(keys.event(eid), "state", "succeeded")  # a finished event deferred earlier is not re-sent
+    cluster.store.ledger.defer(record, time.time() - 1)
+    assert pump.tick() == 0
