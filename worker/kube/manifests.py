@@ -72,10 +72,14 @@ def _core_env(plan: Plan) -> list[Obj]:
     return env
 
 
-def _pod_spec(plan: Plan, containers: list[Obj], grace: int) -> Obj:
+def _pod_spec(plan: Plan, containers: list[Obj], grace: int, component: str) -> Obj:
     volumes, _ = _volumes()
     return {"serviceAccountName": APP, "automountServiceAccountToken": False,
             "securityContext": _pod_security(plan), "terminationGracePeriodSeconds": grace,
+            # replicas spread over nodes where possible, so one node's loss takes few of them
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                                           "whenUnsatisfiable": "ScheduleAnyway",
+                                           "labelSelector": {"matchLabels": _selector(component)}}],
             "containers": containers, "volumes": volumes}
 
 
@@ -122,7 +126,7 @@ def worker_deployment(plan: Plan, group: GroupPlan) -> Obj:
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
                 "metadata": {"labels": _selector(component)},
-                "spec": _pod_spec(plan, [container], w.shutdown_grace_seconds + w.grace_margin_seconds),
+                "spec": _pod_spec(plan, [container], w.shutdown_grace_seconds + w.grace_margin_seconds, component),
             },
         },
     }
@@ -156,7 +160,7 @@ def web_deployment(plan: Plan) -> Obj:
         "spec": {"replicas": web.replicas, "revisionHistoryLimit": 3,
                  "selector": {"matchLabels": _selector("web")},
                  "template": {"metadata": {"labels": _selector("web")},
-                              "spec": _pod_spec(plan, [container], 30)}},
+                              "spec": _pod_spec(plan, [container], 30, "web")}},
     }
 
 
@@ -185,7 +189,7 @@ def flower_deployment(plan: Plan) -> Obj:
         # one replica: Flower keeps its view of the workers in memory
         "spec": {"replicas": 1, "revisionHistoryLimit": 3, "selector": {"matchLabels": _selector("flower")},
                  "template": {"metadata": {"labels": _selector("flower")},
-                              "spec": _pod_spec(plan, [container], 30)}},
+                              "spec": _pod_spec(plan, [container], 30, "flower")}},
     }
 
 
