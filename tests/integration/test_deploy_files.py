@@ -182,3 +182,18 @@ def test_kustomization_builds_where_kubectl_is_installed() -> None:
     expected = sum(len(_docs((KUBE / "example" / name).read_text()))
                    for name in _docs((KUBE / "example" / "kustomization.yaml").read_text())[0]["resources"])
     assert len(built) == expected
+
+
+def test_dockerignore_admits_exactly_what_the_dockerfile_copies() -> None:
+    ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert ignore[0] == "*"  # everything is excluded first ...
+    admitted = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    copied: set[str] = set()
+    for line in (DEPLOY / "Dockerfile").read_text().splitlines():
+        parts = line.split()
+        if parts[:1] == ["COPY"] and not any(p.startswith("--from") for p in parts):
+            copied.update(p.rstrip("/") for p in parts[1:-1])
+    assert copied == admitted  # ... then only what the build copies comes back
+    for name in copied:
+        assert (ROOT / name).exists(), name
