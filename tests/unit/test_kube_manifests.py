@@ -40,6 +40,11 @@ def _workers(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [o for o in _kind(objs, "Deployment") if o["metadata"]["name"].startswith("gradesync-worker-")]
 
 
+def _env_list(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    return env
+
+
 def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
 
@@ -119,8 +124,9 @@ def test_no_secret_value_in_a_configmap() -> None:
         parse_destinations(tomllib.loads(cm["data"]["destinations.toml"]), environ={})
 
 
-def test_every_secret_reference_resolves() -> None:
-    everything = _objects(_plan(), secrets=True)
+@pytest.mark.parametrize("broker", ["redis", "redis-sentinel", "rabbitmq"])
+def test_every_secret_reference_resolves(broker: str) -> None:
+    everything = _objects(_plan(keda={"broker": broker, "sentinel_addresses": "s1:26379"}), secrets=True)
     secrets = {s["metadata"]["name"]: set(s["stringData"]) for s in _kind(everything, "Secret")}
     for dep in _kind(everything, "Deployment"):
         c = dep["spec"]["template"]["spec"]["containers"][0]
@@ -135,6 +141,8 @@ def test_every_secret_reference_resolves() -> None:
     for auth in _kind(everything, "TriggerAuthentication"):
         for ref in auth["spec"]["secretTargetRef"]:
             assert ref["key"] in secrets[ref["name"]]
+    broker_env = {e["name"] for d in _workers(everything) for e in _env_list(d)}
+    assert ("GRADESYNC_BROKER_URL" in broker_env) == (broker == "rabbitmq")  # else the broker is the Redis URL
 
 
 @pytest.mark.parametrize("broker", ["redis", "redis-sentinel", "rabbitmq"])
