@@ -217,13 +217,16 @@ class Bench:
                               producer=producer, ignore_result=True)
 
     def delivered_times(self, n: int, kind: str, deadline: float) -> list[float]:
-        """Vendor answer times (or no-op completion times) once all n are in."""
+        """Vendor answer times (or no-op completion times) once all n are in, or once 15 s pass without one."""
+        seen, idle_since = -1, time.monotonic()
         while True:
             if kind == "noop":
                 times = [float(x) for f in self.tmp.glob("done-*.txt") for x in f.read_text().split()]
             else:
                 times = [e["t"] for e in self.vendor.requests(method="POST") if e["status"] == 204]
-            if len(times) >= n or time.monotonic() > deadline:
+            if len(times) != seen:
+                seen, idle_since = len(times), time.monotonic()
+            if len(times) >= n or time.monotonic() > min(deadline, idle_since + 15):
                 return sorted(times)
             time.sleep(1.0)
 

@@ -294,6 +294,9 @@ class _HTTPHandler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: sixty-four workers connecting at once would see
+    # connection resets that no real vendor's load balancer gives
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], app: SandboxApp) -> None:
         self.app = app
