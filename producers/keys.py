@@ -12,6 +12,11 @@ surface read and update them). Nothing else builds a key name.
     {p}:hwm:{dest}:{digest}      string: newest occurred_at applied for one learner + item (stale guard)
     {p}:lock:{dest}:{digest}     string: lease on one learner + item while an attempt runs
     {p}:inflight:{dest}          zset: event id -> start time of the attempt running now
+    {p}:queued                   zset: event id -> time it was recorded (or last swept) while ``queued``
+                                 (the stranded-event sweeper's index; removed when an attempt starts)
+    {p}:sweeper:lock             string: which worker runs the stranded-event sweep now (leader lease)
+    {p}:session:{sid}            string: a live dashboard session (TTL = session lifetime; logout deletes)
+    {p}:authfail:{client}        string: failed authentications of one client IP in the current window
     {p}:audit                    stream: operator actions
     {p}:stats:...                counters for metrics and the dashboard
     {p}:cache:{ns}:{key}         vendor lookups shared by workers
@@ -60,6 +65,20 @@ class Keys:
 
     def inflight(self, destination: str) -> str:
         return f"{self.prefix}:inflight:{destination}"
+
+    @property
+    def queued(self) -> str:
+        return f"{self.prefix}:queued"
+
+    @property
+    def sweeper_lock(self) -> str:
+        return f"{self.prefix}:sweeper:lock"
+
+    def session(self, sid: str) -> str:
+        return f"{self.prefix}:session:{sid}"
+
+    def auth_failures(self, client: str) -> str:
+        return f"{self.prefix}:authfail:{client}"
 
     @property
     def audit(self) -> str:

@@ -223,6 +223,14 @@ class Settings(BaseSettings):
         30.0, ge=0, description="dead letters (and their encrypted secrets) expire after this; 0 = never"
     )
     heartbeat_file: Path | None = Field(None, description="file a worker touches every 10 s (liveness probe)")
+    trusted_proxies: str = Field(
+        "", description="comma-separated CIDRs of reverse proxies whose X-Forwarded-* headers are believed"
+    )
+    auth_fail_limit: int = Field(10, ge=1, description="failed logins / bearer tokens per client per window")
+    auth_fail_window: int = Field(300, ge=1, description="seconds of the failed-authentication window")
+    shutdown_grace: float = Field(
+        25.0, ge=5, le=3600, description="seconds a SIGTERMed worker has to finish or hand back its attempts"
+    )
 
     @property
     def broker(self) -> str:

@@ -76,7 +76,7 @@ class Ops:
 
 @pytest.fixture
 def ops(cluster: Cluster) -> Iterator[Ops]:
-    settings = ops_settings(cluster, max_body_bytes=4096, max_batch=5)
+    settings = ops_settings(cluster, max_body_bytes=4096, max_batch=5, auth_fail_limit=1000)
     o = Ops(ServerThread(create_app(settings)).start(), settings)
     yield o
     o.close()
@@ -475,7 +475,7 @@ def test_a_session_from_an_old_token_is_refused_after_the_token_changes(cluster:
         assert httpx.get(f"{server_a.url}/ui/api/overview", cookies={"gradesync_session": session}).status_code == 200
     finally:
         server_a.stop()
-    settings_b = cluster.settings.model_copy(update={"api_token": SecretStr("another-token-123456789")})
+    settings_b = cluster.settings.model_copy(update={"api_token": SecretStr("another-token-1234567890abcdefghijkl")})
     server_b = ServerThread(create_app(settings_b)).start()
     try:
         r = httpx.get(f"{server_b.url}/ui/api/overview", cookies={"gradesync_session": session})

@@ -6,12 +6,17 @@ constant time); anything else answers 401 with ``WWW-Authenticate: Bearer``. The
 the same token (see :mod:`worker.ops.dashboard`). Without a token the app refuses to be built, unless
 ``GRADESYNC_INSECURE_DEV=1``, and then it says so loudly. ``/healthz``, ``/livez``, ``/metrics``, ``/openapi.json``
 need no token and show no secret.
+
+Before any of that, :class:`worker.ops.guard.Guard` (pure ASGI) resolves the client behind trusted
+proxies, authenticates ``/v1`` and ``/ui/api`` requests before their body is read, rate-limits failed
+authentication and enforces a body limit on every route. The token must be at least 32 characters
+(:func:`worker.ops.auth.check_token`).
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -29,7 +34,9 @@ from producers.publish import Publisher
 from producers.settings import ConfigError, Settings, get_settings, is_redis_url, without_credentials
 from worker.known_secrets import register_destinations
 from worker.ops import actions
-from worker.ops.dashboard import dashboard_router, static_app
+from worker.ops.auth import AuthLimiter, SessionStore, TrustedProxies, check_token
+from worker.ops.dashboard import Sessions, dashboard_router, static_app
+from worker.ops.guard import BodyLimitExceeded, Guard, body_limit_body
 from worker.ops.metrics import metrics_router
 from worker.ops.overview import OpsContext, overview_json
 from worker.ops.views import event_view
@@ -48,7 +55,7 @@ def api_token(settings: Settings) -> str | None:
     """The configured API token; raises :class:`ConfigError` when there is none and insecure_dev is off."""
     token = settings.api_token.get_secret_value() if settings.api_token is not None else ""
     if token:
-        return token
+        return check_token(token)
     if not settings.insecure_dev:
         raise ConfigError(
             "GRADESYNC_API_TOKEN is not set: `gradesync serve` will not start without a token for the HTTP "
@@ -217,15 +224,6 @@ def v1_router(ctx: OpsContext, auth: BearerAuth) -> APIRouter:
 
 
 # -- the app -----------------------------------------------------------------------------------------------
-Next = Callable[[Request], Awaitable[Response]]
-
-
-async def _security_headers(request: Request, call_next: Next) -> Response:
-    response = await call_next(request)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    return response
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
@@ -244,6 +242,7 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
     token = api_token(settings)
     settings.destinations()  # fail now on a bad destinations file, not at the first request
     register_destinations(settings)  # masked by value in every page and answer
+    proxies = TrustedProxies.parse(settings.trusted_proxies)
     if token is None:
         log.warning("insecure_dev", message=INSECURE_WARNING)
     ctx = ctx or OpsContext(settings)
@@ -262,16 +261,28 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
         lifespan=lifespan,
         redoc_url=None,
     )
-    app.middleware("http")(_security_headers)
     app.exception_handler(RequestValidationError)(_invalid_request)
+    limiter = AuthLimiter(ctx.store.redis, ctx.keys, limit=settings.auth_fail_limit, window=settings.auth_fail_window)
+    sessions = Sessions(token, SessionStore(ctx.store.redis, ctx.keys))
+    app.add_middleware(Guard, proxies=proxies, limiter=limiter, token=token,
+                       session_ok=lambda cookie: sessions.verify(cookie) is not None,
+                       large_body=settings.max_body_bytes)
+
+    async def body_too_large(request: Request, exc: Exception) -> Response:
+        limit = exc.limit if isinstance(exc, BodyLimitExceeded) else settings.max_body_bytes
+        return JSONResponse(body_limit_body(request.url.path, limit), status_code=413,
+                            headers={"Connection": "close"})
+
+    app.add_exception_handler(BodyLimitExceeded, body_too_large)
     auth = BearerAuth(token)
     app.include_router(ingest_router(settings, publisher, dependencies=[Depends(auth)]))
     app.include_router(v1_router(ctx, auth))
     app.include_router(health_router(ctx))
     app.include_router(metrics_router(ctx))
-    app.include_router(dashboard_router(ctx, token))
+    app.include_router(dashboard_router(ctx, token, sessions=sessions, limiter=limiter))
     app.mount("/static", static_app(), name="static")
     app.state.ops = ctx
+    app.state.auth_limiter = limiter
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -4,11 +4,15 @@ small JSON endpoints under ``/ui/api``.
 Login: the operator types the API token into a form; a correct token (compared in constant time) gets a
 session cookie ``gradesync_session`` = ``v1.<session id>.<expiry>.<HMAC-SHA256>``, signed with a key derived
 from the token (so changing the token ends every session), ``HttpOnly``, ``SameSite=Strict``, ``Secure``
-behind HTTPS, valid 12 hours. Sessions are stateless: logging out clears the cookie.
+behind HTTPS, valid 12 hours. The session id is also kept in Redis (:class:`worker.ops.auth.SessionStore`,
+same lifetime): a cookie counts only while its id is there, so logging out ends the session server-side on
+every replica. A wrong login token counts against the client's failed-authentication limit
+(:class:`worker.ops.auth.AuthLimiter`, 429 when over it).
 
 CSRF: every state-changing request (``POST``) must carry the session's CSRF token — an HMAC of the session
 id — in the ``X-CSRF-Token`` header (or the ``csrf_token`` form field for the logout form), and, when the
-browser sends an ``Origin``, it must be this server. The page gets its CSRF token in a ``<meta>`` tag.
+browser sends an ``Origin``, it must be this server (its ``Host``, or the ``X-Forwarded-Host`` of a trusted
+proxy only: :mod:`worker.ops.guard`). The page gets its CSRF token in a ``<meta>`` tag.
 
 No secret is ever rendered: events come from :func:`worker.ops.views.event_view` (redacted), and the
 token is never echoed back. Operator actions are audited with actor ``dashboard``.
@@ -34,6 +38,7 @@ from fastapi.staticfiles import StaticFiles
 
 from producers.http import BodyTooLarge, read_body
 from worker.ops import actions
+from worker.ops.auth import AuthLimiter, SessionStore
 from worker.ops.overview import OpsContext, overview_json
 from worker.ops.views import event_view
 
@@ -56,8 +61,9 @@ def _b64(raw: bytes) -> str:
 class Sessions:
     """Signed, stateless dashboard sessions and their CSRF tokens."""
 
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, store: SessionStore | None = None) -> None:
         self.token = token
+        self.store = store
         secret = token.encode() if token is not None else secrets.token_bytes(32)
         self._key = hmac.new(secret, b"gradesync dashboard session key v1", hashlib.sha256).digest()
 
@@ -76,8 +82,15 @@ class Sessions:
 
     def issue(self, now: float | None = None) -> str:
         expires = int((now or time.time()) + SESSION_TTL)
-        payload = f"v1.{secrets.token_urlsafe(18)}.{expires}"
+        sid = secrets.token_urlsafe(18)
+        if self.store is not None:
+            self.store.add(sid, SESSION_TTL)
+        payload = f"v1.{sid}.{expires}"
         return f"{payload}.{self._sign(payload)}"
+
+    def revoke(self, sid: str) -> None:
+        if self.store is not None and not self.open:
+            self.store.revoke(sid)
 
     def verify(self, cookie: str | None, now: float | None = None) -> str | None:
         """The session id of a valid, unexpired cookie, else None."""
@@ -94,6 +107,8 @@ class Sessions:
                 return None
         except ValueError:
             return None
+        if self.store is not None and not self.store.alive(sid):
+            return None  # logged out (or Redis lost the session)
         return sid
 
     def csrf(self, sid: str) -> str:
@@ -115,12 +130,14 @@ def _same_origin(request: Request) -> bool:
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         return origin is None
-    hosts = {request.headers.get("host", ""), request.headers.get("x-forwarded-host", "")} - {""}
-    return urlsplit(origin).netloc in hosts
+    resolved = getattr(request.state, "origin", None)  # set by worker.ops.guard (trusted proxies only)
+    host = resolved.host if resolved is not None else request.headers.get("host", "")
+    return bool(host) and urlsplit(origin).netloc == host
 
 
-def dashboard_router(ctx: OpsContext, token: str | None) -> APIRouter:
-    sessions = Sessions(token)
+def dashboard_router(ctx: OpsContext, token: str | None, *, sessions: Sessions | None = None,
+                     limiter: AuthLimiter | None = None) -> APIRouter:
+    sessions = sessions or Sessions(token)
     router = APIRouter(include_in_schema=False)
     page, login_page = _template("dashboard.html"), _template("login.html")
 
@@ -167,6 +184,8 @@ def dashboard_router(ctx: OpsContext, token: str | None) -> APIRouter:
             return login_response("Request too large.", 413)
         given = parse_qs(raw.decode("utf-8", errors="replace")).get("token", [""])[0].strip()
         if not given or not sessions.token_ok(given):
+            if limiter is not None and not sessions.open:
+                limiter.failed(request.client.host if request.client else "", "login")
             return login_response("That token is not valid.", 401)
         response = RedirectResponse("/", status_code=303, headers={"Cache-Control": "no-store"})
         response.set_cookie(COOKIE, sessions.issue(), max_age=SESSION_TTL, path="/", httponly=True,
@@ -186,6 +205,7 @@ def dashboard_router(ctx: OpsContext, token: str | None) -> APIRouter:
         given = request.headers.get(CSRF_HEADER) or form.get("csrf_token", [""])[0]
         if not _same_origin(request) or not sessions.csrf_ok(sid, given):
             raise HTTPException(403, "missing or invalid CSRF token")
+        sessions.revoke(sid)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return response

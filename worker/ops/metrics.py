@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.registry import Collector
 
+from worker.ops.auth import AuthLimiter
 from worker.ops.overview import OpsContext, compute_overview
 from worker.store.stats import BUCKETS, OUTCOMES
 
@@ -97,6 +98,15 @@ class GradesyncCollector(Collector):
             buckets.append(("+Inf", count))
             hist.add_metric(list(labels), buckets=buckets, sum_value=raw.get("sum", 0.0))
         yield hist
+
+        auth = CounterMetricFamily(
+            f"{NS}_auth_failures",
+            "refused authentications of the HTTP API and dashboard: wrong Bearer token (bearer), wrong login "
+            "token (login), refused because the client was over the limit (rate_limited)",
+            labels=["kind"])
+        for kind, n in sorted(AuthLimiter(self.ctx.store.redis, self.ctx.keys, limit=1, window=1).totals().items()):
+            auth.add_metric([kind], n)
+        yield auth
 
         now = time.time()
         rows = compute_overview(self.ctx, windows=False)

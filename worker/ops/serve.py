@@ -43,7 +43,7 @@ def serve_cmd(host: str, port: int) -> None:
         click.secho(f"\n  {INSECURE_WARNING}\n", fg="red", bold=True, err=True)
     log.info("serving", url=f"http://{host}:{port}", dashboard="/", api="/v1", metrics="/metrics",
              health="/healthz", openapi="/openapi.json")
-    uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=True, server_header=False,
+    uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=False, server_header=False,
                 timeout_graceful_shutdown=10)
 
 
@@ -55,7 +55,7 @@ class ServerThread:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((host, port))
         self.host, self.port = self._socket.getsockname()[:2]
-        config = uvicorn.Config(app, log_config=None, lifespan="on", server_header=False)
+        config = uvicorn.Config(app, log_config=None, lifespan="on", server_header=False, proxy_headers=False)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self._socket]},
                                         name=f"ops-server-{self.port}", daemon=True)
