@@ -9,6 +9,9 @@
 4. Call the destination's adapter once. Then, in one Redis transaction, record the attempt and the
    outcome that :func:`worker.retry.decide` chose: succeeded, superseded, retry at T (kept durable in
    Redis, see :mod:`worker.store.schedule`), or dead-lettered.
+
+Once the worker began to shut down (:mod:`worker.shutdown`) no new vendor call starts: the event is handed
+back to the durable retry set under a fresh token instead, and runs again on a live worker.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from pydantic import ValidationError
 from producers.events import GradeEvent
 from producers.publish import new_token
 from producers.settings import Destination, Settings
-from worker import errors, hooks
+from worker import errors, hooks, shutdown
 from worker.adapters import build_adapter
 from worker.adapters.base import Adapter, AdapterContext, DeliveryResult
 from worker.adapters.http import make_client
@@ -66,7 +69,9 @@ class AdapterPool:
                 def observe(method: str, route: str, status: int | None, seconds: float) -> None:
                     stats.request(destination.name, destination.vendor, route, status, seconds)
 
-                ctx = AdapterContext(http=make_client(destination), cache=self.store.cache, observe=observe)
+                capped = destination.model_copy(update={"timeout": shutdown.request_timeout(
+                    destination.timeout, self.settings.shutdown_grace)})
+                ctx = AdapterContext(http=make_client(capped), cache=self.store.cache, observe=observe)
                 adapter = self.factory(destination, ctx)
                 self._adapters[destination.name] = adapter
             return adapter
@@ -86,6 +91,7 @@ class Deliverer:
         self.adapters = adapters
         self.worker = worker
         self.rand = rand
+        self._hand_back = shutdown.HandBack(store.redis, store.keys)
 
     @property
     def lease_seconds(self) -> float:
@@ -140,6 +146,8 @@ class Deliverer:
             self.store.stats.processed(event.destination, event.vendor, "superseded")
             log.info("superseded", reason=reason)
             return "superseded"
+        if shutdown.gate.closed:
+            return self.hand_back(event_id, event.destination, token, started=False)
         attempt = ledger.start(record, token)
         if attempt < 0:
             return "skipped"
@@ -150,6 +158,8 @@ class Deliverer:
         try:
             adapter = self.adapters.get(destination)
             result = adapter.deliver(event)
+        except shutdown.ShuttingDown:  # the adapter had not sent its next request: nothing was written
+            return self.hand_back(event_id, event.destination, token, started=True)
         except errors.DeliveryError as exc:
             scrub_error(exc)  # the one masking step before a failure becomes records and log lines
             return self._after_failure(record, event, destination, attempt, exc, entry, started)
@@ -164,6 +174,14 @@ class Deliverer:
             wrapped = errors.RetryableError(f"internal error: {type(exc).__name__}")
             return self._after_failure(record, event, destination, attempt, wrapped, entry, started)
         return self._succeeded(record, event, attempt, result, entry, started, item_key, occurred_ms)
+
+    def hand_back(self, event_id: str, destination: str, token: str, *, started: bool) -> str:
+        """Shutting down: give the event back (due now, fresh token); an attempt that sent nothing is
+        un-counted."""
+        if self._hand_back(event_id, destination, token, new_token(), started=started):
+            log.warning("handed_back", reason="worker shutting down", attempt_started=started)
+            return "handed_back"
+        return "skipped"
 
     @staticmethod
     def _timing(started: float) -> dict[str, Any]:

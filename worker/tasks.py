@@ -13,7 +13,7 @@ from celery import signals
 from producers.crypto import WireCipher
 from producers.keys import DELIVER_TASK
 from producers.settings import get_settings
-from worker import logs
+from worker import logs, shutdown
 from worker.celery_app import app
 from worker.delivery import AdapterPool, Deliverer
 from worker.heartbeat import Heartbeat
@@ -82,6 +82,7 @@ def _start_pump(**_: Any) -> None:
 
 @signals.worker_shutting_down.connect
 def _stop_pump(**_: Any) -> None:
+    shutdown.begin(get_settings().shutdown_grace)  # first: no new vendor call from here on
     if _heartbeat is not None:
         _heartbeat.stop()
     if _pump is not None:

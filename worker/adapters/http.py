@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import httpx
 
 from producers.settings import Destination
-from worker import errors
+from worker import errors, shutdown
 from worker.adapters.base import RequestObserver
 from worker.redact import excerpt
 
@@ -48,6 +48,7 @@ def send(
 
     ``route`` is a low-cardinality label of the endpoint (``grade.get``), for metrics and logs.
     """
+    shutdown.gate.check(route)  # never start a vendor request once the worker is shutting down
     started = time.perf_counter()
     try:
         response = client.send(request)
