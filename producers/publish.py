@@ -35,7 +35,8 @@ from producers.settings import Settings, get_settings, is_redis_url, without_cre
 
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OperationalError, ConnectionError, TimeoutError)
 
-# Records the event unless it exists; returns {created, token, state}.
+# Records the event unless it exists (and indexes it in `queued` for the stranded-event sweeper of
+# worker.sweeper, should this process die before its message is queued); returns {created, token, state}.
 _REGISTER = """
 local existing = redis.call('HMGET', KEYS[1], 'token', 'state')
 if existing[2] then return {0, existing[1], existing[2]} end
@@ -44,6 +45,7 @@ redis.call('HSET', KEYS[1], 'wire', ARGV[1], 'destination', ARGV[2], 'vendor', A
   'occurred_at', ARGV[8])
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[9])
 return {1, ARGV[4], 'queued'}
 """
 
@@ -242,9 +244,9 @@ class Publisher:
             for e in events:
                 eid = str(e.event_id)
                 self._register(
-                    keys=[self.keys.event(eid), published_key],
+                    keys=[self.keys.event(eid), published_key, self.keys.queued],
                     args=[self.cipher.encrypt(e.to_wire()), e.destination, e.vendor, new_token(), now, ttl,
-                          e.learner_id, e.occurred_at_iso],
+                          e.learner_id, e.occurred_at_iso, eid],
                     client=pipe,
                 )
             results = pipe.execute()

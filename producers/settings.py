@@ -228,6 +228,10 @@ class Settings(BaseSettings):
     )
     auth_fail_limit: int = Field(10, ge=1, description="failed logins / bearer tokens per client per window")
     auth_fail_window: int = Field(300, ge=1, description="seconds of the failed-authentication window")
+    stranded_after: float = Field(
+        300.0, ge=1, le=86_400, description="seconds an event may stay queued without a message before the "
+        "sweeper queues it again (4x that while its queue is not empty)"
+    )
     shutdown_grace: float = Field(
         25.0, ge=5, le=3600, description="seconds a SIGTERMed worker has to finish or hand back its attempts"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from worker.heartbeat import Heartbeat
 from worker.known_secrets import register_destinations
 from worker.pump import RetryPump
 from worker.store import Store
+from worker.sweeper import Sweeper
 
 log = structlog.get_logger("gradesync.worker")
 
@@ -35,6 +37,7 @@ _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 _pump: RetryPump | None = None
 _heartbeat: Heartbeat | None = None
+_sweeper: Sweeper | None = None
 
 
 def runtime() -> Runtime:
@@ -69,7 +72,7 @@ def _setup_logging(**_: Any) -> None:
 
 @signals.worker_ready.connect
 def _start_pump(**_: Any) -> None:
-    global _pump
+    global _pump, _sweeper
     _pump = RetryPump(runtime().store, app)
     _pump.start()
     heartbeat_file = get_settings().heartbeat_file
@@ -77,6 +80,8 @@ def _start_pump(**_: Any) -> None:
         global _heartbeat
         _heartbeat = Heartbeat(heartbeat_file, healthy=_pump.alive)
         _heartbeat.start()
+    _sweeper = Sweeper(runtime().store, app, get_settings(), owner=f"{socket.gethostname()}:{os.getpid()}")
+    _sweeper.start()
     log.info("worker_ready", queues=sorted(q.name for q in app.conf.task_queues))
 
 
@@ -87,3 +92,5 @@ def _stop_pump(**_: Any) -> None:
         _heartbeat.stop()
     if _pump is not None:
         _pump.stop()
+    if _sweeper is not None:
+        _sweeper.stop()

@@ -23,7 +23,7 @@ from producers.keys import Keys
 #: the states in which a delivery message may still run an attempt
 RUNNABLE = ("queued", "retrying", "in_progress")
 
-# KEYS: event, inflight ; ARGV: token, now
+# KEYS: event, inflight, queued ; ARGV: token, now, event id
 _START = """
 local h = redis.call('HMGET', KEYS[1], 'token', 'state', 'attempts')
 if not h[2] then return {-1, 'missing'} end
@@ -33,6 +33,7 @@ local n = tonumber(h[3] or '0') + 1
 redis.call('HSET', KEYS[1], 'state', 'in_progress', 'attempts', n, 'started_at', ARGV[2], 'updated_at', ARGV[2])
 redis.call('HDEL', KEYS[1], 'next_attempt_at')
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[3])
 return {n, 'in_progress'}
 """
 
@@ -47,7 +48,7 @@ redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2])
 return 1
 """
 
-# KEYS: event, dlq ; ARGV: new token, now, ttl
+# KEYS: event, dlq, attempts, dlq of the destination, queued ; ARGV: new token, now, ttl, event id
 _REQUEUE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'dead_lettered' then return state or 'missing' end
@@ -59,6 +60,7 @@ redis.call('HINCRBY', KEYS[1], 'requeues', 1)
 redis.call('HDEL', KEYS[1], 'dead_at', 'next_attempt_at')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[5], ARGV[2], ARGV[4])
 return 'queued'
 """
 
@@ -184,7 +186,7 @@ class Ledger:
     def start(self, record: EventRecord, token: str) -> int:
         """Begin the next attempt; its number, or a negative number when this message must not run."""
         n, _state = self._start(
-            keys=[self.keys.event(record.event_id), self.keys.inflight(record.destination)],
+            keys=[self.keys.event(record.event_id), self.keys.inflight(record.destination), self.keys.queued],
             args=[token, f"{time.time():.6f}", record.event_id],
         )
         return int(n)
@@ -196,6 +198,7 @@ class Ledger:
         if attempt is not None:
             pipe.rpush(ak, json.dumps(attempt, default=str))
         pipe.zrem(self.keys.inflight(record.destination), record.event_id)
+        pipe.zrem(self.keys.queued, record.event_id)
 
     def succeed(self, record: EventRecord, attempt: dict[str, Any], *, learner_id: str, item_key: str,
                 occurred_ms: int, result: dict[str, Any]) -> None:
@@ -251,7 +254,7 @@ class Ledger:
         event_id = record.event_id
         return _s(self._requeue(
             keys=[self.keys.event(event_id), self.keys.dlq, self.keys.attempts(event_id),
-                  self.keys.dlq_of(record.destination)],
+                  self.keys.dlq_of(record.destination), self.keys.queued],
             args=[token, f"{time.time():.6f}", self.ttl, event_id],
         ))
 

@@ -1,0 +1,150 @@
+"""The stranded-event sweeper: a thread in every worker process (one of them leads at a time) that queues
+events a producer recorded but never queued a message for (it died between the two steps).
+
+The index is the ``queued`` sorted set (:mod:`producers.keys`): the publisher's register script adds every
+new event with its creation time, a requeue adds it again, and it leaves when an attempt starts or the
+event finishes. An event still in it after ``GRADESYNC_STRANDED_AFTER`` seconds (default 300) is probably
+stranded — or its message is just waiting in a long queue. So, per destination:
+
+* while its broker queue is **empty** (Redis broker: the list lengths), an event queued that long has no
+  message waiting: it is swept after ``stranded_after``;
+* while the queue is **not empty** (or its depth is unknown: AMQP) the sweep waits 4x longer, so a backlog
+  is not answered with a second copy of itself.
+
+Sweeping is safe either way: one Lua script per event checks it is still ``queued`` and gives it a **fresh
+dispatch token** before the new message is sent, so any old message of it (one waiting in the queue, or a
+re-delivery of a dead worker's) runs nothing — there is never a second live message for an event. The
+leader lease (``sweeper:lock``) only keeps many workers from doing the same work twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from typing import Any, cast
+
+import redis
+import structlog
+from celery import Celery
+
+from producers.publish import Delivery, dispatch, new_token
+from producers.settings import Settings, is_redis_url
+from worker.store import Store
+
+log = structlog.get_logger("gradesync.sweeper")
+
+#: how much longer an event waits before a sweep while its destination's queue holds messages
+BUSY_FACTOR = 4.0
+
+# KEYS: event, queued ; ARGV: fresh token, now, event id  -> the destination, or false when not queued
+_REISSUE = """
+local h = redis.call('HMGET', KEYS[1], 'state', 'destination')
+if h[1] ~= 'queued' then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  return false
+end
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'swept_at', ARGV[2], 'updated_at', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'sweeps', 1)
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return h[2]
+"""
+
+# KEYS: lock ; ARGV: owner, lease ms  -> 1 when this owner leads
+_LEAD = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+def _s(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Sweeper:
+    def __init__(self, store: Store, app: Celery, settings: Settings, *, owner: str | None = None,
+                 batch: int = 500) -> None:
+        self.store = store
+        self.app = app
+        self.settings = settings
+        self.age = settings.stranded_after
+        self.interval = max(1.0, min(30.0, self.age / 4))
+        self.batch = batch
+        self.owner = owner or new_token()
+        self._reissue = store.redis.register_script(_REISSUE)
+        self._lead = store.redis.register_script(_LEAD)
+        self._broker: redis.Redis | None = None
+        if is_redis_url(settings.broker):
+            self._broker = (store.redis if settings.broker == settings.redis_url
+                            else redis.Redis.from_url(settings.broker, socket_timeout=5, socket_connect_timeout=3))
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def leads(self) -> bool:
+        lease_ms = int(self.interval * 3 * 1000)
+        return bool(self._lead(keys=[self.store.keys.sweeper_lock], args=[self.owner, lease_ms]))
+
+    def _busy(self, destinations: set[str]) -> set[str]:
+        """The destinations whose broker queue is not known to be empty."""
+        if self._broker is None:
+            return set(destinations)
+        from worker.ops.overview import queue_depths  # the same LLEN the dashboard shows
+
+        return {name for name, depth in queue_depths(self._broker, sorted(destinations)).items() if depth > 0}
+
+    def tick(self, now: float | None = None) -> int:
+        """One sweep; returns how many stranded events were queued again."""
+        now = time.time() if now is None else now
+        if not self.leads():
+            return 0
+        keys = self.store.keys
+        raw = self.store.redis.zrangebyscore(keys.queued, "-inf", now - self.age, start=0, num=self.batch,
+                                             withscores=True)
+        if not raw:
+            return 0
+        candidates = [(_s(member), float(score)) for member, score in cast(list[tuple[Any, float]], raw)]
+        records = self.store.ledger.load_many([eid for eid, _ in candidates])
+        by_destination: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        for (eid, score), record in zip(candidates, records, strict=True):
+            if record is None:  # expired or purged
+                self.store.redis.zrem(keys.queued, eid)
+            else:
+                by_destination[record.destination].append((eid, score))
+        busy = self._busy(set(by_destination))
+        deliveries: list[Delivery] = []
+        for destination, entries in by_destination.items():
+            cutoff = now - self.age * (BUSY_FACTOR if destination in busy else 1.0)
+            for eid, score in entries:
+                if score > cutoff:
+                    continue
+                token = new_token()
+                found = self._reissue(keys=[keys.event(eid), keys.queued], args=[token, f"{now:.6f}", eid])
+                if found:
+                    deliveries.append(Delivery(eid, _s(found), token))
+        dispatch(self.app, deliveries)
+        if deliveries:
+            log.warning("stranded_events_queued", count=len(deliveries),
+                        destinations=sorted({d.destination for d in deliveries}))
+        return len(deliveries)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("sweeper_failed")
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="gradesync-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._broker is not None and self._broker is not self.store.redis:
+            self._broker.close()
