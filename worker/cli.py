@@ -15,6 +15,7 @@ from producers.safetext import printable
 from producers.settings import ConfigError, get_settings
 from worker.demo import demo_cmd
 from worker.ops.dlq_cli import dlq_group
+from worker.ops.flower import flower_cmd
 from worker.ops.keys_cli import keys_group
 from worker.ops.serve import serve_cmd
 
@@ -31,6 +32,7 @@ cli.add_command(dlq_group)
 cli.add_command(keys_group)
 cli.add_command(demo_cmd)
 cli.add_command(serve_cmd)
+cli.add_command(flower_cmd)
 
 
 def _settings_or_exit() -> None:

@@ -153,25 +153,34 @@ def test_services_as_a_user_runs_them(env: Env) -> None:
     assert unknown.returncode == 1 and "no event" in unknown.stderr
 
 
-def test_flower_shows_meaningful_task_names_and_no_secret(env: Env) -> None:
+def test_flower_shows_meaningful_task_names_and_no_secret_and_its_metrics_need_auth(env: Env) -> None:
     port = free_port()
     env.start("sandbox", [*GRADESYNC, "sandbox", *[a for v, p in env.ports.items() for a in (f"--{v}-port", str(p))]],
               "thoughtindustries")
     env.start("worker", [*GRADESYNC, "worker", "-c", "2", "-E", "-n", f"flower-{os.getpid()}@%h"], "worker_ready")
-    env.vars["FLOWER_UNAUTHENTICATED_API"] = "true"  # Flower 2 refuses its API without auth otherwise
-    env.start("flower", [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--port={port}",
-                         "--address=127.0.0.1"], "Visit me at")
+    refused = env.run("flower", f"--port={port}", "--address=127.0.0.1")  # the Procfile line, without auth
+    assert refused.returncode != 0 and "Flower needs authentication" in refused.stderr
+    env.vars["FLOWER_BASIC_AUTH"] = "ops:flower-e2e-password"
+    env.start("flower", [*GRADESYNC, "flower", f"--port={port}", "--address=127.0.0.1"], "Visit me at")
+    base, auth = f"http://127.0.0.1:{port}", ("ops", "flower-e2e-password")
+    for path in ("/metrics", "/api/tasks", "/tasks"):  # nothing of Flower is public but its health check
+        anon = httpx.get(f"{base}{path}", timeout=10)
+        assert anon.status_code == 401, (path, anon.status_code)
+        assert httpx.get(f"{base}{path}", auth=("ops", "wrong"), timeout=10).status_code == 401
+    assert httpx.get(f"{base}/healthcheck", timeout=10).text == "OK"
     lt = {"destination": "lt", "learner_id": "flower-learner", "score_given": 1, "score_maximum": 2,
           "target": {"line_item_id": "https://lms.example/li/9", "service_key": "demo-service-key"}}
     assert env.run("publish", "-", stdin=json.dumps(lt)).returncode == 0
     deadline = time.monotonic() + 60
     tasks: dict[str, dict[str, object]] = {}
     while time.monotonic() < deadline and not tasks:
-        tasks = httpx.get(f"http://127.0.0.1:{port}/api/tasks", timeout=10).json()
+        tasks = httpx.get(f"{base}/api/tasks", auth=auth, timeout=10).json()
         time.sleep(0.5)
     assert tasks, "Flower saw no task"
     task = next(iter(tasks.values()))
     assert task["name"] == "gradesync.deliver:lt"
-    page = httpx.get(f"http://127.0.0.1:{port}/tasks", timeout=10).text + json.dumps(tasks)
+    metrics = httpx.get(f"{base}/metrics", auth=auth, timeout=10)
+    assert metrics.status_code == 200 and "flower_events_total" in metrics.text
+    page = httpx.get(f"{base}/tasks", auth=auth, timeout=10).text + json.dumps(tasks) + metrics.text
     for secret in [*SECRETS.values(), "demo-service-key"]:
         assert secret not in page
