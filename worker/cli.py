@@ -12,7 +12,7 @@ import click
 from producers.cli import publish_cmd, schema_cmd
 from producers.crypto import WireCipher
 from producers.safetext import printable
-from producers.settings import ConfigError, get_settings
+from producers.settings import ConfigError, Settings, get_settings
 from worker.demo import demo_cmd
 from worker.ops.dlq_cli import dlq_group
 from worker.ops.flower import flower_cmd
@@ -170,11 +170,29 @@ def config_check() -> None:
     for name, d in sorted(dests.items()):
         click.echo(f"{name}: {d.vendor} {d.base_url} timeout={d.timeout}s max_attempts={d.max_attempts} "
                    f"backoff={d.retry_base_delay}s..{d.retry_max_delay}s")
+    for warning in _redis_warnings(settings):
+        click.echo(f"warning: {warning}", err=True)
     if problems:
         for p in problems:
             click.echo(p, err=True)
         sys.exit(1)
     click.echo(f"{settings.destinations_file}: {len(dests)} destination(s) OK")
+
+
+def _redis_warnings(settings: Settings) -> list[str]:
+    """What in Redis's configuration could lose state (a warning, not a failure: Redis may be elsewhere)."""
+    import redis
+
+    from producers.settings import without_credentials
+    from worker.store.durability import redis_risks
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+    try:
+        return redis_risks(client)
+    except (redis.RedisError, OSError) as exc:
+        return [f"could not check Redis at {without_credentials(settings.redis_url)}: {type(exc).__name__}"]
+    finally:
+        client.close()
 
 
 @cli.command("sandbox")

@@ -21,6 +21,7 @@ from worker.heartbeat import Heartbeat
 from worker.known_secrets import register_destinations
 from worker.pump import RetryPump
 from worker.store import Store
+from worker.store.durability import redis_risks, worker_client
 from worker.sweeper import Sweeper
 
 log = structlog.get_logger("gradesync.worker")
@@ -48,7 +49,7 @@ def runtime() -> Runtime:
             settings = get_settings()
             WireCipher.from_settings(settings)  # no key, no delivery: refuse rather than dead-letter everything
             register_destinations(settings)  # their credentials are masked in every record and log line
-            store = Store.connect(settings)
+            store = Store.connect(settings, worker_client(settings))  # rides out a Redis restart
             adapters = AdapterPool(settings, store)
             _runtime = Runtime(store, adapters, Deliverer(settings, store, adapters, worker=socket.gethostname()))
         return _runtime
@@ -83,6 +84,11 @@ def _start_pump(**_: Any) -> None:
     _sweeper = Sweeper(runtime().store, app, get_settings(), owner=f"{socket.gethostname()}:{os.getpid()}")
     _sweeper.start()
     log.info("worker_ready", queues=sorted(q.name for q in app.conf.task_queues))
+    try:
+        for risk in redis_risks(runtime().store.redis):
+            log.warning("redis_config_risk", problem=risk)
+    except Exception as exc:  # a check, never a reason not to work
+        log.warning("redis_config_unknown", error=type(exc).__name__)
 
 
 @signals.worker_shutting_down.connect

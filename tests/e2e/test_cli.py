@@ -98,6 +98,25 @@ def test_config_check(env: Env) -> None:
     assert "destination 'lt': key 'vendor': must be one of learningstudio" in bad.stderr
 
 
+def test_config_check_warns_when_redis_could_lose_state(env: Env, redis_client: redis.Redis) -> None:
+    before = {k: redis_client.config_get(k)[k] for k in ("maxmemory-policy", "appendonly", "save")}
+    try:
+        redis_client.config_set("appendonly", "no")
+        redis_client.config_set("save", "")
+        redis_client.config_set("maxmemory-policy", "allkeys-lru")
+        risky = env.run("config", "check")
+        assert risky.returncode == 0, risky.stderr  # a warning, not a failure
+        assert "warning: Redis maxmemory-policy is 'allkeys-lru'" in risky.stderr
+        assert "warning: Redis has no persistence" in risky.stderr
+        redis_client.config_set("maxmemory-policy", "noeviction")
+        redis_client.config_set("appendonly", "yes")
+        safe = env.run("config", "check")
+        assert safe.returncode == 0 and "warning:" not in safe.stderr, safe.stderr
+    finally:
+        for k, v in before.items():
+            redis_client.config_set(k, v)
+
+
 def test_config_check_reports_missing_secret(env: Env) -> None:
     del env.vars["IT_TI_KEY"]
     out = env.run("config", "check")
