@@ -170,6 +170,14 @@ def config_check() -> None:
     for name, d in sorted(dests.items()):
         click.echo(f"{name}: {d.vendor} {d.base_url} timeout={d.timeout}s max_attempts={d.max_attempts} "
                    f"backoff={d.retry_base_delay}s..{d.retry_max_delay}s")
+    from worker.shutdown import request_timeout
+
+    for name, d in sorted(dests.items()):
+        capped = request_timeout(d.timeout, settings.shutdown_grace)
+        if capped < d.timeout:
+            click.echo(f"warning: destination {name!r}: timeout {d.timeout}s is capped to {capped:g}s per request "
+                       f"so that a request in flight at a SIGTERM ends within GRADESYNC_SHUTDOWN_GRACE "
+                       f"({settings.shutdown_grace:g}s)", err=True)
     for warning in _redis_warnings(settings):
         click.echo(f"warning: {warning}", err=True)
     if problems:

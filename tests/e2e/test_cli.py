@@ -112,6 +112,9 @@ def test_config_check_warns_when_redis_could_lose_state(env: Env, redis_client: 
         redis_client.config_set("appendonly", "yes")
         safe = env.run("config", "check")
         assert safe.returncode == 0 and "warning:" not in safe.stderr, safe.stderr
+        env.vars["GRADESYNC_SHUTDOWN_GRACE"] = "9"  # a 3 s destination timeout no longer fits: (9 - 5) / 2 = 2
+        capped = env.run("config", "check")
+        assert capped.returncode == 0 and "timeout 3.0s is capped to 2s per request" in capped.stderr
     finally:
         for k, v in before.items():
             redis_client.config_set(k, v)
