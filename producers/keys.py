@@ -12,8 +12,9 @@ surface read and update them). Nothing else builds a key name.
     {p}:hwm:{dest}:{digest}      string: newest occurred_at applied for one learner + item (stale guard)
     {p}:lock:{dest}:{digest}     string: lease on one learner + item while an attempt runs
     {p}:inflight:{dest}          zset: event id -> start time of the attempt running now
-    {p}:queued                   zset: event id -> time it was recorded (or last swept) while ``queued``
-                                 (the stranded-event sweeper's index; removed when an attempt starts)
+    {p}:queued                   zset: event id -> time its message was (to be) sent: recorded, requeued,
+                                 queued by the retry pump or swept; removed when an attempt starts or
+                                 the event finishes (the stranded-event sweeper's index)
     {p}:sweeper:lock             string: which worker runs the stranded-event sweep now (leader lease)
     {p}:session:{sid}            string: a live dashboard session (TTL = session lifetime; logout deletes)
     {p}:authfail:{client}        string: failed authentications of one client IP in the current window

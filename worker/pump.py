@@ -46,6 +46,8 @@ class RetryPump:
             if rec is not None and rec.state in RUNNABLE and rec.token
         ]
         dispatch(self.app, deliveries)
+        if deliveries:  # dispatched, not started: the stranded-event sweeper's index (worker.sweeper)
+            self.store.redis.zadd(self.store.keys.queued, {d.event_id: now for d in deliveries})
         self.store.schedule.done(ids)
         if deliveries:
             log.info("retries_queued", count=len(deliveries))

@@ -1,9 +1,12 @@
 """The stranded-event sweeper: a thread in every worker process (one of them leads at a time) that queues
 events a producer recorded but never queued a message for (it died between the two steps).
 
-The index is the ``queued`` sorted set (:mod:`producers.keys`): the publisher's register script adds every
-new event with its creation time, a requeue adds it again, and it leaves when an attempt starts or the
-event finishes. An event still in it after ``GRADESYNC_STRANDED_AFTER`` seconds (default 300) is probably
+The index is the ``queued`` sorted set (:mod:`producers.keys`) of events whose message was (or should have
+been) sent and whose attempt has not started: the publisher's register script adds every new event with
+its creation time, a requeue and the retry pump add the events they queue, and an event leaves when an
+attempt starts or it finishes. So a message lost in a Redis crash (kombu BRPOPs a message and records it
+as unacknowledged in a second command) is covered too, for first attempts and retries alike. An event
+still in it after ``GRADESYNC_STRANDED_AFTER`` seconds (default 300) is probably
 stranded — or its message is just waiting in a long queue. So, per destination:
 
 * while its broker queue is **empty** (Redis broker: the list lengths), an event queued that long has no
@@ -11,7 +14,8 @@ stranded — or its message is just waiting in a long queue. So, per destination
 * while the queue is **not empty** (or its depth is unknown: AMQP) the sweep waits 4x longer, so a backlog
   is not answered with a second copy of itself.
 
-Sweeping is safe either way: one Lua script per event checks it is still ``queued`` and gives it a **fresh
+Sweeping is safe either way: one Lua script per event checks it is still waiting (``queued``, or
+``retrying`` and no longer in the retry schedule) and gives it a **fresh
 dispatch token** before the new message is sent, so any old message of it (one waiting in the queue, or a
 re-delivery of a dead worker's) runs nothing — there is never a second live message for an event. The
 leader lease (``sweeper:lock``) only keeps many workers from doing the same work twice.
@@ -37,11 +41,13 @@ log = structlog.get_logger("gradesync.sweeper")
 #: how much longer an event waits before a sweep while its destination's queue holds messages
 BUSY_FACTOR = 4.0
 
-# KEYS: event, queued ; ARGV: fresh token, now, event id  -> the destination, or false when not queued
+# KEYS: event, queued, scheduled, dispatching ; ARGV: fresh token, now, event id
+#   -> the destination, or false when the event is not waiting for a message any more
 _REISSUE = """
 local h = redis.call('HMGET', KEYS[1], 'state', 'destination')
-if h[1] ~= 'queued' then
-  redis.call('ZREM', KEYS[2], ARGV[3])
+local waiting = h[1] == 'queued' or h[1] == 'retrying'
+if not waiting or redis.call('ZSCORE', KEYS[3], ARGV[3]) or redis.call('ZSCORE', KEYS[4], ARGV[3]) then
+  redis.call('ZREM', KEYS[2], ARGV[3])  -- started, finished, or the retry pump owns it again
   return false
 end
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'swept_at', ARGV[2], 'updated_at', ARGV[2])
@@ -122,7 +128,8 @@ class Sweeper:
                 if score > cutoff:
                     continue
                 token = new_token()
-                found = self._reissue(keys=[keys.event(eid), keys.queued], args=[token, f"{now:.6f}", eid])
+                found = self._reissue(keys=[keys.event(eid), keys.queued, keys.scheduled, keys.dispatching],
+                                      args=[token, f"{now:.6f}", eid])
                 if found:
                     deliveries.append(Delivery(eid, _s(found), token))
         dispatch(self.app, deliveries)

@@ -76,3 +76,23 @@ def test_a_sweep_turns_any_old_message_into_a_no_op(cluster: Cluster, vendors: d
     assert cluster.log().count("duplicate_message_skipped") == 2  # the old messages ran nothing
     written = sorted(a["learnerId"] for a in vendors["thoughtindustries"].state()["activities"])
     assert written == sorted(e["learner_id"] for e in events)
+
+
+def test_a_retry_whose_message_was_lost_is_swept_too(cluster: Cluster, vendors: dict[str, SandboxClient]) -> None:
+    from worker.pump import RetryPump
+
+    [eid] = cluster.publisher.publish_many([ti_event()])
+    rec = cluster.store.ledger.load(eid)
+    assert rec is not None
+    cluster.store.redis.delete("grades.ti")  # the first message is gone too: only the retry matters here
+    cluster.store.ledger.schedule_retry(rec, None, token="retry-token-1", due=time.time() - 1, error=None)
+    app = cluster.publisher.app
+    assert RetryPump(cluster.store, app).tick() == 1  # the pump queues the retry ...
+    assert cluster.store.redis.zscore(cluster.store.keys.queued, eid) is not None  # ... and indexes it
+    cluster.store.redis.delete("grades.ti")  # ... and the message vanishes (a Redis crash at the wrong moment)
+    sweeper = Sweeper(cluster.store, app, cluster.settings.model_copy(update={"stranded_after": 60.0}))
+    assert sweeper.tick(now=time.time() + 61) == 1
+    assert cluster.store.redis.llen("grades.ti") == 1
+    cluster.start_worker()
+    assert cluster.wait_for([eid]) == {eid: "succeeded"}
+    assert len(vendors["thoughtindustries"].state()["activities"]) == 1
