@@ -15,6 +15,7 @@ from producers.crypto import WireCipher
 from producers.keys import DELIVER_TASK
 from producers.settings import get_settings
 from worker import logs, shutdown
+from worker.brokerfix import harden_kombu_redis
 from worker.celery_app import app
 from worker.delivery import AdapterPool, Deliverer
 from worker.heartbeat import Heartbeat
@@ -25,6 +26,7 @@ from worker.store.durability import redis_risks, worker_client
 from worker.sweeper import Sweeper
 
 log = structlog.get_logger("gradesync.worker")
+harden_kombu_redis()  # a Redis crash must not stop the worker (see worker.brokerfix)
 
 
 @dataclass
