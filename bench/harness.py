@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from pydantic import SecretStr
 
+from producers.crypto import generate_key
 from producers.publish import Publisher
 from producers.settings import Settings
 from worker.sandbox import DEMO_CREDENTIALS, Running, make_app, start
@@ -40,9 +42,11 @@ class Rig:
             f'api_key_env = "{TI_KEY_ENV}"\ntimeout = {timeout}\nmax_attempts = 20\nretry_base_delay = 0.5\n'
             "retry_max_delay = 2.0\n")
         os.environ[TI_KEY_ENV] = DEMO_CREDENTIALS["thoughtindustries"]["api_key"]
+        key = os.environ.get("GRADESYNC_SECRET_KEY") or generate_key()  # stored events are encrypted at rest
         self.env = {**os.environ, "GRADESYNC_REDIS_URL": redis_url, "GRADESYNC_DESTINATIONS": str(self.destinations),
-                    "GRADESYNC_LOG_FORMAT": "json", **env}
-        self.settings = Settings(redis_url=redis_url, destinations_file=self.destinations)
+                    "GRADESYNC_LOG_FORMAT": "json", "GRADESYNC_SECRET_KEY": key,
+                    "GRADESYNC_WORKER_PROCESSES": "1", **env}  # one process per worker: the drills signal it
+        self.settings = Settings(redis_url=redis_url, destinations_file=self.destinations, secret_key=SecretStr(key))
         self.publisher = Publisher(self.settings)
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
         self.workers: list[subprocess.Popen[bytes]] = []
