@@ -191,10 +191,11 @@ def _redis_warnings(settings: Settings) -> list[str]:
     """What in Redis's configuration could lose state (a warning, not a failure: Redis may be elsewhere)."""
     import redis
 
+    from producers.connections import redis_client
     from producers.settings import without_credentials
     from worker.store.durability import redis_risks
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
+    client = redis_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)
     try:
         return redis_risks(client)
     except (redis.RedisError, OSError) as exc:

@@ -32,6 +32,7 @@ import redis
 import structlog
 from celery import Celery
 
+from producers.connections import redis_client
 from producers.publish import Delivery, dispatch, new_token
 from producers.settings import Settings, is_redis_url
 from worker.store import Store
@@ -86,7 +87,7 @@ class Sweeper:
         self._broker: redis.Redis | None = None
         if is_redis_url(settings.broker):
             self._broker = (store.redis if settings.broker == settings.redis_url
-                            else redis.Redis.from_url(settings.broker, socket_timeout=5, socket_connect_timeout=3))
+                            else redis_client(settings.broker, socket_timeout=5, socket_connect_timeout=3))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

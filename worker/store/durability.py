@@ -19,6 +19,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from producers.connections import redis_client
 from producers.settings import Settings
 
 #: about how long a worker's Redis command keeps retrying before it gives up (backoff capped at 2 s)
@@ -28,7 +29,7 @@ _RETRIES = 50
 
 def worker_client(settings: Settings) -> redis.Redis:
     retry = Retry(ExponentialBackoff(cap=2.0, base=0.05), _RETRIES)
-    return redis.Redis.from_url(
+    return redis_client(
         settings.redis_url, socket_timeout=15, socket_connect_timeout=5, health_check_interval=30,
         retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError],
     )
