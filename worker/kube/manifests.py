@@ -170,8 +170,9 @@ def flower_deployment(plan: Plan) -> Obj:
         "name": "flower",
         "image": plan.config.image,
         "imagePullPolicy": "IfNotPresent",
-        # basic auth always on: $(FLOWER_BASIC_AUTH) is user:password from the Secret
-        "args": ["celery", "-A", "worker", "flower", f"--port={FLOWER_PORT}", "--basic-auth=$(FLOWER_BASIC_AUTH)"],
+        # basic auth always on: $(FLOWER_BASIC_AUTH) is user:password from the Secret; `gradesync flower` also
+        # puts /metrics behind it (plain `celery flower` serves /metrics to anyone, see worker.ops.flower)
+        "args": ["gradesync", "flower", f"--port={FLOWER_PORT}", "--basic-auth=$(FLOWER_BASIC_AUTH)"],
         "env": [*_core_env(plan), {"name": "FLOWER_BASIC_AUTH", "valueFrom": {"secretKeyRef": {
             "name": SECRET_CORE, "key": "FLOWER_BASIC_AUTH"}}}],
         "ports": [{"name": "http", "containerPort": FLOWER_PORT}],
