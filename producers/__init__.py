@@ -7,6 +7,7 @@ from producers.events import (
     GradingProgress,
     LearningStudioTarget,
     LtiaasTarget,
+    LtiAgsTarget,
     ThoughtIndustriesTarget,
 )
 from producers.publish import InvalidEvents, Publisher, PublishError, publish, publish_many
@@ -18,6 +19,7 @@ __all__ = [
     "GradingProgress",
     "InvalidEvents",
     "LearningStudioTarget",
+    "LtiAgsTarget",
     "LtiaasTarget",
     "PublishError",
     "Publisher",

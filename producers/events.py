@@ -137,8 +137,37 @@ class ThoughtIndustriesTarget(_Target):
         return str(self.assignment_id)
 
 
+Url = Annotated[str, Field(pattern=r"^https?://[^/?#\s]+[^\s]*$", max_length=2048)]
+
+
+class LtiAgsTarget(_Target):
+    """A line item URL, or the line items container + the resource link whose line item it is."""
+
+    vendor: Literal["lti_ags"] = Field("lti_ags", exclude=True, repr=False)
+    line_item_url: Url | None = Field(None, description="the line item URL (the launch's AGS lineitem claim)")
+    lineitems_url: Url | None = Field(None, description="the line items container (the AGS lineitems claim)")
+    resource_link_id: Id | None = None
+    resource_id: Id | None = None
+    tag: Id | None = None
+    label: str | None = Field(None, min_length=1, max_length=255, description="label of a created line item")
+    score_maximum: float | None = Field(None, gt=0, description="scoreMaximum of a created line item")
+
+    @model_validator(mode="after")
+    def _addressing(self) -> LtiAgsTarget:
+        if self.line_item_url is None and (self.lineitems_url is None or self.resource_link_id is None):
+            raise ValueError("give line_item_url, or lineitems_url with resource_link_id")
+        if self.line_item_url is not None and self.lineitems_url is not None:
+            raise ValueError("give line_item_url or lineitems_url, not both")
+        return self
+
+    def item_key(self) -> str:
+        if self.line_item_url is not None:
+            return self.line_item_url
+        return f"{self.lineitems_url}#{self.resource_link_id}#{self.resource_id or ''}#{self.tag or ''}"
+
+
 Target = Annotated[
-    LearningStudioTarget | LtiaasTarget | EdlinkTarget | ThoughtIndustriesTarget,
+    LearningStudioTarget | LtiaasTarget | EdlinkTarget | ThoughtIndustriesTarget | LtiAgsTarget,
     Field(discriminator="vendor"),
 ]
 
@@ -337,7 +366,7 @@ def format_errors(exc: ValidationError) -> list[str]:
     """One ``field.path: reason`` line per problem, tag segments of tagged unions removed."""
     lines: list[str] = []
     seen: set[str] = set()
-    tags = {"learningstudio", "ltiaas", "edlink", "thoughtindustries", "link", "text", "file"}
+    tags = {"learningstudio", "ltiaas", "edlink", "thoughtindustries", "lti_ags", "link", "text", "file"}
     dest_bad = any(e["loc"][:1] == ("destination",) for e in exc.errors())
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if str(p) not in tags]
@@ -365,6 +394,7 @@ def event_json_schema() -> dict[str, Any]:
     schema["description"] = (
         "A normalized grade event. `target` takes the shape of the destination vendor's target: "
         "learningstudio {course_id, item_id}; ltiaas {line_item_id, service_key|ltik}; "
-        "edlink {class_id, assignment_id, person_token?}; thoughtindustries {assignment_id} (UUID)."
+        "edlink {class_id, assignment_id, person_token?}; thoughtindustries {assignment_id} (UUID); "
+        "lti_ags {line_item_url} or {lineitems_url, resource_link_id, resource_id?, tag?, label?, score_maximum?}."
     )
     return schema

@@ -24,13 +24,14 @@ from pydantic import (
     SecretStr,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Vendor = Literal["learningstudio", "ltiaas", "edlink", "thoughtindustries"]
-VENDORS: tuple[str, ...] = ("learningstudio", "ltiaas", "edlink", "thoughtindustries")
+Vendor = Literal["learningstudio", "ltiaas", "edlink", "thoughtindustries", "lti_ags"]
+VENDORS: tuple[str, ...] = ("learningstudio", "ltiaas", "edlink", "thoughtindustries", "lti_ags")
 
 #: which credential field each ``*_env`` key of a vendor resolves into
 SECRET_KEYS: dict[str, dict[str, str]] = {
@@ -38,6 +39,7 @@ SECRET_KEYS: dict[str, dict[str, str]] = {
     "ltiaas": {"api_key_env": "api_key"},
     "edlink": {"integration_token_env": "integration_token"},
     "thoughtindustries": {"api_key_env": "api_key"},
+    "lti_ags": {"private_key_env": "private_key"},
 }
 
 
@@ -119,8 +121,76 @@ class ThoughtIndustriesDestination(_DestinationBase):
     mode: Literal["json", "jwt"] = "json"
 
 
+AGS_SCOPES: tuple[str, ...] = (
+    "https://purl.imsglobal.org/spec/lti-ags/scope/score",
+    "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem",
+)
+
+
+class LtiRotationKey(BaseModel):
+    """Another key published in the JWKS (the next one before a switch, the last one after it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kid: str = Field(min_length=1)
+    key_env: str = Field(min_length=1, description="environment variable holding a private or public key PEM")
+    key: SecretStr | None = None
+
+
+class LtiAgsDestination(_DestinationBase):
+    """LTI 1.3 AGS straight to the platform; see :mod:`worker.adapters.lti_ags`."""
+
+    vendor: Literal["lti_ags"]
+    client_id: str = Field(min_length=1)
+    token_url: str = Field(pattern=r"^https?://")
+    audience: str | None = Field(None, min_length=1, description="the assertion's aud (default: token_url)")
+    private_key_env: str = Field(min_length=1)
+    private_key: SecretStr | None = None
+    kid: str = Field(min_length=1, description="RFC 7638 thumbprint of the signing key")
+    rotation_keys: tuple[LtiRotationKey, ...] = ()
+    scopes: tuple[str, ...] = Field(AGS_SCOPES, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rotation_secrets(cls, data: Any, info: ValidationInfo) -> Any:
+        env = (info.context or {}).get("environ")
+        if isinstance(data, dict) and isinstance(data.get("rotation_keys"), list) and env is not None:
+            if any(isinstance(k, dict) and "key" in k for k in data["rotation_keys"]):
+                raise ValueError("rotation_keys: a key is never written in the file; set key_env to the name "
+                                 "of an environment variable holding its PEM")
+            data = {**data, "rotation_keys": [
+                {**k, "key": env[k["key_env"]]} if isinstance(k, dict) and env.get(str(k.get("key_env"))) else k
+                for k in data["rotation_keys"]
+            ]}
+        return data
+
+    @model_validator(mode="after")
+    def _keys_match(self) -> LtiAgsDestination:
+        from producers.lti_keys import KeyProblem, load_key
+
+        problems = []
+        if self.private_key is not None:
+            try:
+                load_key(self.private_key.get_secret_value(), kid=self.kid)
+            except KeyProblem as exc:
+                problems.append(f"private_key_env (${self.private_key_env}): {exc}")
+        for i, rk in enumerate(self.rotation_keys):
+            if rk.key is not None:
+                try:
+                    load_key(rk.key.get_secret_value(), kid=rk.kid, require_private=False)
+                except KeyProblem as exc:
+                    problems.append(f"rotation_keys[{i}].key_env (${rk.key_env}): {exc}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def missing_secrets(self) -> list[str]:
+        missing = super().missing_secrets()
+        return missing + [f"rotation_keys.key_env (${k.key_env})" for k in self.rotation_keys if k.key is None]
+
+
 Destination = Annotated[
-    LearningStudioDestination | LtiaasDestination | EdlinkDestination | ThoughtIndustriesDestination,
+    LearningStudioDestination | LtiaasDestination | EdlinkDestination | ThoughtIndustriesDestination
+    | LtiAgsDestination,
     Field(discriminator="vendor"),
 ]
 _DESTINATION = TypeAdapter[Any](Destination)
@@ -158,7 +228,7 @@ def parse_destinations(
             if isinstance(var, str) and env.get(var):
                 data[field] = env[var]
         try:
-            result[name] = _DESTINATION.validate_python(data)
+            result[name] = _DESTINATION.validate_python(data, context={"environ": env})
         except ValidationError as exc:
             for err in exc.errors():
                 loc = [str(p) for p in err["loc"]]

@@ -13,6 +13,7 @@ REGISTRY: dict[str, str] = {
     "ltiaas": "worker.adapters.ltiaas:LtiaasAdapter",
     "edlink": "worker.adapters.edlink:EdlinkAdapter",
     "thoughtindustries": "worker.adapters.thoughtindustries:ThoughtIndustriesAdapter",
+    "lti_ags": "worker.adapters.lti_ags:LtiAgsAdapter",
 }
 
 

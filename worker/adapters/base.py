@@ -38,6 +38,10 @@ class Cache(Protocol):
 
     def delete(self, namespace: str, key: str) -> None: ...
 
+    def add_json(self, namespace: str, key: str, value: Any, ttl_seconds: int) -> bool:
+        """Set only if absent (Redis ``SET NX``): True when this caller set it (a lock across workers)."""
+        ...
+
 
 class NullCache:
     """A cache that remembers nothing (unit tests)."""
@@ -50,6 +54,9 @@ class NullCache:
 
     def delete(self, namespace: str, key: str) -> None:
         return None
+
+    def add_json(self, namespace: str, key: str, value: Any, ttl_seconds: int) -> bool:
+        return True
 
 
 #: called after each vendor HTTP request: (method, route label, status or None, seconds)

@@ -25,3 +25,7 @@ class RedisCache:
 
     def delete(self, namespace: str, key: str) -> None:
         self._r.delete(self._key(namespace, key))
+
+    def add_json(self, namespace: str, key: str, value: Any, ttl_seconds: int) -> bool:
+        """``SET NX``: True when this call set the key (a lock or a first-writer-wins value)."""
+        return bool(self._r.set(self._key(namespace, key), json.dumps(value), ex=max(1, ttl_seconds), nx=True))

@@ -1,0 +1,143 @@
+"""LTI 1.3 Assignment and Grade Services, straight to the LMS (Canvas, Moodle, Blackboard, D2L, Sakai…).
+
+One event is one AGS score: ``POST {line item URL}/scores`` — ``/scores`` appended to the *path*, before
+any query string (Moodle's line item URLs carry ``?type_id=…``) — with ``Content-Type:
+application/vnd.ims.lis.v1.score+json`` and a bearer token from :mod:`worker.adapters.lti_auth`. The
+score's ``timestamp`` is the event's ``occurred_at`` (ms, UTC), identical on every retry, so a late retry
+can never overwrite a newer grade. Line items given as ``{lineitems_url, resource_link_id}`` are resolved
+(and created once) by :mod:`worker.adapters.lti_lineitems`.
+
+How platforms answer, and what it becomes:
+
+=====================================================  ===========================================
+200 / 201 / 202 / 204                                  delivered
+409 (Moodle: "earlier timestamp")                      :class:`~worker.errors.Superseded`
+400 whose text names the timestamp (Canvas, Open edX)  :class:`~worker.errors.Superseded`
+401 / 403                                              one fresh token, then permanent, naming the scope
+404 on a cached line item                              the cache entry is dropped and resolved once more
+429 / 5xx / timeouts                                   retryable (``Retry-After`` honoured)
+other 4xx                                              permanent (dead letter)
+=====================================================  ===========================================
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import structlog
+
+from producers.events import GradeEvent, LtiAgsTarget
+from producers.settings import Destination, LtiAgsDestination
+from worker import errors
+from worker.adapters.base import AdapterContext, DeliveryResult
+from worker.adapters.http import error_class_for, error_for_status, send
+from worker.adapters.lti_auth import AccessToken, TokenSource
+from worker.adapters.lti_lineitems import LineItems, message_of, origin
+from worker.adapters.ltiaas import _STALE_WORDS, score_body
+from worker.redact import redact_text
+
+log = structlog.get_logger("gradesync.lti_ags")
+
+SCORE_TYPE = "application/vnd.ims.lis.v1.score+json"
+SCORE_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/score"
+LINEITEM_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem"
+LINEITEM_READONLY_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem.readonly"
+ROUTE = "score.post"
+SUCCESS = (200, 201, 202, 204)
+#: the scope a route needs, named in a permanent 401/403
+ROUTE_SCOPE = {"score.post": SCORE_SCOPE, "lineitem.post": LINEITEM_SCOPE,
+               "lineitems.get": f"{LINEITEM_SCOPE} (or lineitem.readonly)"}
+
+
+def scores_url(line_item_url: str) -> str:
+    """``{line item}/scores``: inserted into the path, before the query string (kept); fragment dropped."""
+    parts = urlsplit(line_item_url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/scores", parts.query, ""))
+
+
+def is_stale_refusal(status: int, text: str) -> bool:
+    """Moodle's 409, or a 400 whose message says how the timestamps compare (Canvas, Open edX)."""
+    return status == 409 or (status == 400 and "timestamp" in text.lower() and bool(_STALE_WORDS.search(text)))
+
+
+def classify(response: httpx.Response) -> errors.DeliveryError:
+    """The project error for a non-success answer of the scores endpoint (401/403 handled before)."""
+    status = response.status_code
+    message = message_of(response)
+    if is_stale_refusal(status, message or ""):
+        return error_for_status(response, route=ROUTE, vendor_message=message, cls=errors.Superseded)
+    if status < 400:
+        return error_for_status(response, route=ROUTE, vendor_message=message, cls=errors.UnexpectedResponse)
+    return error_for_status(response, route=ROUTE, vendor_message=message, cls=error_class_for(status))
+
+
+class LtiAgsAdapter:
+    """Deliver grade events as AGS scores to an LTI 1.3 platform."""
+
+    vendor: ClassVar[str] = "lti_ags"
+
+    def __init__(self, destination: Destination, ctx: AdapterContext) -> None:
+        if not isinstance(destination, LtiAgsDestination):
+            raise errors.ConfigurationError(f"destination {destination.name!r} is not an lti_ags destination")
+        self.destination = destination
+        self.ctx = ctx
+        self.scopes = tuple(destination.scopes)
+        self.tokens = TokenSource(destination, ctx)
+        self.line_items = LineItems(destination.name, origin(destination.base_url), ctx.cache, self.authorized)
+
+    def authorized(self, method: str, url: str, *, route: str, headers: dict[str, str],
+                   content: bytes | None = None) -> httpx.Response:
+        """Send with the bearer token; on 401/403 once more with a fresh token, then refuse for good."""
+        token = self.tokens.token(self.scopes)
+        response = self._send(method, url, token, route=route, headers=headers, content=content)
+        if response.status_code not in (401, 403):
+            return response
+        log.info("lti_token_refused", destination=self.destination.name, route=route, status=response.status_code)
+        token = self.tokens.refresh(self.scopes, token)
+        response = self._send(method, url, token, route=route, headers=headers, content=content)
+        if response.status_code not in (401, 403):
+            return response
+        scope = ROUTE_SCOPE.get(route, " ".join(self.scopes))
+        cls = errors.AuthenticationFailed if response.status_code == 401 else errors.Forbidden
+        exc = error_for_status(response, route=route, vendor_message=message_of(response), cls=cls)
+        exc.message = (f"{route}: HTTP {response.status_code} with a fresh token: client "
+                       f"{self.destination.client_id!r} needs scope {scope} (granted: "
+                       f"{' '.join(token.granted) or 'none'})")
+        raise exc
+
+    def _send(self, method: str, url: str, token: AccessToken, *, route: str, headers: dict[str, str],
+              content: bytes | None) -> httpx.Response:
+        request = self.ctx.http.build_request(
+            method, url, content=content, headers={**headers, "Authorization": f"Bearer {token.value}"}
+        )
+        return send(self.ctx.http, request, route=route, observe=self.ctx.observe)
+
+    def build_score(self, event: GradeEvent) -> bytes:
+        return json.dumps(score_body(event), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def deliver(self, event: GradeEvent) -> DeliveryResult:
+        target = event.target
+        if not isinstance(target, LtiAgsTarget):
+            raise errors.ConfigurationError(f"event {event.event_id} does not target an LTI AGS line item")
+        if SCORE_SCOPE not in self.scopes:
+            raise errors.ConfigurationError(f"destination {self.destination.name!r}: scopes lack {SCORE_SCOPE}")
+        line_item, from_cache = self.line_items.resolve(target, event)
+        response = self._post_score(line_item, event)
+        if response.status_code == 404 and from_cache:
+            # the cached line item was deleted (and maybe re-created): look it up once more
+            self.line_items.forget(target)
+            line_item, _ = self.line_items.resolve(target, event)
+            response = self._post_score(line_item, event)
+        if response.status_code in SUCCESS:
+            return DeliveryResult(status=response.status_code, action=ROUTE, detail=redact_text(line_item))
+        raise classify(response)
+
+    def _post_score(self, line_item: str, event: GradeEvent) -> httpx.Response:
+        return self.authorized("POST", scores_url(line_item), route=ROUTE, content=self.build_score(event),
+                               headers={"Content-Type": SCORE_TYPE, "Accept": "application/json"})
+
+    def close(self) -> None:
+        self.ctx.http.close()

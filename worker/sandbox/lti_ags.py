@@ -1,0 +1,270 @@
+"""A strict LTI 1.3 platform simulator: Assignment and Grade Services with the Security Framework's token
+endpoint (:mod:`worker.sandbox.lti_platform`).
+
+Line items live at two URL styles, as real platforms spell them:
+
+* Canvas: ``/api/lti/courses/{course}/line_items`` (container), ``…/line_items/{id}`` (line item);
+* Moodle: ``/mod/lti/services.php/{course}/lineitems?type_id={t}`` and
+  ``…/lineitems/{id}/lineitem?type_id={t}`` — the ``type_id`` query parameter is required, so a client
+  that appends ``/scores`` after the query string (``…lineitem?type_id=1/scores``) gets a 400.
+
+Enforced: bearer token and scope per route (``lineitem`` / ``lineitem.readonly`` to read the container,
+``lineitem`` to create, ``score`` to post scores); exact media types (``Accept`` of the container
+``application/vnd.ims.lis.v2.lineitemcontainer+json`` else 406, ``Content-Type`` of a new line item
+``application/vnd.ims.lis.v2.lineitem+json`` and of a score ``application/vnd.ims.lis.v1.score+json``
+else 415); the AGS score rules (``userId``, ``activityProgress``, ``gradingProgress``, ``timestamp`` ISO
+8601 with sub-second precision and a timezone, ``scoreGiven`` ≥ 0 with ``scoreMaximum`` > 0); the
+timestamp order per (line item, user): a timestamp not newer than the stored one is refused — Moodle
+style ``409 Refusing score with an earlier timestamp``, Canvas style ``400`` with a timestamp message.
+The container filters by ``resource_link_id``, ``resource_id`` and ``tag`` and pages (``page_size``,
+default 10) with ``Link: <…>; rel="next"``.
+
+Switches (``POST /_sandbox/config``): ``jwks``, ``jwks_url``, ``audience``, ``allowed_scopes``,
+``token_lifetime``, ``expire_tokens`` (see :mod:`worker.sandbox.lti_platform`), ``page_size``, and
+``seed``: a list of line items ``{course, style: canvas|moodle, resourceLinkId, label, scoreMaximum,
+tag?, resourceId?}`` to create (the answer lists their ids).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from worker.sandbox.base import Request, Response
+from worker.sandbox.lti_platform import AGS, LtiPlatformAuth
+
+CONTAINER_TYPE = "application/vnd.ims.lis.v2.lineitemcontainer+json"
+LINEITEM_TYPE = "application/vnd.ims.lis.v2.lineitem+json"
+SCORE_TYPE = "application/vnd.ims.lis.v1.score+json"
+ACTIVITY = ("Initialized", "Started", "InProgress", "Submitted", "Completed")
+GRADING = ("FullyGraded", "Pending", "PendingManual", "Failed", "NotReady")
+STALE_CANVAS = "Score timestamp can only be updated to a later point in time"
+_CANVAS = r"/api/lti/courses/(?P<course>[^/]+)/line_items"
+_MOODLE = r"/mod/lti/services\.php/(?P<course>[^/]+)/lineitems"
+
+
+def _media(value: str | None) -> str:
+    return (value or "").split(";")[0].strip().lower()
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """ISO 8601 with a timezone and a sub-second part (the AGS rule), else None."""
+    if not isinstance(value, str) or not re.search(r"T\d\d:\d\d:\d\d\.\d+", value):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+class LtiAgsSandbox(LtiPlatformAuth):
+    vendor = "lti_ags"
+
+    def __init__(self, client_id: str, deployment_id: str = "1", **auth: Any) -> None:
+        #: line item number -> record
+        self.line_items: dict[int, dict[str, Any]] = {}
+        #: (line item number, user) -> stored score
+        self.scores: dict[tuple[int, str], dict[str, Any]] = {}
+        self.page_size = 10
+        self.refused_stale = 0
+        super().__init__(client_id, deployment_id, **auth)
+
+    # -- SandboxApp ---------------------------------------------------------------------------------
+    def register(self) -> None:
+        self.register_auth()
+        for style, base in (("canvas", _CANVAS), ("moodle", _MOODLE)):
+            item = rf"{base}/(?P<n>\d+)" + ("/lineitem" if style == "moodle" else "")
+            self.route("GET", base)(functools.partial(self._container, style=style))
+            self.route("POST", base)(functools.partial(self._create, style=style))
+            self.route("GET", item)(functools.partial(self._item, style=style))
+            self.route("POST", rf"{item}/scores")(functools.partial(self._score, style=style))
+
+    def state(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                **self.auth_state(),
+                "line_items": [dict(v) for _, v in sorted(self.line_items.items())],
+                "scores": [{"lineItem": self.line_items[n]["id"], **s} for (n, _), s in sorted(self.scores.items())],
+                "refused_stale": self.refused_stale,
+            }
+
+    def clear(self) -> None:
+        with self.lock:
+            self.clear_auth()
+            self.line_items.clear()
+            self.scores.clear()
+            self.page_size = 10
+            self.refused_stale = 0
+
+    def configure(self, spec: dict[str, Any]) -> dict[str, Any]:
+        known = {"jwks", "jwks_url", "audience", "allowed_scopes", "token_lifetime", "expire_tokens", "page_size",
+                 "seed"}
+        unknown = set(spec) - known
+        if unknown:
+            raise ValueError(f"unknown lti_ags sandbox switch(es): {', '.join(sorted(unknown))}")
+        with self.lock:
+            self.configure_auth(spec)
+            if "page_size" in spec:
+                self.page_size = max(1, int(spec["page_size"]))
+            seeded = [self._store_item(str(s.get("host", "lms.invalid")), str(s["course"]),
+                                       str(s.get("style", "canvas")), s) for s in spec.get("seed") or []]
+        return {"seeded": [item["id"] for item in seeded], "page_size": self.page_size}
+
+    def error_body(self, status: int, message: str) -> Any:
+        return {"errors": [{"message": message}]}
+
+    # -- line items ---------------------------------------------------------------------------------
+    def _type_id(self, req: Request, style: str) -> str | Response | None:
+        if style != "moodle":
+            return None
+        type_id = req.param("type_id")
+        if type_id is None or not type_id.isdigit():
+            return Response(400, "Incorrect type_id", {"Content-Type": "text/plain"})
+        return type_id
+
+    def _store_item(self, host: str, course: str, style: str, body: dict[str, Any],
+                    type_id: str | None = None) -> dict[str, Any]:
+        n = len(self.line_items) + 1
+        if style == "moodle":
+            url = f"http://{host}/mod/lti/services.php/{course}/lineitems/{n}/lineitem?type_id={type_id or '1'}"
+        else:
+            url = f"http://{host}/api/lti/courses/{course}/line_items/{n}"
+        record = {"id": url, "label": body["label"], "scoreMaximum": body["scoreMaximum"],
+                  "resourceLinkId": body.get("resourceLinkId"), "course": course, "style": style}
+        for key in ("resourceId", "tag"):
+            if body.get(key) is not None:
+                record[key] = body[key]
+        self.line_items[n] = record
+        return record
+
+    @staticmethod
+    def _public(record: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in record.items() if k not in ("course", "style")}
+
+    def _container(self, req: Request, m: re.Match[str], style: str) -> Response:
+        refusal = self.bearer(req, f"{AGS}lineitem", f"{AGS}lineitem.readonly")
+        if refusal is not None:
+            return refusal
+        type_id = self._type_id(req, style)
+        if isinstance(type_id, Response):
+            return type_id
+        if CONTAINER_TYPE not in (req.header("accept") or ""):
+            return Response(406, self.error_body(406, f"Accept must be {CONTAINER_TYPE}"))
+        filters = {"resourceLinkId": req.param("resource_link_id"), "resourceId": req.param("resource_id"),
+                   "tag": req.param("tag")}
+        page = int(req.param("page") or "1")
+        with self.lock:
+            items = [self._public(r) for _, r in sorted(self.line_items.items())
+                     if r["course"] == m["course"] and r["style"] == style
+                     and all(v is None or r.get(k) == v for k, v in filters.items())]
+            size = self.page_size
+        chunk = items[(page - 1) * size: page * size]
+        headers = {"Content-Type": CONTAINER_TYPE}
+        if page * size < len(items):
+            query = {k: v[0] for k, v in req.query.items() if k != "page"}
+            headers["Link"] = f'<{req.url}?{urlencode({**query, "page": str(page + 1)})}>; rel="next"'
+        return Response(200, _json_bytes(chunk), headers)
+
+    def _create(self, req: Request, m: re.Match[str], style: str) -> Response:
+        refusal = self.bearer(req, f"{AGS}lineitem")
+        if refusal is not None:
+            return refusal
+        type_id = self._type_id(req, style)
+        if isinstance(type_id, Response):
+            return type_id
+        if _media(req.header("content-type")) != LINEITEM_TYPE:
+            return Response(415, self.error_body(415, f"Content-Type must be {LINEITEM_TYPE}"))
+        body = req.json()
+        if not isinstance(body, dict) or not isinstance(body.get("label"), str) or not body["label"]:
+            return Response(400, self.error_body(400, "label is required"))
+        if not _number(body.get("scoreMaximum")) or float(body["scoreMaximum"]) <= 0:
+            return Response(400, self.error_body(400, "scoreMaximum must be a number > 0"))
+        with self.lock:
+            record = self._store_item(req.host, m["course"], style, body, type_id)
+        return Response(201, _json_bytes(self._public(record)), {"Content-Type": LINEITEM_TYPE})
+
+    def _lookup(self, req: Request, m: re.Match[str], style: str) -> dict[str, Any] | Response:
+        type_id = self._type_id(req, style)
+        if isinstance(type_id, Response):
+            return type_id
+        with self.lock:
+            record = self.line_items.get(int(m["n"]))
+        if record is None or record["course"] != m["course"] or record["style"] != style:
+            return Response(404, self.error_body(404, "Line item not found"))
+        return record
+
+    def _item(self, req: Request, m: re.Match[str], style: str) -> Response:
+        refusal = self.bearer(req, f"{AGS}lineitem", f"{AGS}lineitem.readonly")
+        if refusal is not None:
+            return refusal
+        record = self._lookup(req, m, style)
+        if isinstance(record, Response):
+            return record
+        return Response(200, _json_bytes(self._public(record)), {"Content-Type": LINEITEM_TYPE})
+
+    # -- scores -----------------------------------------------------------------------------------------
+    @staticmethod
+    def validate_score(body: Any) -> list[str]:
+        if not isinstance(body, dict):
+            return ["the score must be a JSON object"]
+        problems = []
+        if not isinstance(body.get("userId"), str) or not body["userId"]:
+            problems.append("userId is required")
+        if body.get("activityProgress") not in ACTIVITY:
+            problems.append(f"activityProgress must be one of {', '.join(ACTIVITY)}")
+        if body.get("gradingProgress") not in GRADING:
+            problems.append(f"gradingProgress must be one of {', '.join(GRADING)}")
+        if parse_timestamp(body.get("timestamp")) is None:
+            problems.append("timestamp is required: ISO 8601 with sub-second precision and a timezone")
+        given, maximum = body.get("scoreGiven"), body.get("scoreMaximum")
+        if given is not None and (not _number(given) or given < 0):
+            problems.append("scoreGiven must be a number >= 0")
+        if given is not None and (not _number(maximum) or float(maximum or 0) <= 0):
+            problems.append("scoreMaximum must be a number > 0 when scoreGiven is present")
+        if body.get("comment") is not None and not isinstance(body["comment"], str):
+            problems.append("comment must be a string")
+        return problems
+
+    def _score(self, req: Request, m: re.Match[str], style: str) -> Response:
+        refusal = self.bearer(req, f"{AGS}score")
+        if refusal is not None:
+            return refusal
+        record = self._lookup(req, m, style)
+        if isinstance(record, Response):
+            return record
+        if _media(req.header("content-type")) != SCORE_TYPE:
+            return Response(415, self.error_body(415, f"Content-Type must be {SCORE_TYPE}"))
+        body = req.json()
+        problems = self.validate_score(body)
+        if problems:
+            if style == "moodle":
+                return Response(400, "Incorrect score received: " + "; ".join(problems), {"Content-Type": "text/plain"})
+            return Response(422, self.error_body(422, "; ".join(problems)))
+        stamp = parse_timestamp(body["timestamp"])
+        assert stamp is not None
+        n = int(m["n"])
+        with self.lock:
+            current = self.scores.get((n, body["userId"]))
+            if current is not None and stamp <= parse_timestamp(current["timestamp"]):  # type: ignore[operator]
+                self.refused_stale += 1
+                if style == "moodle":
+                    return Response(409, "Refusing score with an earlier timestamp", {"Content-Type": "text/plain"})
+                return Response(400, self.error_body(400, STALE_CANVAS))
+            self.scores[(n, body["userId"])] = {k: body.get(k) for k in (
+                "userId", "scoreGiven", "scoreMaximum", "comment", "activityProgress", "gradingProgress", "timestamp")}
+        if style == "moodle":
+            return Response(204)
+        return Response(200, {"resultUrl": f"{record['id']}/results/{body['userId']}"})
+
+
+def _json_bytes(value: Any) -> bytes:
+    return json.dumps(value).encode("utf-8")
