@@ -17,6 +17,7 @@ from worker.demo import demo_cmd
 from worker.ops.dlq_cli import dlq_group
 from worker.ops.flower import flower_cmd
 from worker.ops.keys_cli import keys_group
+from worker.ops.lti_cli import lti_check_cmd, lti_keys_generate
 from worker.ops.serve import serve_cmd
 
 
@@ -33,6 +34,15 @@ cli.add_command(keys_group)
 cli.add_command(demo_cmd)
 cli.add_command(serve_cmd)
 cli.add_command(flower_cmd)
+keys_group.add_command(lti_keys_generate)
+
+
+@cli.group("destinations")
+def destinations_group() -> None:
+    """Destination tools."""
+
+
+destinations_group.add_command(lti_check_cmd)
 
 
 def _settings_or_exit() -> None:
@@ -210,13 +220,25 @@ def _redis_warnings(settings: Settings) -> list[str]:
 @click.option("--ltiaas-port", default=8802, show_default=True)
 @click.option("--edlink-port", default=8803, show_default=True)
 @click.option("--thoughtindustries-port", default=8804, show_default=True)
+@click.option("--lti-ags-port", "--lti_ags-port", "lti_ags_port", default=8805, show_default=True)
+@click.option("--lti-ags-jwks-url", default=None, help="The tool's JWKS URL the LTI platform fetches keys from.")
+@click.option("--lti-ags-jwks-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A JWK Set file of the tool's public keys (instead of a URL).")
 def sandbox_cmd(host: str, learningstudio_port: int, ltiaas_port: int, edlink_port: int,
-                thoughtindustries_port: int) -> None:
-    """Serve simulators of the four vendor APIs (one port each) until Ctrl-C."""
+                thoughtindustries_port: int, lti_ags_port: int, lti_ags_jwks_url: str | None,
+                lti_ags_jwks_file: str | None) -> None:
+    """Serve simulators of the five vendor APIs (one port each) until Ctrl-C."""
     from worker.sandbox import serve_all
 
     running = serve_all(host, {"learningstudio": learningstudio_port, "ltiaas": ltiaas_port,
-                               "edlink": edlink_port, "thoughtindustries": thoughtindustries_port})
+                               "edlink": edlink_port, "thoughtindustries": thoughtindustries_port,
+                               "lti_ags": lti_ags_port})
+    platform = running["lti_ags"].app
+    if lti_ags_jwks_file:
+        with open(lti_ags_jwks_file, encoding="utf-8") as f:
+            platform.configure({"jwks": json.load(f)})
+    if lti_ags_jwks_url:
+        platform.configure({"jwks_url": lti_ags_jwks_url})
     for vendor, r in running.items():
         click.echo(f"{vendor:<18} {r.url}")
     stop = threading.Event()

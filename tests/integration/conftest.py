@@ -20,6 +20,7 @@ from producers.settings import Settings, reset_settings
 from worker.sandbox import DEMO_CREDENTIALS, Running, serve_all
 from worker.sandbox import destinations_toml as sandbox_destinations_toml
 from worker.sandbox.control import SandboxClient
+from worker.sandbox.lti_demo import demo_jwks, demo_key, demo_pem
 from worker.store import Store
 
 pytestmark = pytest.mark.integration
@@ -29,22 +30,25 @@ SECRETS = {
     "IT_LTIAAS_KEY": DEMO_CREDENTIALS["ltiaas"]["api_key"],
     "IT_EDLINK_TOKEN": DEMO_CREDENTIALS["edlink"]["integration_token"],
     "IT_TI_KEY": DEMO_CREDENTIALS["thoughtindustries"]["api_key"],
+    "IT_LTI_KEY": demo_pem(),
 }
 TERMINAL = {"succeeded", "superseded", "dead_lettered"}
 
 
 def destinations_toml(urls: dict[str, str], *, max_attempts: int = 3, base: float = 0.2, cap: float = 1.0,
                       timeout: float = 3.0) -> str:
-    """Destinations ls / lt / ed / ti at the simulators, with a fast retry policy."""
-    names = {"learningstudio": "ls", "ltiaas": "lt", "edlink": "ed", "thoughtindustries": "ti"}
+    """Destinations ls / lt / ed / ti / lti at the simulators, with a fast retry policy."""
+    names = {"learningstudio": "ls", "ltiaas": "lt", "edlink": "ed", "thoughtindustries": "ti", "lti_ags": "lti"}
     envs = dict(zip(names, SECRETS, strict=True))
     return sandbox_destinations_toml(urls, names, envs, timeout=timeout, max_attempts=max_attempts,
-                                     retry_base_delay=base, retry_max_delay=cap)
+                                     retry_base_delay=base, retry_max_delay=cap, lti_kid=demo_key().kid)
 
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[dict[str, Running]]:
-    running = serve_all("127.0.0.1", {v: 0 for v in ("learningstudio", "ltiaas", "edlink", "thoughtindustries")})
+    running = serve_all("127.0.0.1", {v: 0 for v in ("learningstudio", "ltiaas", "edlink", "thoughtindustries",
+                                                     "lti_ags")})
+    SandboxClient(running["lti_ags"].url).configure(jwks=demo_jwks())  # the tool's JWKS, as registered
     yield running
     for r in running.values():
         r.stop()

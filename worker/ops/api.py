@@ -37,6 +37,7 @@ from worker.ops import actions
 from worker.ops.auth import AuthLimiter, SessionStore, TrustedProxies, check_token
 from worker.ops.dashboard import Sessions, dashboard_router, static_app
 from worker.ops.guard import BodyLimitExceeded, Guard, body_limit_body
+from worker.ops.jwks import jwks_router
 from worker.ops.metrics import metrics_router
 from worker.ops.overview import OpsContext, overview_json
 from worker.ops.views import event_view
@@ -280,6 +281,7 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
     app.include_router(health_router(ctx))
     app.include_router(metrics_router(ctx))
     app.include_router(dashboard_router(ctx, token, sessions=sessions, limiter=limiter))
+    app.include_router(jwks_router(settings))
     app.mount("/static", static_app(), name="static")
     app.state.ops = ctx
     app.state.auth_limiter = limiter
