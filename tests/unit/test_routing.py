@@ -37,7 +37,7 @@ def test_registry_builds_the_vendor_adapter(dest: object) -> None:
 
 
 def test_every_vendor_is_registered() -> None:
-    assert set(REGISTRY) == {"learningstudio", "ltiaas", "edlink", "thoughtindustries"}
+    assert set(REGISTRY) == {"learningstudio", "ltiaas", "edlink", "thoughtindustries", "lti_ags"}
 
 
 def test_queue_names() -> None:
