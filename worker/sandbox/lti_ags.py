@@ -20,7 +20,8 @@ The container filters by ``resource_link_id``, ``resource_id`` and ``tag`` and p
 default 10) with ``Link: <…>; rel="next"``.
 
 Switches (``POST /_sandbox/config``): ``jwks``, ``jwks_url``, ``audience``, ``allowed_scopes``,
-``token_lifetime``, ``expire_tokens`` (see :mod:`worker.sandbox.lti_platform`), ``page_size``, and
+``token_lifetime``, ``expire_tokens`` (see :mod:`worker.sandbox.lti_platform`), ``page_size``,
+``ignore_filters`` (answer the whole container, as platforms that ignore the query filters do), and
 ``seed``: a list of line items ``{course, style: canvas|moodle, resourceLinkId, label, scoreMaximum,
 tag?, resourceId?}`` to create (the answer lists their ids).
 """
@@ -75,6 +76,7 @@ class LtiAgsSandbox(LtiPlatformAuth):
         #: (line item number, user) -> stored score
         self.scores: dict[tuple[int, str], dict[str, Any]] = {}
         self.page_size = 10
+        self.ignore_filters = False
         self.refused_stale = 0
         super().__init__(client_id, deployment_id, **auth)
 
@@ -103,11 +105,12 @@ class LtiAgsSandbox(LtiPlatformAuth):
             self.line_items.clear()
             self.scores.clear()
             self.page_size = 10
+            self.ignore_filters = False
             self.refused_stale = 0
 
     def configure(self, spec: dict[str, Any]) -> dict[str, Any]:
         known = {"jwks", "jwks_url", "audience", "allowed_scopes", "token_lifetime", "expire_tokens", "page_size",
-                 "seed"}
+                 "ignore_filters", "seed"}
         unknown = set(spec) - known
         if unknown:
             raise ValueError(f"unknown lti_ags sandbox switch(es): {', '.join(sorted(unknown))}")
@@ -115,6 +118,8 @@ class LtiAgsSandbox(LtiPlatformAuth):
             self.configure_auth(spec)
             if "page_size" in spec:
                 self.page_size = max(1, int(spec["page_size"]))
+            if "ignore_filters" in spec:
+                self.ignore_filters = bool(spec["ignore_filters"])
             seeded = [self._store_item(str(s.get("host", "lms.invalid")), str(s["course"]),
                                        str(s.get("style", "canvas")), s) for s in spec.get("seed") or []]
         return {"seeded": [item["id"] for item in seeded], "page_size": self.page_size}
@@ -165,7 +170,7 @@ class LtiAgsSandbox(LtiPlatformAuth):
         with self.lock:
             items = [self._public(r) for _, r in sorted(self.line_items.items())
                      if r["course"] == m["course"] and r["style"] == style
-                     and all(v is None or r.get(k) == v for k, v in filters.items())]
+                     and (self.ignore_filters or all(v is None or r.get(k) == v for k, v in filters.items()))]
             size = self.page_size
         chunk = items[(page - 1) * size: page * size]
         headers = {"Content-Type": CONTAINER_TYPE}
