@@ -1,0 +1,234 @@
+"""gradesync's lti_ags against an independently written LTI 1.3 platform: ``lti1p3platform`` 0.1.8 (PyPI,
+OpenLearningNet), a platform-side kit with a real token endpoint and a real AGS scores endpoint.
+
+What the library does here (its code, unmodified):
+
+* ``LTI1P3PlatformConfAbstract.get_access_token``: checks the client-credentials form (``grant_type``,
+  ``client_assertion_type``, ``client_assertion``, ``scope``), fetches the tool's JWKS from gradesync's
+  own ``/.well-known/jwks.json`` (served by ``gradesync serve``'s app) with ``requests``, picks the key by
+  the assertion's ``kid`` and ``alg``, verifies the RS256 signature and ``exp`` with PyJWT, and issues a
+  signed access token with the granted scopes;
+* ``AssignmentsGradesService.handle_update_score``: verifies the bearer token (signature, ``iss``, ``exp``,
+  an AGS scope) and maps the result of ``update_score`` to HTTP (201 created, 409 old timestamp).
+
+What the glue below does (as the library asks of every platform): routes, the registration, storing
+scores and deciding when a timestamp is old (``update_score`` is abstract). The library does not check
+the assertion's ``aud``, ``iss``/``sub`` or ``jti`` (0.1.8 decodes with ``verify_aud=False``); the
+simulator in :mod:`worker.sandbox.lti_platform` does, in ``test_lti_ags_sandbox.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs
+
+import httpx
+import jwt
+import pytest
+import redis
+from lti1p3platform.ltiplatform import LTI1P3PlatformConfAbstract
+from lti1p3platform.registration import Registration
+from lti1p3platform.request import Request as LtiRequest
+from lti1p3platform.request import TRequest
+from lti1p3platform.score import UpdateScoreStatus
+from lti1p3platform.service_connector import AssignmentsGradesService
+from pydantic import SecretStr
+
+from producers.events import GradeEvent
+from producers.lti_keys import generate_key
+from producers.settings import LtiAgsDestination
+from tests.integration.conftest import Cluster
+from worker import errors
+from worker.adapters.base import AdapterContext
+from worker.adapters.http import make_client
+from worker.adapters.lti_ags import LtiAgsAdapter
+from worker.ops.api import create_app
+from worker.ops.serve import ServerThread
+from worker.sandbox.base import Request, Response, Running, SandboxApp, start
+from worker.sandbox.lti_demo import demo_key
+from worker.store.cache import RedisCache
+
+pytestmark = pytest.mark.integration
+
+ISS = "https://platform.lti1p3platform.test"
+CLIENT_ID = "gradesync-tool-client"
+T0 = datetime(2025, 6, 1, 9, 30, 0, 250000, tzinfo=UTC)
+
+
+class Platform(LTI1P3PlatformConfAbstract):
+    """The registration of gradesync as a tool: the library's abstract platform config, filled in."""
+
+    def init_platform_config(self, **kwargs: Any) -> None:
+        key = kwargs["platform_key"]
+        reg = Registration()
+        reg.set_iss(ISS).set_client_id(CLIENT_ID).set_deployment_id("deployment-1")
+        reg.set_platform_private_key(key.private_pem().decode()).set_platform_public_key(key.public_pem().decode())
+        reg.set_tool_key_set_url(kwargs["jwks_url"])  # the library fetches it with requests
+        self._registration = reg
+
+    def get_registration_by_params(self, **kwargs: Any) -> Registration:
+        assert self._registration is not None
+        return self._registration
+
+
+class LibraryRequest(LtiRequest):
+    def build_metadata(self, request: Any) -> TRequest:
+        req: Request = request
+        body = req.body.decode("utf-8")
+        ctype = req.header("content-type") or ""
+        return {"method": req.method, "path": req.path,
+                "form_data": {k: v[0] for k, v in parse_qs(body).items()} if "form" in ctype else {},
+                "get_data": {k: v[0] for k, v in req.query.items()},
+                "headers": {"Authorization": req.header("authorization") or "", "Content-Type": ctype},
+                "content_type": ctype, "json": json.loads(body) if "json" in ctype and body else None}
+
+
+class Scores(AssignmentsGradesService):
+    """The storage half every platform writes; the HTTP/auth half is the library's."""
+
+    store: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def update_score(self, line_item_id: str, score: Any) -> UpdateScoreStatus:
+        key = (line_item_id, str(score["userId"]))
+        stamp = datetime.fromisoformat(str(score["timestamp"]))
+        current = self.store.get(key)
+        if current is not None and stamp <= datetime.fromisoformat(current["timestamp"]):
+            return UpdateScoreStatus.OLD_TIMESTAMP
+        self.store[key] = dict(score)
+        return UpdateScoreStatus.SUCCESS if current else UpdateScoreStatus.CREATED
+
+    def find_lineitems(self, *a: Any, **k: Any) -> Any:
+        return {"content": [], "has_next": False}
+
+    def find_lineitem(self, line_item_id: str) -> Any:
+        return {"id": line_item_id}
+
+    def create_lineitem(self, creation_data: Any) -> Any:
+        raise NotImplementedError
+
+    def update_lineitem(self, update_data: Any) -> Any:
+        raise NotImplementedError
+
+    def delete_lineitem(self, line_item_id: str) -> None:
+        raise NotImplementedError
+
+    def get_results(self, *a: Any, **k: Any) -> Any:
+        return {"content": [], "has_next": False}
+
+
+class LibraryServer(SandboxApp):
+    """HTTP routing only; every decision below is the library's."""
+
+    vendor = "lti1p3platform"
+
+    def __init__(self, jwks_url: str) -> None:
+        self.jwks_url = jwks_url
+        self.platform_key = generate_key()  # signs the access tokens the library issues
+        self.refusals: list[str] = []
+        super().__init__()
+
+    def register(self) -> None:
+        self.route("POST", "/token")(self._token)
+        self.route("POST", r"/ags/lineitems/(?P<id>\d+)/lineitem/scores")(self._score)
+
+    def _token(self, req: Request, _m: re.Match[str]) -> Response:
+        platform = Platform(jwks_url=self.jwks_url, platform_key=self.platform_key)
+        try:
+            answer = platform.get_access_token(LibraryRequest(req).form_data)
+        except Exception as exc:  # the library raises; a platform answers invalid_client
+            self.refusals.append(f"{type(exc).__name__}: {exc}")
+            return Response(401, {"error": "invalid_client", "error_description": type(exc).__name__})
+        return Response(200, dict(answer))
+
+    def _score(self, req: Request, m: re.Match[str]) -> Response:
+        if req.param("type_id") != "3":  # a Moodle-style line item URL: the query string must survive
+            return Response(404, {"error": "no such line item"})
+        platform = Platform(jwks_url=self.jwks_url, platform_key=self.platform_key)
+        service = Scores(LibraryRequest(req), platform, lineitems_url=f"http://{req.host}/ags/lineitems")
+        try:
+            result = service.handle_resp(service.handle_update_score, line_item_id=m["id"])
+        except Exception as exc:  # validate_token raises on a bad token
+            self.refusals.append(f"{type(exc).__name__}: {exc}")
+            return Response(401, {"error": "invalid_token"})
+        return Response(result.code, {"message": result.message})
+
+
+@pytest.fixture
+def jwks_server(cluster: Cluster) -> Iterator[ServerThread]:
+    """`gradesync serve`'s app, publishing the lti destination's key at /.well-known/jwks.json."""
+    settings = cluster.settings.model_copy(update={"api_token": SecretStr("independent-test-token")})
+    server = ServerThread(create_app(settings)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def library(jwks_server: ServerThread) -> Iterator[Running]:
+    Scores.store = {}
+    running = start(LibraryServer(f"{jwks_server.url}/.well-known/jwks.json"))
+    yield running
+    running.stop()
+
+
+def adapter_for(library: Running, redis_client: redis.Redis, key_pem: str, kid: str) -> LtiAgsAdapter:
+    dest = LtiAgsDestination(name="lti", vendor="lti_ags", base_url=library.url, client_id=CLIENT_ID,
+                             token_url=f"{library.url}/token", private_key_env="K", private_key=SecretStr(key_pem),
+                             kid=kid, timeout=10.0)
+    return LtiAgsAdapter(dest, AdapterContext(http=make_client(dest), cache=RedisCache(redis_client, "indep")))
+
+
+def score_event(library: Running, given: float, at: datetime) -> GradeEvent:
+    return GradeEvent.model_validate(
+        {"destination": "lti", "learner_id": "learner-9", "score_given": given, "score_maximum": 20,
+         "occurred_at": at.isoformat(), "comment": "independent",
+         "target": {"line_item_url": f"{library.url}/ags/lineitems/5/lineitem?type_id=3"}},
+        context={"vendors": {"lti": "lti_ags"}})
+
+
+def test_the_library_validates_our_assertion_and_accepts_the_score(
+        library: Running, jwks_server: ServerThread, redis_client: redis.Redis) -> None:
+    published = httpx.get(f"{jwks_server.url}/.well-known/jwks.json").json()
+    assert demo_key().kid in [k["kid"] for k in published["keys"]]
+    adapter = adapter_for(library, redis_client, demo_key().private_pem().decode(), demo_key().kid)
+    try:
+        result = adapter.deliver(score_event(library, 17.5, T0))
+        assert result.status == 201  # the library's UPDATE_SCORE_STATUSCODE[CREATED]
+        stored = Scores.store[("5", "learner-9")]
+        assert (stored["scoreGiven"], stored["scoreMaximum"], stored["timestamp"]) == (
+            17.5, 20, "2025-06-01T09:30:00.250+00:00")
+        assert adapter.deliver(score_event(library, 18, T0 + timedelta(seconds=1))).status == 200  # SUCCESS
+        with pytest.raises(errors.Superseded):  # the library's 409 for OLD_TIMESTAMP
+            adapter.deliver(score_event(library, 2, T0))
+        assert Scores.store[("5", "learner-9")]["scoreGiven"] == 18
+        assert library.app.refusals == []  # type: ignore[attr-defined]
+        issued = jwt.decode(adapter.tokens.token(adapter.scopes).value,
+                            library.app.platform_key.public, algorithms=["RS256"])  # type: ignore[attr-defined]
+        assert issued["iss"] == ISS and issued["sub"] == CLIENT_ID  # a token the library minted
+        assert "https://purl.imsglobal.org/spec/lti-ags/scope/score" in issued["scopes"]
+    finally:
+        adapter.close()
+
+
+def test_the_library_refuses_a_key_the_tool_does_not_publish(library: Running, redis_client: redis.Redis) -> None:
+    stranger = generate_key()
+    adapter = adapter_for(library, redis_client, stranger.private_pem().decode(), stranger.kid)
+    try:
+        with pytest.raises(errors.AuthenticationFailed):
+            adapter.deliver(score_event(library, 1, T0))
+    finally:
+        adapter.close()
+    assert library.app.refusals == ["LtiException: Unable to find public key"]  # type: ignore[attr-defined]
+    assert Scores.store == {}
+
+
+def test_the_library_refuses_a_forged_bearer_token(library: Running) -> None:
+    answer = httpx.post(f"{library.url}/ags/lineitems/5/lineitem/scores?type_id=3",
+                        headers={"Authorization": "Bearer not.a.token",
+                                 "Content-Type": "application/vnd.ims.lis.v1.score+json"},
+                        content=b'{"userId":"x"}')
+    assert answer.status_code == 401
+    assert Scores.store == {}
