@@ -2,7 +2,7 @@
 
 Finds a Redis (``GRADESYNC_REDIS_URL``, else one on localhost, else an embedded real redis-server in the
 data folder), starts the vendor sandbox, a worker and the ops web app, publishes a sample of grade events to
-all four vendors — including a transient outage, a permanent refusal and a stale event — and shows them
+all five vendors — including a transient outage, a permanent refusal and a stale event — and shows them
 flowing until each one settles. Everything keeps running for you to explore until Ctrl-C, which stops it
 all cleanly.
 """
@@ -36,15 +36,17 @@ from worker.sandbox import DEMO_CREDENTIALS
 from worker.sandbox import destinations_toml as sandbox_destinations_toml
 from worker.sandbox.control import SandboxClient
 from worker.sandbox.edlink import DEMO_PERSON_ID
+from worker.sandbox.lti_demo import demo_key, demo_pem
 from worker.store import Store
 
-VENDORS = ("learningstudio", "ltiaas", "edlink", "thoughtindustries")
+VENDORS = ("learningstudio", "ltiaas", "edlink", "thoughtindustries", "lti_ags")
 DEST = {"learningstudio": "demo-ls", "ltiaas": "demo-ltiaas", "edlink": "demo-edlink",
-        "thoughtindustries": "demo-ti"}
+        "thoughtindustries": "demo-ti", "lti_ags": "demo-lti"}
 SECRET_ENV = {"DEMO_LS_SECRET": DEMO_CREDENTIALS["learningstudio"]["shared_secret"],
               "DEMO_LTIAAS_KEY": DEMO_CREDENTIALS["ltiaas"]["api_key"],
               "DEMO_EDLINK_TOKEN": DEMO_CREDENTIALS["edlink"]["integration_token"],
-              "DEMO_TI_KEY": DEMO_CREDENTIALS["thoughtindustries"]["api_key"]}
+              "DEMO_TI_KEY": DEMO_CREDENTIALS["thoughtindustries"]["api_key"],
+              "DEMO_LTI_KEY": demo_pem()}  # generated for this run; the platform reads its JWKS from serve
 STYLE = {"queued": "white", "in_progress": "cyan", "retrying": "yellow", "succeeded": "green",
          "superseded": "blue", "dead_lettered": "red"}
 
@@ -65,13 +67,13 @@ def dev_secret_key(data_dir: Path) -> str:
 
 def destinations_toml(ports: dict[str, int]) -> str:
     envs = dict(zip(VENDORS, SECRET_ENV, strict=True))
-    return "# written by `gradesync demo`: the four sandbox vendors\n" + sandbox_destinations_toml(
+    return "# written by `gradesync demo`: the five sandbox vendors\n" + sandbox_destinations_toml(
         {v: f"http://127.0.0.1:{ports[v]}" for v in VENDORS}, DEST, envs,
-        timeout=5.0, max_attempts=4, retry_base_delay=1.0, retry_max_delay=10.0,
+        timeout=5.0, max_attempts=4, retry_base_delay=1.0, retry_max_delay=10.0, lti_kid=demo_key().kid,
     )
 
 
-def sample_events(n: int) -> list[dict[str, Any]]:
+def sample_events(n: int, lti_url: str = "http://127.0.0.1:8805") -> list[dict[str, Any]]:
     """``n`` ordinary events per vendor, plus one permanent refusal and one stale pair."""
     now = datetime.now(UTC)
     events: list[dict[str, Any]] = []
@@ -92,6 +94,10 @@ def sample_events(n: int) -> list[dict[str, Any]]:
         events.append(edlink)
         events.append({**score, "destination": DEST["thoughtindustries"], "learner_id": str(uuid.uuid4()),
                        "target": {"assignment_id": "123e4567-e89b-12d3-a456-426614174000"}})
+        # LTI AGS straight to the platform: the line item is found by resource link, created once
+        events.append({**score, "destination": DEST["lti_ags"], "learner_id": f"lti-user-{i}",
+                       "target": {"lineitems_url": f"{lti_url}/mod/lti/services.php/7/lineitems?type_id=1",
+                                  "resource_link_id": "demo-resource-link", "label": "Demo quiz"}})
     # a line item the LMS does not know: refused for good, lands in the dead-letter queue
     events.append({"destination": DEST["ltiaas"], "learner_id": "lti-user-gone", "score_given": 5,
                    "score_maximum": 10, "target": {"line_item_id": "https://lms.example/line_items/unknown-42",
@@ -184,13 +190,16 @@ class Demo:
         env = {**os.environ, **SECRET_ENV, "GRADESYNC_REDIS_URL": url, "GRADESYNC_DESTINATIONS": str(dest_file),
                "GRADESYNC_LOG_FORMAT": "json", "GRADESYNC_API_TOKEN": token, "GRADESYNC_SECRET_KEY": key}
         env.pop("GRADESYNC_BROKER_URL", None)
-        self.spawn("sandbox", ["sandbox", *[a for v in VENDORS for a in (f"--{v}-port", str(ports[v]))]], env)
+        jwks_url = f"http://127.0.0.1:{web_port}/.well-known/jwks.json"  # the platform fetches the tool's keys
+        self.spawn("sandbox", ["sandbox", *[a for v in VENDORS for a in (f"--{v}-port", str(ports[v]))],
+                               "--lti-ags-jwks-url", jwks_url], env)
         self.wait_log("sandbox", "thoughtindustries")
         for port in ports.values():  # listening, not just announced
             wait_http(f"http://127.0.0.1:{port}/_sandbox/state")
         self.spawn("worker", ["worker", "--concurrency", "8", "--hostname", "demo@%h"], env)
         self.wait_log("worker", "worker_ready")
         web = self.spawn("web", ["serve", "--port", str(web_port)], env)
+        wait_http(f"http://127.0.0.1:{web_port}/healthz")  # it serves the JWKS the LTI platform needs
         self.console.print(f"[bold]sandbox[/]: ports {ports}; [bold]worker[/]: pid {dict(self.procs)['worker'].pid}")
 
         os.environ.update({**SECRET_ENV, "GRADESYNC_SECRET_KEY": key})
@@ -199,7 +208,7 @@ class Demo:
         # a transient outage at Thought Industries: the first two requests fail, retries deliver
         SandboxClient(f"http://127.0.0.1:{ports['thoughtindustries']}").fault(status=503, times=2)
         publisher = Publisher(settings)
-        ids = publisher.publish_many(sample_events(per_vendor))
+        ids = publisher.publish_many(sample_events(per_vendor, f"http://127.0.0.1:{ports['lti_ags']}"))
         self.console.print(f"published {len(ids)} events with one publish_many() call")
         store = Store.connect(settings)
         with Live(self.table(store, ids)[0], console=self.console, refresh_per_second=4) as live:
@@ -234,7 +243,7 @@ class Demo:
 @click.option("--exit-when-settled", is_flag=True, help="Stop once every event has settled (for scripts).")
 def demo_cmd(per_vendor: int, data_dir: Path, web_port: int, exit_when_settled: bool) -> None:
     """Run Redis (found or embedded), the vendor sandbox, a worker and the dashboard; publish sample events
-    to all four vendors and show them flowing. Ctrl-C stops everything."""
+    to all five vendors and show them flowing. Ctrl-C stops everything."""
     data_dir.mkdir(parents=True, exist_ok=True)
     console = Console(width=None if sys.stdout.isatty() else 120)
     demo = Demo(data_dir.resolve(), console)

@@ -191,8 +191,11 @@ def score_event(library: Running, given: float, at: datetime) -> GradeEvent:
 
 def test_the_library_validates_our_assertion_and_accepts_the_score(
         library: Running, jwks_server: ServerThread, redis_client: redis.Redis) -> None:
-    published = httpx.get(f"{jwks_server.url}/.well-known/jwks.json").json()
-    assert demo_key().kid in [k["kid"] for k in published["keys"]]
+    answer = httpx.get(f"{jwks_server.url}/.well-known/jwks.json")  # no API token: it is public
+    assert answer.status_code == 200 and answer.headers["cache-control"] == "public, max-age=300"
+    published = answer.json()
+    assert [k["kid"] for k in published["keys"]] == [demo_key().kid]
+    assert set(published["keys"][0]) == {"kty", "e", "n", "kid", "alg", "use"}  # the public half only
     adapter = adapter_for(library, redis_client, demo_key().private_pem().decode(), demo_key().kid)
     try:
         result = adapter.deliver(score_event(library, 17.5, T0))

@@ -1,0 +1,76 @@
+"""lti_ags through real `gradesync worker` processes: publish → worker → LTI platform simulator, with the
+token and line item caches shared in Redis by two workers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tests.integration.conftest import Cluster
+from worker.sandbox.base import Running
+from worker.sandbox.control import SandboxClient
+
+AGS = "https://purl.imsglobal.org/spec/lti-ags/scope/"
+
+
+def lti_event(target: dict[str, Any], **over: Any) -> dict[str, Any]:
+    event = {"destination": "lti", "learner_id": "lti-learner-1", "score_given": 8, "score_maximum": 10,
+             "target": target}
+    event.update(over)
+    return event
+
+
+def test_two_workers_deliver_scores_create_one_line_item_and_share_one_token(
+        cluster: Cluster, vendors: dict[str, SandboxClient], sandbox: dict[str, Running]) -> None:
+    lti = vendors["lti_ags"]
+    url = sandbox["lti_ags"].url
+    (moodle_item,) = lti.configure(seed=[{"host": url.split("://")[1], "course": "3", "style": "moodle",
+                                          "resourceLinkId": "rl-seeded", "label": "Seeded", "scoreMaximum": 10}])[
+        "seeded"]
+    lti.fault(method="POST", path="line_items$", latency=0.3, times=-1)  # a slow create widens the race
+    cluster.start_worker(concurrency=4)
+    cluster.start_worker(concurrency=4)
+    container = f"{url}/api/lti/courses/9/line_items"
+    now = datetime.now(UTC)
+    events = [lti_event({"lineitems_url": container, "resource_link_id": "rl-new", "label": "Quiz"},
+                        learner_id=f"learner-{i}") for i in range(8)]
+    events.append(lti_event({"line_item_url": moodle_item}, occurred_at=now.isoformat()))
+    stale = lti_event({"line_item_url": moodle_item}, score_given=1,
+                      occurred_at=(now - timedelta(hours=1)).isoformat())
+    ids = cluster.publisher.publish_many(events)
+    states = cluster.wait_for(ids)
+    assert set(states.values()) == {"succeeded"}, states
+    stale_id = cluster.publisher.publish(stale)
+    assert cluster.wait_for([stale_id]) == {stale_id: "superseded"}
+    state = lti.state()
+    assert [i["label"] for i in state["line_items"]] == ["Seeded", "Quiz"]  # created exactly once
+    assert len(lti.requests(method="POST", path="line_items$")) == 1
+    assert len(state["scores"]) == 9
+    seeded = [s for s in state["scores"] if s["lineItem"] == moodle_item]
+    assert [s["scoreGiven"] for s in seeded] == [8]
+    assert state["tokens_issued"] == 1  # one token for two worker processes
+    posts = lti.requests(method="POST", path="/lineitem/scores$")
+    assert posts and all(p["query"] == {"type_id": ["1"]} for p in posts)
+
+
+def test_outage_is_retried_and_a_refused_scope_is_dead_lettered_with_its_name(
+        cluster: Cluster, vendors: dict[str, SandboxClient], sandbox: dict[str, Running]) -> None:
+    lti = vendors["lti_ags"]
+    url = sandbox["lti_ags"].url
+    (item,) = lti.configure(seed=[{"host": url.split("://")[1], "course": "3", "resourceLinkId": "rl-1",
+                                   "label": "A", "scoreMaximum": 10}])["seeded"]
+    lti.fault(method="POST", path="/scores$", status=503, retry_after=0, times=2)
+    cluster.start_worker(concurrency=2)
+    ok = cluster.publisher.publish(lti_event({"line_item_url": item}))
+    assert cluster.wait_for([ok]) == {ok: "succeeded"}
+    assert [h["outcome"] for h in cluster.store.ledger.history(ok)] == ["retry", "retry", "succeeded"]
+    cluster.store.redis.delete(*cluster.store.redis.keys("gradesync:cache:lti_token:*"))
+    lti.configure(allowed_scopes=[f"{AGS}lineitem"])
+    refused = cluster.publisher.publish(lti_event({"line_item_url": item}, learner_id="lti-learner-2"))
+    assert cluster.wait_for([refused]) == {refused: "dead_lettered"}
+    record = cluster.store.ledger.load(refused)
+    assert record is not None
+    final = record.json_field("final_error") or record.json_field("last_error")
+    assert final["error_class"] == "Forbidden" and f"{AGS}score" in final["message"]
+    assert json.dumps(final).count("Bearer") == 0
