@@ -89,7 +89,7 @@ def test_schema_prints_the_event_json_schema(env: Env) -> None:
 def test_config_check(env: Env) -> None:
     ok = env.run("config", "check")
     assert ok.returncode == 0, ok.stderr
-    assert "4 destination(s) OK" in ok.stdout
+    assert "5 destination(s) OK" in ok.stdout
     env.destinations.write_text(env.destinations.read_text().replace('vendor = "ltiaas"', 'vendor = "moodle"')
                                 .replace("timeout = 3.0", "timeout = -1", 1))
     bad = env.run("config", "check")
