@@ -20,7 +20,11 @@ surface read and update them). Nothing else builds a key name.
     {p}:authfail:{client}        string: failed authentications of one client IP in the current window
     {p}:audit                    stream: operator actions
     {p}:stats:...                counters for metrics and the dashboard
-    {p}:cache:{ns}:{key}         vendor lookups shared by workers
+    {p}:cache:{ns}:{key}         vendor lookups shared by workers, among them (lti_ags):
+    {p}:cache:lti_token:{dest}:{digest}          an access token of one destination + scope set (TTL: its
+                                                 expiry minus the refresh margin)
+    {p}:cache:lti_lineitem:{dest}:{digest}       the line item URL a {lineitems_url, resource_link_id} means
+    {p}:cache:lti_lineitem_lock:{dest}:{digest}  SET NX lock (30 s) of the worker creating that line item
 """
 
 from __future__ import annotations

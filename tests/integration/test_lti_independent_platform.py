@@ -1,7 +1,13 @@
-"""gradesync's lti_ags against an independently written LTI 1.3 platform: ``lti1p3platform`` 0.1.8 (PyPI,
-OpenLearningNet), a platform-side kit with a real token endpoint and a real AGS scores endpoint.
+"""gradesync's lti_ags against independently written implementations from PyPI: ``lti1p3platform`` 0.1.8
+(OpenLearningNet), a platform-side LTI 1.3 kit with a real token endpoint and a real AGS scores endpoint,
+fronted by ``authlib`` 1.9.10's RFC 7523 client authentication (``JWTBearerClientAssertion``), as a
+platform built from these libraries would be.
 
-What the library does here (its code, unmodified):
+What ``authlib`` does here: verifies the client assertion's RS256 signature against the tool's JWKS
+(selected by ``kid``), ``iss`` = ``sub``, ``aud`` (the token URL), ``exp`` (leeway 5 s) and refuses a
+``jti`` it has seen.
+
+What ``lti1p3platform`` does here (its code, unmodified):
 
 * ``LTI1P3PlatformConfAbstract.get_access_token``: checks the client-credentials form (``grant_type``,
   ``client_assertion_type``, ``client_assertion``, ``scope``), fetches the tool's JWKS from gradesync's
@@ -13,14 +19,15 @@ What the library does here (its code, unmodified):
 
 What the glue below does (as the library asks of every platform): routes, the registration, storing
 scores and deciding when a timestamp is old (``update_score`` is abstract). The library does not check
-the assertion's ``aud``, ``iss``/``sub`` or ``jti`` (0.1.8 decodes with ``verify_aud=False``); the
-simulator in :mod:`worker.sandbox.lti_platform` does, in ``test_lti_ags_sandbox.py``.
+the assertion's ``aud``, ``iss``/``sub`` or ``jti`` (0.1.8 decodes with ``verify_aud=False``): authlib
+does, and so does the simulator in :mod:`worker.sandbox.lti_platform` (``test_lti_ags_sandbox.py``).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +37,9 @@ import httpx
 import jwt
 import pytest
 import redis
+from authlib.oauth2.rfc6749 import InvalidClientError
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from joserfc.jwk import KeySet
 from lti1p3platform.ltiplatform import LTI1P3PlatformConfAbstract
 from lti1p3platform.registration import Registration
 from lti1p3platform.request import Request as LtiRequest
@@ -46,6 +56,7 @@ from worker import errors
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
 from worker.adapters.lti_ags import LtiAgsAdapter
+from worker.adapters.lti_auth import ASSERTION_TYPE, build_assertion
 from worker.ops.api import create_app
 from worker.ops.serve import ServerThread
 from worker.sandbox.base import Request, Response, Running, SandboxApp, start
@@ -120,6 +131,41 @@ class Scores(AssignmentsGradesService):
         return {"content": [], "has_next": False}
 
 
+class ToolClient:
+    """authlib's client model: gradesync's registration."""
+
+    client_id = CLIENT_ID
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        return method == "client_assertion_jwt" and endpoint == "token"
+
+
+class ClientAssertion(JWTBearerClientAssertion):  # type: ignore[misc]
+    """authlib's RFC 7523 validator, given what it asks a server for: audiences, jti memory, the JWKS."""
+
+    def __init__(self, audience: str, jwks_url: str, seen: set[str]) -> None:
+        super().__init__(leeway=5)
+        self.audience, self.jwks_url, self.seen = audience, jwks_url, seen
+
+    def get_audiences(self) -> list[str]:
+        return [self.audience]
+
+    def validate_jti(self, claims: Any, jti: str) -> bool:
+        if jti in self.seen:
+            return False
+        self.seen.add(jti)
+        return True
+
+    def resolve_client_public_key(self, client: Any) -> Any:
+        return KeySet.import_key_set(httpx.get(self.jwks_url).json())
+
+
+class FormRequest:
+    def __init__(self, form: dict[str, str]) -> None:
+        self.form = form
+        self.client: Any = None
+
+
 class LibraryServer(SandboxApp):
     """HTTP routing only; every decision below is the library's."""
 
@@ -129,6 +175,7 @@ class LibraryServer(SandboxApp):
         self.jwks_url = jwks_url
         self.platform_key = generate_key()  # signs the access tokens the library issues
         self.refusals: list[str] = []
+        self.seen_jti: set[str] = set()
         super().__init__()
 
     def register(self) -> None:
@@ -136,9 +183,16 @@ class LibraryServer(SandboxApp):
         self.route("POST", r"/ags/lineitems/(?P<id>\d+)/lineitem/scores")(self._score)
 
     def _token(self, req: Request, _m: re.Match[str]) -> Response:
+        form = LibraryRequest(req).form_data
+        try:  # RFC 7523 client authentication: authlib
+            ClientAssertion(req.url, self.jwks_url, self.seen_jti)(
+                lambda cid: ToolClient() if cid == CLIENT_ID else None, FormRequest(form))
+        except InvalidClientError as exc:
+            self.refusals.append(f"authlib: {exc.description}")
+            return Response(401, {"error": "invalid_client", "error_description": exc.description})
         platform = Platform(jwks_url=self.jwks_url, platform_key=self.platform_key)
-        try:
-            answer = platform.get_access_token(LibraryRequest(req).form_data)
+        try:  # the LTI token grant: lti1p3platform
+            answer = platform.get_access_token(form)
         except Exception as exc:  # the library raises; a platform answers invalid_client
             self.refusals.append(f"{type(exc).__name__}: {exc}")
             return Response(401, {"error": "invalid_client", "error_description": type(exc).__name__})
@@ -224,8 +278,29 @@ def test_the_library_refuses_a_key_the_tool_does_not_publish(library: Running, r
             adapter.deliver(score_event(library, 1, T0))
     finally:
         adapter.close()
-    assert library.app.refusals == ["LtiException: Unable to find public key"]  # type: ignore[attr-defined]
+    (refusal,) = library.app.refusals  # type: ignore[attr-defined]
+    assert refusal.startswith("authlib: ")  # no key with that kid in the published JWKS
     assert Scores.store == {}
+
+
+def test_authlib_refuses_a_replayed_jti_and_a_wrong_audience(library: Running) -> None:
+    token_url = f"{library.url}/token"
+
+    def ask(assertion: str) -> httpx.Response:
+        return httpx.post(token_url, data={"grant_type": "client_credentials", "client_assertion": assertion,
+                                           "client_assertion_type": ASSERTION_TYPE,
+                                           "scope": "https://purl.imsglobal.org/spec/lti-ags/scope/score"})
+
+    good = build_assertion(client_id=CLIENT_ID, audience=token_url, key=demo_key(), now=time.time())
+    assert ask(good).status_code == 200
+    assert ask(good).status_code == 401  # replayed jti
+    assert ask(build_assertion(client_id=CLIENT_ID, audience="https://elsewhere/token", key=demo_key(),
+                               now=time.time())).status_code == 401
+    assert ask(build_assertion(client_id=CLIENT_ID, audience=token_url, key=demo_key(),
+                               now=time.time() - 600)).status_code == 401  # expired
+    refusals = library.app.refusals  # type: ignore[attr-defined]
+    assert len(refusals) == 3 and all(r.startswith("authlib: ") for r in refusals)
+    assert "JWT ID" in refusals[0] and "aud" in refusals[1].lower() and "expired" in refusals[2].lower(), refusals
 
 
 def test_the_library_refuses_a_forged_bearer_token(library: Running) -> None:

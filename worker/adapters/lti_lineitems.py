@@ -43,7 +43,7 @@ CACHE_TTL = 7 * 86_400
 LOCK_TTL = 30
 #: how long a worker that lost the creation race waits for the winner's URL
 WAIT_FOR_CREATOR = 10.0
-MAX_PAGES = 200
+MAX_PAGES = 50
 
 
 class Sender(Protocol):
