@@ -145,3 +145,38 @@ def test_cached_token_round_trip() -> None:
     token = AccessToken("v", (SCORE,), 12.5)
     assert AccessToken.from_json(token.as_json()) == token
     assert AccessToken.from_json({"nope": 1}) is None
+
+
+class LockedCache(DictCache):
+    """Another worker holds the token lock; its token lands in the cache after ``after`` polls (or never)."""
+
+    def __init__(self, token: AccessToken | None, after: int) -> None:
+        super().__init__()
+        self.token, self.after, self.polls = token, after, 0
+
+    def add_json(self, namespace: str, key: str, value: object, ttl_seconds: int) -> bool:
+        return False
+
+    def get_json(self, namespace: str, key: str) -> object | None:
+        if namespace == TOKEN_NAMESPACE:
+            self.polls += 1
+            if self.token is not None and self.polls > self.after:
+                return self.token.as_json()
+        return super().get_json(namespace, key)
+
+
+def test_one_worker_asks_while_the_others_wait_for_its_token() -> None:
+    platform = Platform()
+    theirs = AccessToken("their-token", SCOPES, 10_000_000_000.0)
+    sleeps: list[float] = []
+    source = TokenSource(destination(), context(platform, cache=LockedCache(theirs, after=3)), sleep=sleeps.append)
+    assert source.token(SCOPES).value == "their-token"
+    assert platform.token_requests == [] and len(sleeps) == 3
+
+
+def test_a_waiting_worker_asks_itself_when_the_lock_holder_never_answers() -> None:
+    platform = Platform()
+    sleeps: list[float] = []
+    source = TokenSource(destination(), context(platform, cache=LockedCache(None, after=0)), sleep=sleeps.append)
+    assert source.token(SCOPES).value == "tok-1"
+    assert len(platform.token_requests) == 1 and sum(sleeps) == pytest.approx(5.0)

@@ -7,8 +7,9 @@ The assertion: header ``{"alg": "RS256", "typ": "JWT", "kid": <signing key's kid
 so a platform that remembers ``jti`` values never sees one twice.
 
 Tokens are cached per destination and scope set in the shared cache (Redis), so a fleet of workers asks
-the platform for one token per hour, not one per event (Canvas rate-limits tools that do the latter). A
-cached token is dropped :data:`refresh margin <refresh_margin>` before it expires. When the platform
+the platform for one token per hour, not one per event (Canvas rate-limits tools that do the latter).
+When no token is cached, one worker asks (a ``SET NX`` lock) while the others wait for its answer in the
+cache. A cached token is dropped :data:`refresh margin <refresh_margin>` before it expires. When the platform
 refuses a token (401), :meth:`TokenSource.refresh` replaces it once — unless another worker already did,
 in which case its newer token is used.
 """
@@ -39,6 +40,9 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: seconds an assertion is valid (the Security Framework's ceiling is 5 minutes)
 ASSERTION_LIFETIME = 300
 TOKEN_NAMESPACE = "lti_token"  # noqa: S105 - a cache namespace, not a secret
+TOKEN_LOCK_NAMESPACE = "lti_token_lock"  # noqa: S105 - a cache namespace, not a secret
+#: seconds a worker waits for another worker's token request before asking itself
+FETCH_WAIT = 5.0
 ROUTE = "token.post"
 #: OAuth error codes that mean the registration is wrong: another try fails the same way
 _CONFIG_ERRORS = {"invalid_client", "unauthorized_client", "invalid_scope", "invalid_request",
@@ -88,10 +92,11 @@ class TokenSource:
     """Access tokens of one LTI destination, cached in the shared cache."""
 
     def __init__(self, destination: LtiAgsDestination, ctx: AdapterContext,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
         self.destination = destination
         self.ctx = ctx
         self.clock = clock
+        self.sleep = sleep
         if destination.private_key is None:
             raise errors.ConfigurationError(
                 f"destination {destination.name!r}: the tool's private key is not set (${destination.private_key_env})"
@@ -110,18 +115,34 @@ class TokenSource:
         basis = "\x00".join([d.client_id, d.token_url, self.audience, d.kid, *sorted(set(scopes))])
         return f"{d.name}:{hashlib.sha256(basis.encode()).hexdigest()[:32]}"
 
+    def _cached(self, scopes: Sequence[str], other_than: str | None = None) -> AccessToken | None:
+        cached = AccessToken.from_json(self.ctx.cache.get_json(TOKEN_NAMESPACE, self.cache_key(scopes)))
+        if cached is None or cached.expires_at <= self.clock() or cached.value == other_than:
+            return None
+        return cached
+
     def token(self, scopes: Sequence[str]) -> AccessToken:
         """A valid token for ``scopes``: the cached one, or a new one from the platform."""
-        cached = AccessToken.from_json(self.ctx.cache.get_json(TOKEN_NAMESPACE, self.cache_key(scopes)))
-        if cached is not None and cached.expires_at > self.clock():
-            return cached
-        return self.fetch(scopes)
+        return self._cached(scopes) or self._single_flight(scopes, None)
 
     def refresh(self, scopes: Sequence[str], stale: AccessToken) -> AccessToken:
         """A token other than ``stale`` (refused by the platform): another worker's newer one, or a new one."""
-        cached = AccessToken.from_json(self.ctx.cache.get_json(TOKEN_NAMESPACE, self.cache_key(scopes)))
-        if cached is not None and cached.value != stale.value and cached.expires_at > self.clock():
-            return cached
+        return self._cached(scopes, stale.value) or self._single_flight(scopes, stale.value)
+
+    def _single_flight(self, scopes: Sequence[str], other_than: str | None) -> AccessToken:
+        """One worker asks the platform while the others wait for its token in the cache (Canvas
+        rate-limits tools that fetch a token per request); after :data:`FETCH_WAIT` they ask themselves."""
+        key = self.cache_key(scopes)
+        if self.ctx.cache.add_json(TOKEN_LOCK_NAMESPACE, key, 1, int(FETCH_WAIT) + 1):
+            try:
+                return self.fetch(scopes)
+            finally:
+                self.ctx.cache.delete(TOKEN_LOCK_NAMESPACE, key)
+        for _ in range(int(FETCH_WAIT / 0.05)):
+            self.sleep(0.05)
+            found = self._cached(scopes, other_than)
+            if found is not None:
+                return found
         return self.fetch(scopes)
 
     def fetch(self, scopes: Sequence[str]) -> AccessToken:
