@@ -281,7 +281,7 @@ def test_serve_process_with_a_token(cluster: Cluster) -> None:
         assert httpx.get(f"{url}/v1/overview", timeout=10).status_code == 401
         overview = httpx.get(f"{url}/v1/overview", headers=AUTH, timeout=10)
         assert overview.status_code == 200
-        assert [d["destination"] for d in overview.json()["destinations"]] == ["ed", "ls", "lt", "ti"]
+        assert [d["destination"] for d in overview.json()["destinations"]] == ["ed", "ls", "lt", "lti", "ti"]
         published = httpx.post(f"{url}/v1/events", json=ti_event(), headers=AUTH, timeout=10)
         assert published.status_code == 202
     finally:
