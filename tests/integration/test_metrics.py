@@ -119,10 +119,10 @@ def test_metrics_after_real_deliveries(cluster: Cluster, vendors: dict[str, Sand
     gauges = {name: {dict(k)["destination"]: v for k, v in series(s, name).items()} for name in (
         "gradesync_queue_depth", "gradesync_events_in_progress", "gradesync_scheduled_retries",
         "gradesync_dead_letters")}
-    assert gauges["gradesync_queue_depth"] == {"ed": 0, "ls": 0, "lt": 0, "ti": 0}
-    assert gauges["gradesync_events_in_progress"] == {"ed": 0, "ls": 0, "lt": 1, "ti": 0}
-    assert gauges["gradesync_scheduled_retries"] == {"ed": 0, "ls": 0, "lt": 0, "ti": 1}
-    assert gauges["gradesync_dead_letters"] == {"ed": 0, "ls": 0, "lt": 1, "ti": 0}
+    assert gauges["gradesync_queue_depth"] == {"ed": 0, "ls": 0, "lt": 0, "lti": 0, "ti": 0}
+    assert gauges["gradesync_events_in_progress"] == {"ed": 0, "ls": 0, "lt": 1, "lti": 0, "ti": 0}
+    assert gauges["gradesync_scheduled_retries"] == {"ed": 0, "ls": 0, "lt": 0, "lti": 0, "ti": 1}
+    assert gauges["gradesync_dead_letters"] == {"ed": 0, "ls": 0, "lt": 1, "lti": 0, "ti": 0}
     age = value(s, "gradesync_dead_letter_oldest_age_seconds", destination="lt")
     assert before - dead_at <= age <= after - dead_at
     assert value(s, "gradesync_dead_letter_oldest_age_seconds", destination="ti") == 0
