@@ -283,3 +283,23 @@ def test_many_workers_create_a_missing_line_item_exactly_once(
     assert len(state["line_items"]) == 1 and state["line_items"][0]["label"] == "Quiz 3"
     assert len(control.requests(method="POST", path="line_items$")) == 1
     assert len(state["scores"]) == len(adapters)
+
+
+@pytest.mark.parametrize(("fault", "cls"), [
+    ({"status": 503, "path": "/scores$"}, errors.VendorUnavailable),
+    ({"status": 429, "retry_after": 7, "path": "/scores$"}, errors.RateLimited),
+    ({"drop": True, "path": "/scores$"}, errors.NetworkError),
+    ({"latency": 1.5, "path": "/scores$"}, errors.VendorTimeout),
+    ({"status": 503, "retry_after": 3, "path": "/token$"}, errors.VendorUnavailable),
+    ({"drop": True, "path": "/token$"}, errors.NetworkError),
+])
+def test_faults_over_the_wire_are_retryable(fault: dict[str, Any], cls: type[errors.DeliveryError], build: Build,
+                                             control: SandboxClient, platform: Running) -> None:
+    (line_item,) = seed(control, platform)
+    control.fault(**fault)
+    with pytest.raises(errors.RetryableError) as info:
+        build(timeout=0.5).deliver(ev({"line_item_url": line_item}))
+    assert type(info.value) is cls
+    if "retry_after" in fault:
+        assert info.value.retry_after == fault["retry_after"]
+    assert control.state()["scores"] == []
