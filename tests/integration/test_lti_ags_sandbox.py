@@ -303,3 +303,16 @@ def test_faults_over_the_wire_are_retryable(fault: dict[str, Any], cls: type[err
     if "retry_after" in fault:
         assert info.value.retry_after == fault["retry_after"]
     assert control.state()["scores"] == []
+
+
+def test_an_unreachable_jwks_url_is_retryable(build: Build, control: SandboxClient, platform: Running) -> None:
+    from worker.localredis import free_port
+
+    (line_item,) = seed(control, platform)
+    control.configure(jwks={"keys": []}, jwks_url=f"http://127.0.0.1:{free_port()}/.well-known/jwks.json")
+    try:
+        with pytest.raises(errors.VendorUnavailable) as info:
+            build().deliver(ev({"line_item_url": line_item}))
+        assert "temporarily_unavailable" in (info.value.vendor_message or "")
+    finally:
+        control.configure(jwks=demo_jwks(), jwks_url=None)

@@ -8,7 +8,7 @@ JWT client assertion (RFC 7523), strictly:
   ``scope``;
 * the assertion's header must be ``alg: RS256`` with a ``kid`` found in the tool's JWKS — given to the
   simulator (``jwks``) or fetched from the tool's JWKS URL (``jwks_url``, fetched again for an unknown
-  ``kid``, as platforms do after a key rotation);
+  ``kid``, as platforms do after a key rotation; a URL that does not answer is a ``503``);
 * the signature must verify; ``iss`` = ``sub`` = the registered client id (else ``401 invalid_client``);
   ``aud`` must be the token URL as addressed (or the configured ``audience``); ``exp`` in the future and
   at most 5 minutes after ``iat``; ``iat`` not in the future; ``jti`` never seen before (else
@@ -40,6 +40,10 @@ AGS_SCOPES = (f"{AGS}lineitem", f"{AGS}lineitem.readonly", f"{AGS}result.readonl
 MAX_ASSERTION_LIFETIME = 300
 LEEWAY = 5
 TOKEN_PATH = "/login/oauth2/token"  # noqa: S105 - a path, not a secret
+
+
+class JwksUnavailable(Exception):
+    """The tool's JWKS URL could not be fetched (answered 503: the tool may retry)."""
 
 
 def _oauth(status: int, error: str, description: str) -> Response:
@@ -117,7 +121,10 @@ class LtiPlatformAuth(SandboxApp):
                     return RSAAlgorithm.from_jwk(json.dumps(jwk))
             if not self.jwks_url:
                 return None
-            fetched = httpx.get(self.jwks_url, timeout=5.0)  # unknown kid: the tool may have rotated
+            try:
+                fetched = httpx.get(self.jwks_url, timeout=5.0)  # unknown kid: the tool may have rotated
+            except httpx.TransportError as exc:
+                raise JwksUnavailable(f"the tool's JWKS URL does not answer ({type(exc).__name__})") from exc
             self.jwks_fetches += 1
             if fetched.status_code != 200:
                 return None
@@ -139,8 +146,11 @@ class LtiPlatformAuth(SandboxApp):
             return self._refuse(401, "invalid_client", "the client assertion is not a JWT")
         if header.get("alg") != "RS256" or not header.get("kid"):
             return self._refuse(401, "invalid_client", "the client assertion must be RS256 with a kid")
-        with self.lock:
-            key = self._key_for(str(header["kid"]))
+        try:
+            with self.lock:
+                key = self._key_for(str(header["kid"]))
+        except JwksUnavailable as exc:
+            return self._refuse(503, "temporarily_unavailable", str(exc))
         if key is None:
             return self._refuse(401, "invalid_client", f"no RS256 key with kid {header['kid']!r} in the tool's JWKS")
         audience = self.audience or req.url
