@@ -41,6 +41,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)(oauth_signature|oauth_nonce|signature)=(\"?)[^\",&\s]+"), r"\1=\2" + MASK),
     (re.compile(r"(?i)([?&](?:jwt|token|ltik|api_key|key|access_token)=)[^&\s\"']+"), r"\1" + MASK),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), MASK),  # a JWT
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.DOTALL), MASK),
 )
 
 

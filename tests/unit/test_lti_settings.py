@@ -116,3 +116,12 @@ def test_the_target_needs_one_way_to_name_the_line_item() -> None:
                 {"line_item_url": f"{BASE}/a", "lineitems_url": f"{BASE}/li", "resource_link_id": "r"}):
         with pytest.raises(ValueError):
             make(bad)
+
+
+def test_a_private_key_pem_in_text_is_redacted() -> None:
+    from worker.redact import MASK, redact, redact_text
+
+    pem = key().private_pem().decode().strip()
+    assert redact_text(f"oops: {pem} end") == f"oops: {MASK} end"
+    assert redact_text(f"cut short {pem[:80]}") == f"cut short {MASK}"
+    assert redact({"private_key": pem, "note": pem}) == {"private_key": MASK, "note": MASK}
