@@ -8,6 +8,7 @@ retired one after it), de-duplicated by ``kid``.
 
 from __future__ import annotations
 
+import structlog
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
@@ -15,14 +16,17 @@ from producers.lti_keys import KeyProblem, ToolKey, jwks, load_key
 from producers.settings import LtiAgsDestination, Settings
 
 CACHE_CONTROL = "public, max-age=300"
+log = structlog.get_logger("gradesync.jwks")
 
 
 def tool_keys(settings: Settings) -> list[ToolKey]:
     """The public keys to publish (signing keys first), skipping keys whose variable is not set."""
     keys: list[ToolKey] = []
-    for _name, d in sorted(settings.destinations().items()):
+    for name, d in sorted(settings.destinations().items()):
         if not isinstance(d, LtiAgsDestination):
             continue
+        if d.missing_secrets():  # published without it, the platform refuses that destination's tokens
+            log.warning("jwks_key_missing", destination=name, missing=", ".join(d.missing_secrets()))
         if d.private_key is not None:
             keys.append(load_key(d.private_key.get_secret_value(), kid=d.kid))
         for rk in d.rotation_keys:
