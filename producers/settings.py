@@ -163,6 +163,13 @@ class LtiAgsDestination(_DestinationBase):
             ]}
         return data
 
+    @field_validator("scopes")
+    @classmethod
+    def _score_scope(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if AGS_SCOPES[0] not in value:
+            raise ValueError(f"must include {AGS_SCOPES[0]} (scores are what gradesync posts)")
+        return value
+
     @model_validator(mode="after")
     def _keys_match(self) -> LtiAgsDestination:
         from producers.lti_keys import KeyProblem, load_key

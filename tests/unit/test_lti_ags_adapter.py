@@ -131,7 +131,6 @@ def test_a_cached_line_item_that_is_gone_is_resolved_again() -> None:
     assert cache.get_json(NAMESPACE, adapter.line_items.cache_key(ev.target)) == new_item  # type: ignore[arg-type]
 
 
-def test_a_destination_without_the_score_scope_is_a_configuration_error() -> None:
-    adapter = LtiAgsAdapter(destination(scopes=(LINEITEM,)), context(Platform()))
-    with pytest.raises(errors.ConfigurationError, match="scope/score"):
-        adapter.deliver(event())
+def test_a_destination_without_the_score_scope_is_refused_by_the_config() -> None:
+    with pytest.raises(ValueError, match=r"must include https://purl\.imsglobal\.org/spec/lti-ags/scope/score"):
+        destination(scopes=(LINEITEM,))
