@@ -122,8 +122,6 @@ class LtiAgsAdapter:
         target = event.target
         if not isinstance(target, LtiAgsTarget):
             raise errors.ConfigurationError(f"event {event.event_id} does not target an LTI AGS line item")
-        if SCORE_SCOPE not in self.scopes:
-            raise errors.ConfigurationError(f"destination {self.destination.name!r}: scopes lack {SCORE_SCOPE}")
         line_item, from_cache = self.line_items.resolve(target, event)
         response = self._post_score(line_item, event)
         if response.status_code == 404 and from_cache:
