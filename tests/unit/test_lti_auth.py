@@ -180,3 +180,10 @@ def test_a_waiting_worker_asks_itself_when_the_lock_holder_never_answers() -> No
     source = TokenSource(destination(), context(platform, cache=LockedCache(None, after=0)), sleep=sleeps.append)
     assert source.token(SCOPES).value == "tok-1"
     assert len(platform.token_requests) == 1 and sum(sleeps) == pytest.approx(5.0)
+
+
+def test_expires_in_as_a_string_is_understood() -> None:
+    answer = httpx.Response(200, json={"access_token": "t", "token_type": "bearer", "expires_in": "600"})
+    cache = DictCache()
+    source = TokenSource(destination(), context(Platform(tokens=[answer]), cache=cache), clock=lambda: 0.0)
+    assert source.token(SCOPES).expires_at == 600 - refresh_margin(600) == 540

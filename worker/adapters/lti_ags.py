@@ -86,7 +86,8 @@ class LtiAgsAdapter:
         self.ctx = ctx
         self.scopes = tuple(destination.scopes)
         self.tokens = TokenSource(destination, ctx)
-        self.line_items = LineItems(destination.name, origin(destination.base_url), ctx.cache, self.authorized)
+        self.line_items = LineItems(destination.name, origin(destination.base_url), ctx.cache, self.authorized,
+                                    lock_ttl=max(30, int(destination.timeout * 3) + 5))
 
     def authorized(self, method: str, url: str, *, route: str, headers: dict[str, str],
                    content: bytes | None = None) -> httpx.Response:

@@ -184,6 +184,8 @@ class TokenSource:
             raise error_for_status(response, route=ROUTE, cls=errors.UnexpectedResponse,
                                    vendor_message="token answer without a bearer access_token")
         raw_expires = body.get("expires_in", 3600)
+        if isinstance(raw_expires, str) and raw_expires.isdigit():  # some platforms send it as a string
+            raw_expires = int(raw_expires)
         expires_in = float(raw_expires) if isinstance(raw_expires, int | float) and raw_expires > 0 else 3600.0
         granted = tuple(str(body["scope"]).split()) if body.get("scope") else tuple(scopes)
         token = AccessToken(body["access_token"], granted, now + expires_in - refresh_margin(expires_in))

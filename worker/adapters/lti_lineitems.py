@@ -22,7 +22,7 @@ import secrets
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 import structlog
@@ -40,6 +40,7 @@ LINEITEM_TYPE = "application/vnd.ims.lis.v2.lineitem+json"
 NAMESPACE = "lti_lineitem"
 LOCK_NAMESPACE = "lti_lineitem_lock"
 CACHE_TTL = 7 * 86_400
+#: default TTL of the creation lock (seconds)
 LOCK_TTL = 30
 #: how long a worker that lost the creation race waits for the winner's URL
 WAIT_FOR_CREATOR = 10.0
@@ -61,9 +62,8 @@ def origin(url: str) -> str:
 def with_query(url: str, extra: dict[str, str]) -> str:
     """``url`` with ``extra`` query parameters appended after the ones it has (kept as they are)."""
     parts = urlsplit(url)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    pairs += [(k, v) for k, v in extra.items()]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(pairs), ""))
+    query = "&".join(q for q in (parts.query, urlencode(extra)) if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
 def matches(item: Any, target: LtiAgsTarget) -> bool:
@@ -80,12 +80,14 @@ class LineItems:
     """Resolves and creates line items of one destination."""
 
     def __init__(self, destination_name: str, base_origin: str, cache: Cache, send: Sender,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, lock_ttl: int = LOCK_TTL) -> None:
         self.destination_name = destination_name
         self.base_origin = base_origin
         self.cache = cache
         self.send = send
         self.sleep = sleep
+        #: outlives the creator's two requests (re-check, create) even when both take the full timeout
+        self.lock_ttl = lock_ttl
 
     def check_origin(self, url: str, what: str) -> str:
         if origin(url) != self.base_origin:
@@ -148,7 +150,7 @@ class LineItems:
     def _create_once(self, target: LtiAgsTarget, event: GradeEvent) -> str:
         key = self.cache_key(target)
         mine = secrets.token_hex(8)
-        if self.cache.add_json(LOCK_NAMESPACE, key, mine, LOCK_TTL):
+        if self.cache.add_json(LOCK_NAMESPACE, key, mine, self.lock_ttl):
             try:
                 found = self.find(target)  # created between our GET and our lock?
                 return found if found is not None else self.create(target, event)
