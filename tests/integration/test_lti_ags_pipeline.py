@@ -52,6 +52,12 @@ def test_two_workers_deliver_scores_create_one_line_item_and_share_one_token(
     assert state["tokens_issued"] == 1  # one token for two worker processes
     posts = lti.requests(method="POST", path="/lineitem/scores$")
     assert posts and all(p["query"] == {"type_id": ["1"]} for p in posts)
+    bearer = {p["headers"]["authorization"].split()[1] for p in lti.requests(path="/scores$")}
+    assertions = [r["body"] for r in lti.requests(path="/token$")]
+    logs = cluster.log(0) + cluster.log(1)
+    assert "lti_token" in logs  # the workers did log the token fetch, without any secret:
+    assert not any(t in logs for t in bearer) and "PRIVATE KEY" not in logs and "eyJ" not in logs
+    assert assertions and not any(a.split("client_assertion=")[1].split("&")[0][:40] in logs for a in assertions)
 
 
 def test_outage_is_retried_and_a_refused_scope_is_dead_lettered_with_its_name(

@@ -21,6 +21,7 @@ from tests.unit.lti_support import (
 from worker import errors
 from worker.adapters.lti_auth import (
     ASSERTION_TYPE,
+    TOKEN_LOCK_NAMESPACE,
     TOKEN_NAMESPACE,
     AccessToken,
     TokenSource,
@@ -150,9 +151,10 @@ def test_cached_token_round_trip() -> None:
 class LockedCache(DictCache):
     """Another worker holds the token lock; its token lands in the cache after ``after`` polls (or never)."""
 
-    def __init__(self, token: AccessToken | None, after: int) -> None:
+    def __init__(self, token: AccessToken | None, after: int, released_after: int | None = None) -> None:
         super().__init__()
         self.token, self.after, self.polls = token, after, 0
+        self.released_after, self.lock_checks = released_after, 0
 
     def add_json(self, namespace: str, key: str, value: object, ttl_seconds: int) -> bool:
         return False
@@ -162,6 +164,9 @@ class LockedCache(DictCache):
             self.polls += 1
             if self.token is not None and self.polls > self.after:
                 return self.token.as_json()
+        if namespace == TOKEN_LOCK_NAMESPACE:
+            self.lock_checks += 1
+            return None if self.released_after is not None and self.lock_checks > self.released_after else 1
         return super().get_json(namespace, key)
 
 
@@ -179,7 +184,8 @@ def test_a_waiting_worker_asks_itself_when_the_lock_holder_never_answers() -> No
     sleeps: list[float] = []
     source = TokenSource(destination(), context(platform, cache=LockedCache(None, after=0)), sleep=sleeps.append)
     assert source.token(SCOPES).value == "tok-1"
-    assert len(platform.token_requests) == 1 and sum(sleeps) == pytest.approx(5.0)
+    # it waited two request timeouts (+1 s) of the destination (10 s default) before asking itself
+    assert len(platform.token_requests) == 1 and sum(sleeps) == pytest.approx(21.0)
 
 
 def test_expires_in_as_a_string_is_understood() -> None:
@@ -187,3 +193,12 @@ def test_expires_in_as_a_string_is_understood() -> None:
     cache = DictCache()
     source = TokenSource(destination(), context(Platform(tokens=[answer]), cache=cache), clock=lambda: 0.0)
     assert source.token(SCOPES).expires_at == 600 - refresh_margin(600) == 540
+
+
+def test_a_waiting_worker_asks_at_once_when_the_asking_worker_gives_up() -> None:
+    platform = Platform()
+    sleeps: list[float] = []
+    source = TokenSource(destination(), context(platform, cache=LockedCache(None, after=0, released_after=2)),
+                         sleep=sleeps.append)
+    assert source.token(SCOPES).value == "tok-1"
+    assert len(platform.token_requests) == 1 and len(sleeps) == 3

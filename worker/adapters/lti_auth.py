@@ -41,7 +41,8 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 300
 TOKEN_NAMESPACE = "lti_token"  # noqa: S105 - a cache namespace, not a secret
 TOKEN_LOCK_NAMESPACE = "lti_token_lock"  # noqa: S105 - a cache namespace, not a secret
-#: seconds a worker waits for another worker's token request before asking itself
+#: seconds a worker waits at least for another worker's token request before asking itself (at most the
+#: request's own time limit: two timeouts, for the one retry on invalid_grant)
 FETCH_WAIT = 5.0
 ROUTE = "token.post"
 #: OAuth error codes that mean the registration is wrong: another try fails the same way
@@ -131,18 +132,23 @@ class TokenSource:
 
     def _single_flight(self, scopes: Sequence[str], other_than: str | None) -> AccessToken:
         """One worker asks the platform while the others wait for its token in the cache (Canvas
-        rate-limits tools that fetch a token per request); after :data:`FETCH_WAIT` they ask themselves."""
+        rate-limits tools that fetch a token per request); when it takes longer than it may (the lock's
+        TTL), they ask themselves."""
         key = self.cache_key(scopes)
-        if self.ctx.cache.add_json(TOKEN_LOCK_NAMESPACE, key, 1, int(FETCH_WAIT) + 1):
+        wait = max(FETCH_WAIT, 2 * self.destination.timeout + 1)
+        if self.ctx.cache.add_json(TOKEN_LOCK_NAMESPACE, key, 1, int(wait) + 1):
             try:
                 return self.fetch(scopes)
             finally:
                 self.ctx.cache.delete(TOKEN_LOCK_NAMESPACE, key)
-        for _ in range(int(FETCH_WAIT / 0.05)):
+        for _ in range(int(wait / 0.05)):
             self.sleep(0.05)
             found = self._cached(scopes, other_than)
             if found is not None:
                 return found
+            if self.ctx.cache.get_json(TOKEN_LOCK_NAMESPACE, key) is None:
+                # the asking worker is done: its token (stored before the lock went), or it failed
+                return self._cached(scopes, other_than) or self.fetch(scopes)
         return self.fetch(scopes)
 
     def fetch(self, scopes: Sequence[str]) -> AccessToken:
