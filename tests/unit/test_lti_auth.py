@@ -202,3 +202,17 @@ def test_a_waiting_worker_asks_at_once_when_the_asking_worker_gives_up() -> None
                          sleep=sleeps.append)
     assert source.token(SCOPES).value == "tok-1"
     assert len(platform.token_requests) == 1 and len(sleeps) == 3
+
+
+def test_the_lock_winner_looks_again_before_asking() -> None:
+    """The previous holder stored its token and released the lock between our cache miss and our lock."""
+    platform = Platform()
+
+    class JustReleased(DictCache):
+        def add_json(self, namespace: str, key: str, value: object, ttl_seconds: int) -> bool:
+            self.set_json(TOKEN_NAMESPACE, key, AccessToken("fresh", SCOPES, 10_000_000_000.0).as_json(), 60)
+            return super().add_json(namespace, key, value, ttl_seconds)
+
+    source = TokenSource(destination(), context(platform, cache=JustReleased()))
+    assert source.token(SCOPES).value == "fresh"
+    assert platform.token_requests == []

@@ -137,8 +137,8 @@ class TokenSource:
         key = self.cache_key(scopes)
         wait = max(FETCH_WAIT, 2 * self.destination.timeout + 1)
         if self.ctx.cache.add_json(TOKEN_LOCK_NAMESPACE, key, 1, int(wait) + 1):
-            try:
-                return self.fetch(scopes)
+            try:  # look again under the lock: the previous holder may have stored its token just now
+                return self._cached(scopes, other_than) or self.fetch(scopes)
             finally:
                 self.ctx.cache.delete(TOKEN_LOCK_NAMESPACE, key)
         for _ in range(int(wait / 0.05)):
