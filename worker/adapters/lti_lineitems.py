@@ -151,8 +151,8 @@ class LineItems:
         key = self.cache_key(target)
         mine = secrets.token_hex(8)
         if self.cache.add_json(LOCK_NAMESPACE, key, mine, self.lock_ttl):
-            try:
-                found = self.find(target)  # created between our GET and our lock?
+            try:  # created between our GET and our lock? (cached by its creator, or in the container)
+                found = self.cached(target) or self.find(target)
                 return found if found is not None else self.create(target, event)
             finally:
                 if self.cache.get_json(LOCK_NAMESPACE, key) == mine:
