@@ -50,7 +50,8 @@ from pydantic import SecretStr
 
 from producers.events import GradeEvent
 from producers.lti_keys import generate_key
-from producers.settings import LtiAgsDestination
+from producers.publish import Publisher
+from producers.settings import LtiAgsDestination, reset_settings
 from tests.integration.conftest import Cluster
 from worker import errors
 from worker.adapters.base import AdapterContext
@@ -310,3 +311,28 @@ def test_the_library_refuses_a_forged_bearer_token(library: Running) -> None:
                         content=b'{"userId":"x"}')
     assert answer.status_code == 401
     assert Scores.store == {}
+
+
+def test_a_real_worker_delivers_to_the_library_platform(library: Running, cluster: Cluster) -> None:
+    """The whole pipeline: publish → `gradesync worker` process → lti1p3platform (JWKS from gradesync serve)."""
+    with cluster.destinations.open("a") as f:
+        f.write(f'\n[destinations.indep]\nvendor = "lti_ags"\nbase_url = "{library.url}"\n'
+                f'client_id = "{CLIENT_ID}"\ntoken_url = "{library.url}/token"\nprivate_key_env = "IT_LTI_KEY"\n'
+                f'kid = "{demo_key().kid}"\nmax_attempts = 2\nretry_base_delay = 0.2\nretry_max_delay = 1.0\n')
+    reset_settings()
+    publisher = Publisher(cluster.settings)
+    try:
+        cluster.start_worker(concurrency=2)
+        item = f"{library.url}/ags/lineitems/8/lineitem?type_id=3"
+        first = publisher.publish({"destination": "indep", "learner_id": "learner-w", "score_given": 4,
+                                   "score_maximum": 5, "occurred_at": T0.isoformat(),
+                                   "target": {"line_item_url": item}})
+        assert cluster.wait_for([first]) == {first: "succeeded"}
+        older = publisher.publish({"destination": "indep", "learner_id": "learner-w", "score_given": 1,
+                                   "score_maximum": 5, "occurred_at": (T0 - timedelta(days=1)).isoformat(),
+                                   "target": {"line_item_url": item}})
+        assert cluster.wait_for([older]) == {older: "superseded"}  # the worker's stale guard: never sent
+    finally:
+        publisher.close()
+    assert Scores.store[("8", "learner-w")]["scoreGiven"] == 4
+    assert library.app.refusals == []  # type: ignore[attr-defined]
