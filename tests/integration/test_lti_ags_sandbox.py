@@ -110,18 +110,25 @@ def test_score_to_a_moodle_line_item_and_the_assertion_the_platform_verified(
     assert post["headers"]["content-type"] == "application/vnd.ims.lis.v1.score+json"
 
 
-@pytest.mark.parametrize("style", ["moodle", "canvas"])
-def test_an_older_or_equal_timestamp_is_superseded(style: str, build: Build, control: SandboxClient,
-                                                    platform: Running) -> None:
+@pytest.mark.parametrize(("style", "refused", "accepted"), [
+    # Moodle compares whole seconds: equal, older, and even 0.5 s newer within the same second are refused
+    ("moodle", [timedelta(0), timedelta(minutes=-5), timedelta(milliseconds=500)], timedelta(seconds=1)),
+    # Canvas refuses only an older timestamp; an equal one replaces the score
+    ("canvas", [timedelta(minutes=-5), timedelta(milliseconds=-1)], timedelta(0)),
+])
+def test_stale_timestamps_as_each_platform_checks_them(style: str, refused: list[timedelta], accepted: timedelta,
+                                                       build: Build, control: SandboxClient,
+                                                       platform: Running) -> None:
     (line_item,) = seed(control, platform, style=style)
     adapter = build()
     adapter.deliver(ev({"line_item_url": line_item}, score_given=9))
-    for stamp in (T0, T0 - timedelta(minutes=5)):
+    for delta in refused:
         with pytest.raises(errors.Superseded):
-            adapter.deliver(ev({"line_item_url": line_item}, score_given=3, occurred_at=stamp.isoformat()))
-    (score,) = control.state()["scores"]
-    assert score["scoreGiven"] == 9
-    assert control.state()["refused_stale"] == 2
+            adapter.deliver(ev({"line_item_url": line_item}, score_given=3, occurred_at=(T0 + delta).isoformat()))
+    assert [s["scoreGiven"] for s in control.state()["scores"]] == [9]
+    assert control.state()["refused_stale"] == len(refused)
+    adapter.deliver(ev({"line_item_url": line_item}, score_given=5, occurred_at=(T0 + accepted).isoformat()))
+    assert [s["scoreGiven"] for s in control.state()["scores"]] == [5]
 
 
 def test_one_token_is_shared_by_workers_and_refreshed_once_when_refused(

@@ -14,8 +14,10 @@ Enforced: bearer token and scope per route (``lineitem`` / ``lineitem.readonly``
 ``application/vnd.ims.lis.v2.lineitem+json`` and of a score ``application/vnd.ims.lis.v1.score+json``
 else 415); the AGS score rules (``userId``, ``activityProgress``, ``gradingProgress``, ``timestamp`` ISO
 8601 with sub-second precision and a timezone, ``scoreGiven`` ≥ 0 with ``scoreMaximum`` > 0); the
-timestamp order per (line item, user): a timestamp not newer than the stored one is refused — Moodle
-style ``409 Refusing score with an earlier timestamp``, Canvas style ``400`` with a timestamp message.
+timestamp order per (line item, user), checked as each platform does: Moodle style compares whole
+seconds and refuses a timestamp not newer with ``409 Refusing score with an earlier timestamp`` (so a
+newer score within the same second is refused too); Canvas style refuses a strictly older one with
+``400`` and a timestamp message (an equal one replaces the score).
 The container filters by ``resource_link_id``, ``resource_id`` and ``tag`` and pages (``page_size``,
 default 10) with ``Link: <…>; rel="next"``.
 
@@ -65,6 +67,16 @@ def parse_timestamp(value: object) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else None
+
+
+def is_stale(style: str, incoming: datetime, stored: datetime | None) -> bool:
+    """Moodle compares whole seconds and refuses equal ones (``timemodified >= strtotime(timestamp)``);
+    Canvas refuses only a strictly older timestamp."""
+    if stored is None:
+        return False
+    if style == "moodle":
+        return int(stored.timestamp()) >= int(incoming.timestamp())
+    return incoming < stored
 
 
 class LtiAgsSandbox(LtiPlatformAuth):
@@ -259,7 +271,7 @@ class LtiAgsSandbox(LtiPlatformAuth):
         n = int(m["n"])
         with self.lock:
             current = self.scores.get((n, body["userId"]))
-            if current is not None and stamp <= parse_timestamp(current["timestamp"]):  # type: ignore[operator]
+            if current is not None and is_stale(style, stamp, parse_timestamp(current["timestamp"])):
                 self.refused_stale += 1
                 if style == "moodle":
                     return Response(409, "Refusing score with an earlier timestamp", {"Content-Type": "text/plain"})
