@@ -178,7 +178,10 @@ class LtiAgsSandbox(LtiPlatformAuth):
             return Response(406, self.error_body(406, f"Accept must be {CONTAINER_TYPE}"))
         filters = {"resourceLinkId": req.param("resource_link_id"), "resourceId": req.param("resource_id"),
                    "tag": req.param("tag")}
-        page = int(req.param("page") or "1")
+        raw_page = req.param("page") or "1"
+        if not raw_page.isdigit() or int(raw_page) < 1:
+            return Response(400, self.error_body(400, "page must be a positive integer"))
+        page = int(raw_page)
         with self.lock:
             items = [self._public(r) for _, r in sorted(self.line_items.items())
                      if r["course"] == m["course"] and r["style"] == style
