@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -87,6 +88,7 @@ def lti_check_cmd(name: str) -> None:
     finally:
         http.close()
     missing = [s for s in dest.scopes if s not in token.granted]
+    click.echo(f"  token valid for ~{max(0, int(token.expires_at - time.time()))} s (after the refresh margin)")
     for scope in dest.scopes:
         click.echo(f"  {'granted' if scope in token.granted else 'REFUSED'}  {scope}")
     for scope in token.granted:
