@@ -1,7 +1,7 @@
 """The tool's RSA keys for LTI 1.3 service auth: parse a PEM, name it (``kid``), publish it (JWK).
 
 A key's ``kid`` is its RFC 7638 JWK thumbprint (base64url SHA-256 of the canonical public JWK), which is
-what ``gradesync keys generate`` prints. Tying the ``kid`` to the key makes "the configured ``kid``
+what ``gradesync keys generate-lti`` prints. Tying the ``kid`` to the key makes "the configured ``kid``
 belongs to this key" checkable: ``config check`` and the worker refuse a destinations file whose key and
 ``kid`` were swapped or mistyped during a rotation, instead of letting the platform refuse every token
 request later.

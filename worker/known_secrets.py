@@ -16,7 +16,14 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from producers.events import EdlinkTarget, GradeEvent, LearningStudioTarget, LtiaasTarget, ThoughtIndustriesTarget
+from producers.events import (
+    EdlinkTarget,
+    GradeEvent,
+    LearningStudioTarget,
+    LtiaasTarget,
+    LtiAgsTarget,
+    ThoughtIndustriesTarget,
+)
 from producers.settings import Destination, Settings
 from worker import errors
 from worker.redact import redact_text, register_secrets
@@ -24,7 +31,7 @@ from worker.redact import redact_text, register_secrets
 #: the per-event credential fields of every vendor target: each ``SecretStr`` field of a target model
 EVENT_SECRET_FIELDS: tuple[str, ...] = tuple(sorted({
     name
-    for model in (LearningStudioTarget, LtiaasTarget, EdlinkTarget, ThoughtIndustriesTarget)
+    for model in (LearningStudioTarget, LtiaasTarget, EdlinkTarget, ThoughtIndustriesTarget, LtiAgsTarget)
     for name, info in model.model_fields.items()
     if "SecretStr" in str(info.annotation)
 }))

@@ -1,4 +1,4 @@
-"""The LTI commands as a user runs them: `gradesync keys generate`, `config check` on the tool key, and
+"""The LTI commands as a user runs them: `gradesync keys generate-lti`, `config check` on the tool key, and
 `gradesync destinations check` fetching a token from `gradesync sandbox`'s LTI platform."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ AGS = "https://purl.imsglobal.org/spec/lti-ags/scope/"
 
 
 def test_keys_generate_prints_a_pair_whose_kid_matches(env: Env) -> None:  # noqa: F811
-    out = env.run("keys", "generate")
+    out = env.run("keys", "generate-lti")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     kid = lines[lines.index(next(ln for ln in lines if ln.startswith("# kid"))) + 1]
@@ -28,11 +28,11 @@ def test_keys_generate_prints_a_pair_whose_kid_matches(env: Env) -> None:  # noq
     jwk = json.loads(lines[-1])
     assert jwk["kid"] == kid and jwk["alg"] == "RS256" and "d" not in jwk
 
-    as_json = json.loads(env.run("keys", "generate", "--json").stdout)
+    as_json = json.loads(env.run("keys", "generate-lti", "--json").stdout)
     assert load_key(as_json["private_key"], kid=as_json["kid"]).kid == as_json["jwk"]["kid"]
 
     target = env.tmp / "tool-key.pem"
-    written = env.run("keys", "generate", "--private-key-out", str(target))
+    written = env.run("keys", "generate-lti", "--private-key-out", str(target))
     assert written.returncode == 0 and "PRIVATE KEY-----" not in written.stdout
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert load_key(target.read_text()).kid in written.stdout
