@@ -97,6 +97,7 @@ def test_echoed_credentials_are_masked_on_every_surface(
         "edlink": [DEMO_CREDENTIALS["edlink"]["integration_token"], PERSON_TOKEN],
         "thoughtindustries": [DEMO_CREDENTIALS["thoughtindustries"]["api_key"]],
         "learningstudio": [DEMO_CREDENTIALS["learningstudio"]["shared_secret"]],
+        "lti_ags": [SECRETS["IT_LTI_KEY"]],  # the tool's private key PEM: a platform could only echo it
     }
     assert set(SECRETS.values()) <= {s for v in dest_secrets.values() for s in v}
     everything = [s for v in dest_secrets.values() for s in v]
@@ -115,6 +116,8 @@ def test_echoed_credentials_are_masked_on_every_surface(
          "target": {"assignment_id": str(uuid.uuid4())}},
         {"destination": "ls", "learner_id": "learner-echo", "score_given": 1, "score_maximum": 2,
          "target": {"course_id": "course-1", "item_id": "item-1"}},
+        {"destination": "lti", "learner_id": "learner-echo", "score_given": 1, "score_maximum": 2,
+         "target": {"line_item_url": f"{vendors['lti_ags'].base_url}/api/lti/courses/1/line_items/1"}},
     ])
     assert set(cluster.wait_for(ids, {"dead_lettered"}).values()) == {"dead_lettered"}
 
@@ -123,6 +126,8 @@ def test_echoed_credentials_are_masked_on_every_surface(
     assert record is not None
     assert "**********" in record.fields["final_error"] and "**********" in record.fields["last_error"]
     assert "**********" in record.fields["reason"]
+    lti = cluster.store.ledger.load(ids[4])  # the LTI platform echoed the PEM at its token endpoint
+    assert lti is not None and "**********" in lti.fields["final_error"] and "token.post" in lti.fields["reason"]
     history = cluster.store.ledger.history(ids[0])
     assert len(history) >= 2 and all("**********" in (h.get("excerpt") or "") for h in history)
 
@@ -131,7 +136,7 @@ def test_echoed_credentials_are_masked_on_every_surface(
         surfaces[f"GET /v1/dead-letters/{eid}"] = ops.get(f"/v1/dead-letters/{eid}").text
         surfaces[f"GET /v1/events/{eid}"] = ops.get(f"/v1/events/{eid}").text
     surfaces["GET /v1/dead-letters"] = ops.get("/v1/dead-letters").text
-    assert json.loads(surfaces["GET /v1/dead-letters"])["total"] == 4
+    assert json.loads(surfaces["GET /v1/dead-letters"])["total"] == 5
 
     with httpx.Client(base_url=str(ops.base_url), timeout=30) as browser:
         assert browser.post("/login", data={"token": TOKEN}).status_code == 303
@@ -156,7 +161,7 @@ def test_echoed_credentials_are_masked_on_every_surface(
     surfaces["worker log"] = cluster.log(0)
     errors_logged = [line for line in surfaces["worker log"].splitlines()
                      if '"event": "dead_lettered"' in line and '"level": "error"' in line]
-    assert len(errors_logged) == 4 and all("**********" in line for line in errors_logged)  # logged, masked
+    assert len(errors_logged) == 5 and all("**********" in line for line in errors_logged)  # logged, masked
 
     found = {where: leaks(text, everything) for where, text in surfaces.items()}
     assert {where: f for where, f in found.items() if f} == {}
