@@ -51,7 +51,7 @@ def rotate_all(client: redis.Redis, prefix: str, cipher: WireCipher, *, batch: i
 
 @click.group("keys")
 def keys_group() -> None:
-    """Encryption keys of the stored events (GRADESYNC_SECRET_KEY)."""
+    """Encryption keys of the stored events (GRADESYNC_SECRET_KEY), and the LTI tool's key pair (generate-lti)."""
 
 
 @keys_group.command("generate")
