@@ -10,6 +10,8 @@ import pytest
 
 from producers.lti_keys import load_key
 from tests.e2e.test_cli import GRADESYNC, Env, env  # noqa: F401 - the fixture
+from tests.integration.test_lti_independent_platform import CLIENT_ID, LibraryServer
+from worker.sandbox import make_app, start
 from worker.sandbox.control import SandboxClient
 from worker.sandbox.lti_demo import demo_jwks, demo_key
 
@@ -68,3 +70,22 @@ def test_destinations_check_fetches_a_token_for_real(env: Env) -> None:  # noqa:
     platform.close()
     other = env.run("destinations", "check", "ti")
     assert other.returncode == 1 and "thoughtindustries" in other.stderr
+
+
+def test_destinations_check_against_the_independent_platform(env: Env) -> None:  # noqa: F811
+    """`destinations check` fetching a token from lti1p3platform 0.1.8 behind authlib's RFC 7523 check."""
+    jwks_host = start(make_app("lti_ags"))  # any HTTP server: a fault answers the tool's JWKS document
+    SandboxClient(jwks_host.url).fault(status=200, body=demo_jwks(), path="jwks", times=-1)
+    library = start(LibraryServer(f"{jwks_host.url}/.well-known/jwks.json"))
+    try:
+        with env.destinations.open("a") as f:
+            f.write(f'\n[destinations.indep]\nvendor = "lti_ags"\nbase_url = "{library.url}"\n'
+                    f'client_id = "{CLIENT_ID}"\ntoken_url = "{library.url}/token"\n'
+                    f'private_key_env = "IT_LTI_KEY"\nkid = "{demo_key().kid}"\n')
+        out = env.run("destinations", "check", "indep")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"granted  {AGS}score" in out.stdout and f"granted  {AGS}lineitem" in out.stdout
+        assert library.app.refusals == []  # type: ignore[attr-defined]
+    finally:
+        library.stop()
+        jwks_host.stop()
