@@ -144,3 +144,12 @@ def test_no_score_maximum_means_no_line_item_can_be_created() -> None:
     ev = event(score_given=None, score_maximum=None, target=ev.target.model_dump())  # type: ignore[attr-defined]
     with pytest.raises(errors.InvalidRequest, match="score maximum"):
         resolver(platform, DictCache()).resolve(ev.target, ev)  # type: ignore[arg-type]
+
+
+def test_a_relative_next_link_is_resolved_against_the_page() -> None:
+    platform = Platform(page([], nxt="/mod/lti/services.php/12/lineitems?type_id=5&page=2"),
+                        page([item(3, "rl-7")]))
+    ev = target()
+    url, _ = resolver(platform, DictCache()).resolve(ev.target, ev)  # type: ignore[attr-defined]
+    assert url == item(3, "rl-7")["id"]
+    assert str(platform.requests[1].url) == f"{BASE}/mod/lti/services.php/12/lineitems?type_id=5&page=2"

@@ -22,7 +22,7 @@ import secrets
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
 import structlog
@@ -143,8 +143,8 @@ class LineItems:
             for item in body:
                 if matches(item, target):
                     return self.check_origin(str(item["id"]), "line item id")
-            nxt = response.links.get("next", {}).get("url")
-            url = self.check_origin(str(nxt), "next page") if nxt else None
+            nxt = response.links.get("next", {}).get("url")  # may be relative (RFC 8288)
+            url = self.check_origin(urljoin(str(response.url), str(nxt)), "next page") if nxt else None
         return None
 
     def _create_once(self, target: LtiAgsTarget, event: GradeEvent) -> str:
