@@ -3,6 +3,7 @@ rotation keys, the target model, and the published JWK Set."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -96,11 +97,12 @@ def test_jwks_publishes_public_halves_once_per_kid() -> None:
 
 def test_rfc7638_thumbprint_example() -> None:
     # RFC 7638 §3.1: the thumbprint of its example key is NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs
-    n = int.from_bytes(__import__("base64").urlsafe_b64decode(
+    modulus = (
         "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMs"
         "tn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1"
-        "n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw==")
-        , "big")
+        "n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw=="
+    )
+    n = int.from_bytes(base64.urlsafe_b64decode(modulus), "big")
     public = rsa.RSAPublicNumbers(65537, n).public_key()
     assert thumbprint(public) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
 
