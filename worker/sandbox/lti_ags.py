@@ -25,7 +25,9 @@ Switches (``POST /_sandbox/config``): ``jwks``, ``jwks_url``, ``audience``, ``al
 ``token_lifetime``, ``expire_tokens`` (see :mod:`worker.sandbox.lti_platform`), ``page_size``,
 ``ignore_filters`` (answer the whole container, as platforms that ignore the query filters do), and
 ``seed``: a list of line items ``{course, style: canvas|moodle, resourceLinkId, label, scoreMaximum,
-tag?, resourceId?}`` to create (the answer lists their ids).
+tag?, resourceId?}`` to create (the answer lists their ids). ``POST /_sandbox/reset`` forgets line items,
+scores, tokens, seen ``jti`` values and the switches, but keeps the tool's registration (``jwks``,
+``jwks_url``, ``audience``), as a platform keeps a registered tool.
 """
 
 from __future__ import annotations
