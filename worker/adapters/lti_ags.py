@@ -104,8 +104,8 @@ class LtiAgsAdapter:
         scope = ROUTE_SCOPE.get(route, " ".join(self.scopes))
         cls = errors.AuthenticationFailed if response.status_code == 401 else errors.Forbidden
         exc = error_for_status(response, route=route, vendor_message=message_of(response), cls=cls)
-        exc.message = (f"{route}: HTTP {response.status_code} with a fresh token: client "
-                       f"{self.destination.client_id!r} needs scope {scope} (granted: "
+        exc.message = (f"{route}: HTTP {response.status_code} with a fresh token for client "
+                       f"{self.destination.client_id!r} (this call needs scope {scope}; granted: "
                        f"{' '.join(token.granted) or 'none'})")
         raise exc
 
