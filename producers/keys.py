@@ -24,6 +24,7 @@ surface read and update them). Nothing else builds a key name.
     {p}:cache:lti_token:{dest}:{digest}          an access token of one destination + scope set (TTL: its
                                                  expiry minus the refresh margin)
     {p}:cache:lti_token_lock:{dest}:{digest}     SET NX lock (2 x timeout + 2 s) of the worker asking for it
+    {p}:cache:lti_jwks:{kid}                     a public JWK a worker published for the web app's JWKS
     {p}:cache:lti_lineitem:{dest}:{digest}       the line item URL a {lineitems_url, resource_link_id} means
     {p}:cache:lti_lineitem_lock:{dest}:{digest}  SET NX lock (30 s) of the worker creating that line item
 """

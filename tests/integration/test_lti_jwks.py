@@ -9,12 +9,15 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+import redis
 from pydantic import SecretStr
 
 from producers.lti_keys import generate_key, load_key
 from producers.settings import Settings, reset_settings
+from worker.adapters.lti_jwks import NAMESPACE, publish_public_keys
 from worker.ops.api import create_app
 from worker.ops.serve import ServerThread
+from worker.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -60,3 +63,29 @@ def test_the_published_key_verifies_what_the_worker_signs(served: tuple[str, lis
     token = jwt.encode({"iss": "a"}, signing.private, algorithm="RS256", headers={"kid": signing.kid})
     public = jwt.PyJWK(keys[jwt.get_unverified_header(token)["kid"]]).key
     assert jwt.decode(token, public, algorithms=["RS256"]) == {"iss": "a"}
+
+
+def test_a_web_app_without_the_private_keys_serves_what_the_workers_published(
+        redis_client: redis.Redis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in the Kubernetes manifests: the web pod holds no vendor credential, the worker pods do."""
+    signing, other = generate_key(), generate_key()
+    dest = tmp_path / "destinations.toml"
+    dest.write_text(f'[destinations.a]\nvendor = "lti_ags"\nbase_url = "https://lms.example"\n'
+                    f'token_url = "https://lms.example/token"\nclient_id = "a"\nprivate_key_env = "A_KEY"\n'
+                    f'kid = "{signing.kid}"\n')
+    monkeypatch.delenv("A_KEY", raising=False)
+    reset_settings()
+    settings = Settings(redis_url=redis_url, destinations_file=dest, api_token=SecretStr("t" * 24))
+    store = Store.connect(settings)
+    server = ServerThread(create_app(settings)).start()
+    try:
+        url = f"{server.url}/.well-known/jwks.json"
+        assert httpx.get(url).json() == {"keys": []}  # no worker has started yet
+        store.cache.set_json(NAMESPACE, signing.kid, other.jwk(), 60)  # a wrong key under that kid: ignored
+        assert httpx.get(url).json() == {"keys": []}
+        worker_side = settings.destinations()["a"].model_copy(
+            update={"private_key": SecretStr(signing.private_pem().decode())})
+        publish_public_keys(worker_side, store.cache)  # what every worker's lti_ags adapter does at start
+        assert httpx.get(url).json() == {"keys": [signing.jwk()]}
+    finally:
+        server.stop()

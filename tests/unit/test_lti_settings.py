@@ -4,6 +4,7 @@ rotation keys, the target model, and the published JWK Set."""
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from producers.events import GradeEvent
 from producers.lti_keys import KeyProblem, jwks, load_key, thumbprint
 from producers.settings import ConfigError, LtiAgsDestination, parse_destinations
 from tests.unit.lti_support import BASE, TOKEN_URL, VENDORS, key
+from worker.kube.plan import ClusterConfig, load_config, make_plan
 
 
 def raw(**over: Any) -> dict[str, Any]:
@@ -127,3 +129,16 @@ def test_a_private_key_pem_in_text_is_redacted() -> None:
     assert redact_text(f"oops: {pem} end") == f"oops: {MASK} end"
     assert redact_text(f"cut short {pem[:80]}") == f"cut short {MASK}"
     assert redact({"private_key": pem, "note": pem}) == {"private_key": MASK, "note": MASK}
+
+
+def test_the_kubernetes_plan_gives_workers_every_lti_key_variable() -> None:
+    """A worker refuses to start without its rotation keys' variables, so its pod must get them too."""
+    root = Path(__file__).resolve().parents[2]
+    example = load_config(root / "deploy" / "kubernetes" / "cluster.example.toml")
+    config = ClusterConfig.model_validate({**example.model_dump(), "groups": {}})
+    text = (f'[destinations.canvas]\nvendor = "lti_ags"\nbase_url = "{BASE}"\nclient_id = "c"\n'
+            f'token_url = "{TOKEN_URL}"\nprivate_key_env = "CANVAS_KEY"\nkid = "{key().kid}"\n'
+            f'rotation_keys = [{{ kid = "{key(1).kid}", key_env = "CANVAS_NEXT" }}]\n')
+    plan = make_plan(config, text)
+    (dest,) = [d for g in plan.groups for d in g.destinations]
+    assert dest.secret_envs == ("CANVAS_KEY", "CANVAS_NEXT")

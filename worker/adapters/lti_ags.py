@@ -35,6 +35,7 @@ from worker import errors
 from worker.adapters.base import AdapterContext, DeliveryResult
 from worker.adapters.http import error_class_for, error_for_status, send
 from worker.adapters.lti_auth import AccessToken, TokenSource
+from worker.adapters.lti_jwks import publish_public_keys
 from worker.adapters.lti_lineitems import LineItems, message_of, origin
 from worker.adapters.ltiaas import _STALE_WORDS, score_body
 from worker.redact import redact_text
@@ -86,6 +87,7 @@ class LtiAgsAdapter:
         self.ctx = ctx
         self.scopes = tuple(destination.scopes)
         self.tokens = TokenSource(destination, ctx)
+        publish_public_keys(destination, ctx.cache)  # before any token request: the platform may fetch the JWKS
         self.line_items = LineItems(destination.name, origin(destination.base_url), ctx.cache, self.authorized,
                                     lock_ttl=max(30, int(destination.timeout * 3) + 5))
 

@@ -133,7 +133,9 @@ def _destinations(raw: dict[str, Any], source: str) -> tuple[DestinationPlan, ..
     for name, entry in sorted(table.items()):
         vendor = str(entry.get("vendor", ""))
         limit = entry.get("rate_limit_per_minute", VENDOR_RATE_LIMITS.get(vendor))
-        envs = tuple(sorted(str(entry[k]) for k in SECRET_KEYS.get(vendor, {}) if k in entry))
+        names = [str(entry[k]) for k in SECRET_KEYS.get(vendor, {}) if k in entry]
+        names += [str(k["key_env"]) for k in entry.get("rotation_keys", []) if isinstance(k, dict) and "key_env" in k]
+        envs = tuple(sorted(set(names)))
         out.append(DestinationPlan(name, vendor, int(limit) if limit else None, envs))
     return tuple(out)
 

@@ -281,7 +281,7 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
     app.include_router(health_router(ctx))
     app.include_router(metrics_router(ctx))
     app.include_router(dashboard_router(ctx, token, sessions=sessions, limiter=limiter))
-    app.include_router(jwks_router(settings))
+    app.include_router(jwks_router(settings, ctx.store.cache))
     app.mount("/static", static_app(), name="static")
     app.state.ops = ctx
     app.state.auth_limiter = limiter

@@ -4,6 +4,12 @@ A platform registered with gradesync's JWKS URL fetches this to verify the clien
 signs. It is unauthenticated (it holds only public keys) and cacheable for five minutes. Each
 destination contributes its signing key and its ``rotation_keys`` (the next key before a switch, the
 retired one after it), de-duplicated by ``kid``.
+
+The web app need not hold the tool's private keys (in the Kubernetes manifests it holds no vendor
+credential): every worker that builds an ``lti_ags`` adapter publishes the public halves in the shared
+cache (:func:`worker.adapters.lti_jwks.publish_public_keys`). For each ``kid`` the destinations file
+names, this endpoint serves the key it can parse itself, or else the one the workers published — after
+checking that the published JWK's thumbprint is that ``kid``.
 """
 
 from __future__ import annotations
@@ -12,38 +18,39 @@ import structlog
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from producers.lti_keys import KeyProblem, ToolKey, jwks, load_key
 from producers.settings import LtiAgsDestination, Settings
+from worker.adapters.base import Cache
+from worker.adapters.lti_jwks import NAMESPACE, local_keys, published_jwk
 
 CACHE_CONTROL = "public, max-age=300"
 log = structlog.get_logger("gradesync.jwks")
 
 
-def tool_keys(settings: Settings) -> list[ToolKey]:
-    """The public keys to publish (signing keys first), skipping keys whose variable is not set."""
-    keys: list[ToolKey] = []
+def document(settings: Settings, cache: Cache | None) -> dict[str, list[dict[str, str]]]:
+    """The JWK Set: per ``kid`` named in the file, the local key or else the one a worker published."""
+    seen: dict[str, dict[str, str]] = {}
     for name, d in sorted(settings.destinations().items()):
         if not isinstance(d, LtiAgsDestination):
             continue
-        if d.missing_secrets():  # published without it, the platform refuses that destination's tokens
-            log.warning("jwks_key_missing", destination=name, missing=", ".join(d.missing_secrets()))
-        if d.private_key is not None:
-            keys.append(load_key(d.private_key.get_secret_value(), kid=d.kid))
-        for rk in d.rotation_keys:
-            if rk.key is not None:
-                try:
-                    keys.append(load_key(rk.key.get_secret_value(), kid=rk.kid, require_private=False))
-                except KeyProblem:  # the settings validator already refused it; never here
-                    continue
-    return keys
+        for kid, key in local_keys(d):
+            if kid in seen:
+                continue
+            jwk = key.jwk() if key is not None else None
+            if jwk is None and cache is not None:
+                jwk = published_jwk(kid, cache.get_json(NAMESPACE, kid))
+            if jwk is None:
+                log.warning("jwks_key_missing", destination=name, kid=kid,
+                            hint="no worker has published it yet and this process cannot read it")
+                continue
+            seen[kid] = jwk
+    return {"keys": list(seen.values())}
 
 
-def jwks_router(settings: Settings) -> APIRouter:
+def jwks_router(settings: Settings, cache: Cache | None = None) -> APIRouter:
     router = APIRouter(tags=["lti"])
-    document = jwks(tool_keys(settings))
 
     @router.get("/.well-known/jwks.json", summary="The tool's public keys (LTI 1.3 JWKS)")
     def published_jwks() -> JSONResponse:
-        return JSONResponse(document, headers={"Cache-Control": CACHE_CONTROL})
+        return JSONResponse(document(settings, cache), headers={"Cache-Control": CACHE_CONTROL})
 
     return router
