@@ -215,7 +215,7 @@ class LibraryServer(SandboxApp):
 @pytest.fixture
 def jwks_server(cluster: Cluster) -> Iterator[ServerThread]:
     """`gradesync serve`'s app, publishing the lti destination's key at /.well-known/jwks.json."""
-    settings = cluster.settings.model_copy(update={"api_token": SecretStr("independent-test-token")})
+    settings = cluster.settings.model_copy(update={"api_token": SecretStr("independent-test-token-0123456789abcdef")})
     server = ServerThread(create_app(settings)).start()
     yield server
     server.stop()

@@ -37,7 +37,7 @@ def served(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
         f'[destinations.a2]\n{common}client_id = "a2"\nprivate_key_env = "A_KEY"\nkid = "{signing_a.kid}"\n'
     )
     reset_settings()
-    settings = Settings(redis_url=redis_url, destinations_file=dest, api_token=SecretStr("t" * 24))
+    settings = Settings(redis_url=redis_url, destinations_file=dest, api_token=SecretStr("t" * 40))
     server = ServerThread(create_app(settings)).start()
     yield server.url, [signing_a.kid, signing_b.kid, next_b.kid]
     server.stop()
@@ -75,7 +75,7 @@ def test_a_web_app_without_the_private_keys_serves_what_the_workers_published(
                     f'kid = "{signing.kid}"\n')
     monkeypatch.delenv("A_KEY", raising=False)
     reset_settings()
-    settings = Settings(redis_url=redis_url, destinations_file=dest, api_token=SecretStr("t" * 24))
+    settings = Settings(redis_url=redis_url, destinations_file=dest, api_token=SecretStr("t" * 40))
     store = Store.connect(settings)
     server = ServerThread(create_app(settings)).start()
     try:
