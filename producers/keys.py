@@ -19,7 +19,12 @@ surface read and update them). Nothing else builds a key name.
     {p}:session:{sid}            string: a live dashboard session (TTL = session lifetime; logout deletes)
     {p}:authfail:{client}        string: failed authentications of one client IP in the current window
     {p}:audit                    stream: operator actions
+    {p}:flow:{dest}              hash: the destination's flow-control state (breaker, rate, throttle, paused)
+    {p}:parked:{dest}            zset: event id -> time it was parked (breaker open or destination paused)
     {p}:stats:...                counters for metrics and the dashboard
+    {p}:stats:minute:{dest}:{outcome}:{minute}
+                                 string: outcomes of one destination in one epoch minute (expires after 2 h;
+                                 the dashboard's 5/60-minute windows and its per-minute throughput chart)
     {p}:cache:{ns}:{key}         vendor lookups shared by workers, among them (lti_ags):
     {p}:cache:lti_token:{dest}:{digest}          an access token of one destination + scope set (TTL: its
                                                  expiry minus the refresh margin)
@@ -72,6 +77,15 @@ class Keys:
 
     def inflight(self, destination: str) -> str:
         return f"{self.prefix}:inflight:{destination}"
+
+    def flow(self, destination: str) -> str:
+        return f"{self.prefix}:flow:{destination}"
+
+    def parked(self, destination: str) -> str:
+        return f"{self.prefix}:parked:{destination}"
+
+    def minute(self, destination: str, outcome: str, minute: int) -> str:
+        return self.stats("minute", destination, outcome, str(minute))
 
     @property
     def queued(self) -> str:

@@ -14,6 +14,7 @@ from producers.crypto import WireCipher
 from producers.safetext import printable
 from producers.settings import ConfigError, Settings, get_settings
 from worker.demo import demo_cmd
+from worker.ops.destinations_cli import destinations_group
 from worker.ops.dlq_cli import dlq_group
 from worker.ops.flower import flower_cmd
 from worker.ops.keys_cli import keys_group
@@ -31,18 +32,13 @@ cli.add_command(publish_cmd)
 cli.add_command(schema_cmd)
 cli.add_command(dlq_group)
 cli.add_command(keys_group)
+cli.add_command(destinations_group)
 cli.add_command(demo_cmd)
 cli.add_command(serve_cmd)
 cli.add_command(flower_cmd)
 keys_group.add_command(lti_keys_generate)
+destinations_group.add_command(lti_check_cmd)  # gradesync destinations check NAME (lti_ags)
 
-
-@cli.group("destinations")
-def destinations_group() -> None:
-    """Destination tools."""
-
-
-destinations_group.add_command(lti_check_cmd)
 
 
 def _settings_or_exit() -> None:

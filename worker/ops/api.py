@@ -36,6 +36,7 @@ from worker.known_secrets import register_destinations
 from worker.ops import actions
 from worker.ops.auth import AuthLimiter, SessionStore, TrustedProxies, check_token
 from worker.ops.dashboard import Sessions, dashboard_router, static_app
+from worker.ops.destinations_api import destinations_router
 from worker.ops.guard import BodyLimitExceeded, Guard, body_limit_body
 from worker.ops.jwks import jwks_router
 from worker.ops.metrics import metrics_router
@@ -278,6 +279,7 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
     auth = BearerAuth(token)
     app.include_router(ingest_router(settings, publisher, dependencies=[Depends(auth)]))
     app.include_router(v1_router(ctx, auth))
+    app.include_router(destinations_router(ctx, auth))
     app.include_router(health_router(ctx))
     app.include_router(metrics_router(ctx))
     app.include_router(dashboard_router(ctx, token, sessions=sessions, limiter=limiter))

@@ -39,6 +39,7 @@ from fastapi.staticfiles import StaticFiles
 from producers.http import BodyTooLarge, read_body
 from worker.ops import actions
 from worker.ops.auth import AuthLimiter, SessionStore
+from worker.ops.destinations_api import add_dashboard_routes
 from worker.ops.overview import OpsContext, overview_json
 from worker.ops.views import event_view
 
@@ -259,5 +260,6 @@ def dashboard_router(ctx: OpsContext, token: str | None, *, sessions: Sessions |
         response.headers.update(no_store)
         return actions.audit_json(ctx.dlq.audit(limit))
 
+    add_dashboard_routes(api, ctx, Depends(csrf))
     router.include_router(api)
     return router

@@ -195,5 +195,6 @@ def dlq_audit(limit: int, as_json: bool) -> None:
         return
     for e in entries:
         dry = " (dry run)" if e["dry_run"] else ""
+        why = f"  reason: {e['reason']}" if e.get("reason") else ""
         click.echo(printable(f"{iso(e['at'])}  {e['actor']:<9} {e['action']:<8} {e['count']}/{e['matched']}{dry}  "
-                             f"by {e['selection']} {json.dumps(e['filters']) if e['filters'] else ''}"))
+                             f"by {e['selection']} {json.dumps(e['filters']) if e['filters'] else ''}{why}"))

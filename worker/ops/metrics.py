@@ -24,6 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encode
 from prometheus_client.registry import Collector
 
 from worker.ops.auth import AuthLimiter
+from worker.ops.flow_metrics import flow_families
 from worker.ops.overview import OpsContext, compute_overview
 from worker.store.stats import BUCKETS, OUTCOMES
 
@@ -133,6 +134,7 @@ class GradesyncCollector(Collector):
             gauges["dead"].add_metric(label, row.dead_letters)
             gauges["oldest"].add_metric(label, row.oldest_age(now) or 0.0)
         yield from gauges.values()
+        yield from flow_families(self.ctx)
 
 
 def make_registry(ctx: OpsContext) -> CollectorRegistry:

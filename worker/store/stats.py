@@ -5,7 +5,8 @@
   dead_lettered)
 * ``published``: destination -> count (written by the producers)
 * ``requests``: vendor HTTP request duration histogram per destination|vendor|route (+ status class)
-* per-minute outcome counts (kept two hours) for the dashboard's 5- and 60-minute windows
+* per-minute outcome counts per destination (``Keys.minute``, kept two hours) for the dashboard's 5- and
+  60-minute windows and its per-minute throughput chart (:meth:`Stats.series`)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from producers.keys import Keys
 #: histogram buckets (seconds) of vendor request durations
 BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 OUTCOMES = ("succeeded", "superseded", "retried", "dead_lettered")
+#: seconds a per-minute bucket is kept (the chart shows the last hour; two hours leave room for clock skew)
+MINUTE_TTL = 7200
 
 
 def _s(value: Any) -> str:
@@ -34,11 +37,11 @@ class Stats:
 
     def processed(self, destination: str, vendor: str, outcome: str, *, now: float | None = None) -> None:
         minute = int((now or time.time()) // 60)
-        rate_key = self.keys.stats("minute", destination, outcome, str(minute))
+        rate_key = self.keys.minute(destination, outcome, minute)
         with self.r.pipeline(transaction=False) as pipe:
             pipe.hincrby(self.keys.stats("processed"), f"{destination}|{vendor}|{outcome}", 1)
             pipe.incr(rate_key)
-            pipe.expire(rate_key, 7200)
+            pipe.expire(rate_key, MINUTE_TTL)
             pipe.execute()
 
     def request(self, destination: str, vendor: str, route: str, status: int | None, seconds: float) -> None:
@@ -83,7 +86,24 @@ class Stats:
         pairs = [(d, o) for d in destinations for o in outcomes]
         with self.r.pipeline(transaction=False) as pipe:
             for d, o in pairs:
-                keys = [self.keys.stats("minute", d, o, str(m)) for m in range(current - minutes + 1, current + 1)]
+                keys = [self.keys.minute(d, o, m) for m in range(current - minutes + 1, current + 1)]
                 pipe.mget(keys)
             raws = pipe.execute()
         return {pair: sum(int(v) for v in vals if v is not None) for pair, vals in zip(pairs, raws, strict=True)}
+
+    def series(self, destinations: Iterable[str], outcomes: Iterable[str], minutes: int,
+               *, now: float | None = None) -> tuple[list[int], dict[tuple[str, str], list[int]]]:
+        """Per-minute outcome counts over the last ``minutes`` minutes, oldest first, in one round trip.
+
+        Returns the epoch seconds each minute starts at, and (destination, outcome) -> one count per minute
+        (the last minute is the current, still filling one).
+        """
+        current = int((now or time.time()) // 60)
+        span = range(current - minutes + 1, current + 1)
+        pairs = [(d, o) for d in destinations for o in outcomes]
+        with self.r.pipeline(transaction=False) as pipe:
+            for d, o in pairs:
+                pipe.mget([self.keys.minute(d, o, m) for m in span])
+            raws = pipe.execute() if pairs else []
+        counts = {pair: [int(v) if v is not None else 0 for v in vals] for pair, vals in zip(pairs, raws, strict=True)}
+        return [m * 60 for m in span], counts

@@ -1,0 +1,43 @@
+"""Terminal text: control characters neutralised, durations humanised."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.ops.text import humanize_duration, humanize_since, humanize_until, neutralize
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("plain text, ünïcode ✓", "plain text, ünïcode ✓"),
+    ("\x1b[31mred\x1b[0m", "\\x1b[31mred\\x1b[0m"),           # ANSI colour
+    ("\x1b]0;pwned\x07", "\\x1b]0;pwned\\x07"),               # OSC: set the terminal title
+    ("line1\nline2\rover", "line1\\x0aline2\\x0dover"),
+    ("tab\there", "tab\\x09here"),
+    ("del\x7f c1\x9b", "del\\x7f c1\\x9b"),                    # DEL and the 8-bit CSI
+    ("abc\u202edcba", "abc\\u202edcba"),                       # bidi override
+    ("zero\u200bwidth", "zero\\u200bwidth"),
+    ("sep\u2028x", "sep\\u2028x"),
+    ("", ""),
+    (None, ""),
+])
+def test_neutralize(raw: str | None, shown: str) -> None:
+    assert neutralize(raw) == shown
+
+
+@pytest.mark.parametrize(("seconds", "text"), [
+    (0, "0s"), (0.9, "0s"), (45, "45s"), (60, "1m"), (192, "3m 12s"), (3600, "1h"), (7500, "2h 5m"),
+    (86400, "1d"), (3 * 86400 + 4 * 3600 + 59, "3d 4h"), (-5, "0s"),
+])
+def test_humanize_duration(seconds: float, text: str) -> None:
+    assert humanize_duration(seconds) == text
+
+
+def test_humanize_since_and_until() -> None:
+    now = 1_000_000.0
+    assert humanize_since(None, now=now) == "-"
+    assert humanize_since(now - 0.2, now=now) == "just now"
+    assert humanize_since(now - 192, now=now) == "3m 12s ago"
+    assert humanize_since(now + 5, now=now) == "just now"  # clock skew between hosts
+    assert humanize_until(now + 12, now=now) == "in 12s"
+    assert humanize_until(now - 3, now=now) == "now"
+    assert humanize_until(None, now=now) == "-"

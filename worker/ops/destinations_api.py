@@ -1,0 +1,150 @@
+"""Flow control over HTTP: ``/v1/destinations`` (Bearer token) and the dashboard's JSON routes (session +
+CSRF), both backed by :class:`worker.flow.status.FlowStatus`.
+
+``GET /v1/destinations``, ``GET /v1/destinations/{name}`` (404 for a destination that is not configured),
+``POST /v1/destinations/{name}/pause`` with ``{"reason": "..."}`` (required, at most 500 characters, else
+422) and ``POST /v1/destinations/{name}/resume``. Pause and resume are audited with actor ``api`` (or
+``dashboard``). Reasons are redacted on the way out (the second line of defence: a breaker's reason
+quotes a vendor's answer).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from worker.flow.status import MAX_REASON, DestinationStatus, FlowStatus, clean_reason
+from worker.ops.overview import OpsContext
+from worker.ops.views import iso
+from worker.redact import redact_text
+from worker.store.stats import OUTCOMES
+
+#: the dashboard chart's window (minutes); the per-minute buckets are kept two hours
+CHART_MINUTES = 60
+
+
+class PauseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=MAX_REASON,
+                        description="why (shown to every operator), e.g. the vendor's maintenance window")
+
+    @field_validator("reason")
+    @classmethod
+    def _clean(cls, value: str) -> str:
+        return clean_reason(value)
+
+
+def flow_status(ctx: OpsContext) -> FlowStatus:
+    return FlowStatus(ctx.store.redis, ctx.keys, ctx.settings.destinations())
+
+
+def status_json(s: DestinationStatus) -> dict[str, Any]:
+    data = s.as_dict()
+    data["reason"] = redact_text(s.reason)
+    return data
+
+
+def list_json(ctx: OpsContext) -> dict[str, Any]:
+    return {"destinations": [status_json(s) for s in flow_status(ctx).all()]}
+
+
+def _one(ctx: OpsContext, name: str) -> dict[str, Any]:
+    try:
+        return status_json(flow_status(ctx).get(name))
+    except KeyError:
+        raise HTTPException(404, f"no destination {name!r} is configured") from None
+
+
+def pause(ctx: OpsContext, name: str, body: PauseBody, actor: str) -> dict[str, Any]:
+    try:
+        return status_json(flow_status(ctx).pause(name, reason=body.reason, actor=actor))
+    except KeyError:
+        raise HTTPException(404, f"no destination {name!r} is configured") from None
+
+
+def resume(ctx: OpsContext, name: str, actor: str) -> dict[str, Any]:
+    try:
+        return status_json(flow_status(ctx).resume(name, actor=actor))
+    except KeyError:
+        raise HTTPException(404, f"no destination {name!r} is configured") from None
+
+
+def throughput_json(ctx: OpsContext, minutes: int = CHART_MINUTES) -> dict[str, Any]:
+    """Per destination and minute: delivered (succeeded) and failed attempts (retried + dead-lettered)."""
+    vendors = ctx.vendors()
+    names = sorted(vendors)
+    starts, counts = ctx.store.stats.series(names, OUTCOMES, minutes)
+    zero = [0] * len(starts)
+
+    def add(a: list[int], b: list[int]) -> list[int]:
+        return [x + y for x, y in zip(a, b, strict=True)]
+
+    return {
+        "minute_starts": starts,
+        "minutes": [iso(float(t)) for t in starts],
+        "destinations": [{
+            "name": name,
+            "vendor": vendors[name],
+            "delivered": counts.get((name, "succeeded"), zero),
+            "failed": add(counts.get((name, "retried"), zero), counts.get((name, "dead_lettered"), zero)),
+            "dead_lettered": counts.get((name, "dead_lettered"), zero),
+            "superseded": counts.get((name, "superseded"), zero),
+        } for name in names],
+    }
+
+
+def destinations_router(ctx: OpsContext, auth: Any) -> APIRouter:
+    """The ``/v1/destinations`` routes (``auth``: the Bearer dependency of every /v1 route)."""
+    router = APIRouter(prefix="/v1", dependencies=[Depends(auth)], tags=["destinations"])
+
+    @router.get("/destinations", summary="Flow control of every destination: state, reason, since, rate, parked")
+    def list_destinations() -> dict[str, Any]:
+        return list_json(ctx)
+
+    @router.get("/destinations/{name}", summary="One destination's flow-control status",
+                responses={404: {"description": "no such destination is configured"}})
+    def get_destination(name: str) -> dict[str, Any]:
+        return _one(ctx, name)
+
+    @router.post("/destinations/{name}/pause",
+                 summary="Pause deliveries to a destination by hand (events park; audited)",
+                 responses={404: {"description": "no such destination is configured"}})
+    async def pause_destination(name: str, body: PauseBody) -> dict[str, Any]:
+        return await run_in_threadpool(pause, ctx, name, body, "api")
+
+    @router.post("/destinations/{name}/resume",
+                 summary="Lift a manual pause (parked events drain at the rate limit; audited)",
+                 responses={404: {"description": "no such destination is configured"}})
+    async def resume_destination(name: str) -> dict[str, Any]:
+        return await run_in_threadpool(resume, ctx, name, "api")
+
+    return router
+
+
+def add_dashboard_routes(api: APIRouter, ctx: OpsContext, csrf: Any) -> None:
+    """The dashboard's flow-control routes on its session-authenticated ``/ui/api`` router (``csrf``: the
+    dependency that checks the CSRF token and the Origin of state-changing requests)."""
+    no_store = {"Cache-Control": "no-store"}
+
+    @api.get("/destinations")
+    def ui_destinations(response: Response) -> dict[str, Any]:
+        response.headers.update(no_store)
+        return list_json(ctx)
+
+    @api.get("/throughput")
+    def ui_throughput(response: Response,
+                      minutes: Annotated[int, Query(ge=5, le=120)] = CHART_MINUTES) -> dict[str, Any]:
+        response.headers.update(no_store)
+        return throughput_json(ctx, minutes)
+
+    @api.post("/destinations/{name}/pause", dependencies=[csrf])
+    async def ui_pause(name: str, body: PauseBody) -> dict[str, Any]:
+        return await run_in_threadpool(pause, ctx, name, body, "dashboard")
+
+    @api.post("/destinations/{name}/resume", dependencies=[csrf])
+    async def ui_resume(name: str) -> dict[str, Any]:
+        return await run_in_threadpool(resume, ctx, name, "dashboard")

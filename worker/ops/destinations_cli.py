@@ -1,0 +1,153 @@
+"""`gradesync destinations`: each destination's flow-control state, and a manual pause / resume.
+
+``gradesync destinations [list] [--json]`` shows per destination its state (``closed | open | half_open |
+paused``), why and since when, its current / configured rate and how many events are parked.
+``pause NAME --reason TEXT`` and ``resume NAME`` are audited like requeues (``gradesync dlq audit``), with
+the operating-system user as the actor (``cli:<user>``). Every text shown is neutralised: a reason
+comes from a vendor's answer or another operator and never reaches the terminal raw.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import time
+from typing import Any
+
+import click
+
+from producers.settings import ConfigError, get_settings
+from worker.flow.status import MAX_REASON, STATES, DestinationStatus, FlowStatus
+from worker.ops.text import humanize_since, humanize_until, neutralize
+from worker.store import Store
+
+STATE_COLOURS = {"closed": "green", "half_open": "yellow", "open": "red", "paused": "magenta"}
+assert set(STATE_COLOURS) == set(STATES)
+
+
+def cli_actor() -> str:
+    """``cli:<OS user>`` — who paused or resumed, as the audit log records it."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
+        user = "unknown"
+    return f"cli:{neutralize(user)}"
+
+
+def _flow() -> FlowStatus:
+    settings = get_settings()
+    try:
+        destinations = settings.destinations()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    store = Store.connect(settings)
+    return FlowStatus(store.redis, store.keys, destinations)
+
+
+def rate_text(s: DestinationStatus) -> str:
+    """``60/120`` (now / configured per minute), ``120`` when unchanged, ``unlimited`` when none."""
+    def fmt(x: float) -> str:
+        return f"{x:.1f}".rstrip("0").rstrip(".")
+
+    if s.rate_per_minute is None:
+        return "unlimited"
+    if s.configured_rate_per_minute is None:
+        return f"{fmt(s.rate_per_minute)}/unlimited"
+    if abs(s.rate_per_minute - s.configured_rate_per_minute) < 0.05:
+        return fmt(s.rate_per_minute)
+    return f"{fmt(s.rate_per_minute)}/{fmt(s.configured_rate_per_minute)}"
+
+
+def status_line(s: DestinationStatus, now: float) -> str:
+    """The reason, plus when the next probe runs while open."""
+    reason = neutralize(s.reason)
+    if s.state == "open" and s.probe_at is not None:
+        reason = f"{reason} (next probe {humanize_until(s.probe_at, now=now)})"
+    return reason
+
+
+def render_table(statuses: list[DestinationStatus], now: float, *, colour: bool) -> list[str]:
+    headers = ("DESTINATION", "VENDOR", "STATE", "SINCE", "RATE/MIN", "PARKED", "REASON")
+    rows = [(neutralize(s.name), s.vendor, s.state, humanize_since(s.since, now=now), rate_text(s), str(s.parked),
+             status_line(s, now)) for s in statuses]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers[:-1])]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers[:-1], widths, strict=True)) + "  " + headers[-1]]
+    for row, s in zip(rows, statuses, strict=True):
+        cells = [c.rjust(w) if i == 5 else c.ljust(w) for i, (c, w) in enumerate(zip(row[:-1], widths, strict=True))]
+        if colour:
+            cells[2] = click.style(cells[2], fg=STATE_COLOURS.get(s.state), bold=s.state != "closed")
+        lines.append("  ".join(cells) + "  " + row[-1])
+    return lines
+
+
+def _json(statuses: list[DestinationStatus]) -> str:
+    return json.dumps({"destinations": [s.as_dict() for s in statuses]}, indent=2)
+
+
+def _list(as_json: bool) -> None:
+    statuses = _flow().all()
+    if as_json:
+        click.echo(_json(statuses))
+        return
+    for line in render_table(statuses, time.time(), colour=True):
+        click.echo(line)
+
+
+@click.group("destinations", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def destinations_group(ctx: click.Context, as_json: bool) -> None:
+    """Flow control per destination: state, reason, since, rate, parked; pause and resume by hand."""
+    if ctx.invoked_subcommand is None:
+        _list(as_json)
+
+
+@destinations_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def destinations_list(as_json: bool) -> None:
+    """Each destination's state (closed | open | half_open | paused), why, since when, rate and parked events."""
+    _list(as_json)
+
+
+def _one(flow: FlowStatus, name: str, action: Any) -> DestinationStatus:
+    try:
+        status: DestinationStatus = action()
+    except KeyError:
+        known = ", ".join(sorted(flow.destinations)) or "none"
+        raise click.ClickException(f"unknown destination {neutralize(name)!r} (configured: {known})") from None
+    return status
+
+
+@destinations_group.command("pause")
+@click.argument("name")
+@click.option("--reason", "-r", required=True, help=f"Why (shown to every operator; at most {MAX_REASON} characters).")
+@click.option("--json", "as_json", is_flag=True, help="Print the new status as JSON.")
+def destinations_pause(name: str, reason: str, as_json: bool) -> None:
+    """Pause deliveries to NAME (e.g. a vendor's maintenance window): events park, no attempt is consumed."""
+    flow = _flow()
+    try:
+        status = _one(flow, name, lambda: flow.pause(name, reason=reason, actor=cli_actor()))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--reason") from None
+    if as_json:
+        click.echo(json.dumps(status.as_dict(), indent=2))
+        return
+    click.echo(f"paused {neutralize(status.name)}: {neutralize(status.reason)} ({status.parked} parked)")
+
+
+@destinations_group.command("resume")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the new status as JSON.")
+def destinations_resume(name: str, as_json: bool) -> None:
+    """Lift a manual pause of NAME: its parked events drain at the destination's rate limit."""
+    flow = _flow()
+    status = _one(flow, name, lambda: flow.resume(name, actor=cli_actor()))
+    if as_json:
+        click.echo(json.dumps(status.as_dict(), indent=2))
+        return
+    line = f"resumed {neutralize(status.name)}: now {status.state}"
+    if status.state == "paused":  # a vendor's 429 (Retry-After) still holds it
+        line += f" ({neutralize(status.reason)})"
+    elif status.parked:
+        line += f"; {status.parked} parked event(s) drain at the rate limit"
+    click.echo(line)

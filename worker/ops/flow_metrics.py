@@ -1,0 +1,56 @@
+"""The flow-control gauges of ``/metrics`` (read from Redis at scrape time, like every gradesync metric):
+
+* ``gradesync_destination_state{destination,state}``: 1 for the destination's current state (``closed``,
+  ``open``, ``half_open``, ``paused``), 0 for the three others — so ``== 1`` selects it and
+  ``max_over_time`` shows whether it was ever open.
+* ``gradesync_destination_rate_limit{destination}``: the effective rate limit now, requests per minute
+  (after the adaptive slow-down). **Absent** for a destination without any limit (unlimited): a missing
+  series is how Prometheus says "no value"; NaN or +Inf would break ``min``/``avg`` over destinations.
+* ``gradesync_events_parked{destination}``: events parked while the destination is open or paused.
+* ``gradesync_events_parked_oldest_age_seconds{destination}``: how long the oldest parked event has
+  waited (0 when none): what the "parked for long" alert watches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from worker.flow.status import STATES, FlowStatus
+from worker.ops.overview import OpsContext
+
+NS = "gradesync"
+
+
+def flow_families(ctx: OpsContext) -> Iterator[Metric]:
+    statuses = FlowStatus(ctx.store.redis, ctx.keys, ctx.settings.destinations()).all()
+    r = ctx.store.redis
+    with r.pipeline(transaction=False) as pipe:
+        for s in statuses:
+            pipe.zrange(ctx.keys.parked(s.name), 0, 0, withscores=True)
+        oldest = pipe.execute() if statuses else []
+    now = time.time()
+
+    state = GaugeMetricFamily(
+        f"{NS}_destination_state",
+        "flow-control state of the destination: 1 for the current one of closed, open, half_open, paused",
+        labels=["destination", "state"])
+    rate = GaugeMetricFamily(
+        f"{NS}_destination_rate_limit",
+        "effective rate limit of the destination now, requests per minute (absent when unlimited)",
+        labels=["destination"])
+    parked = GaugeMetricFamily(
+        f"{NS}_events_parked", "events parked while the destination is open or paused", labels=["destination"])
+    parked_age = GaugeMetricFamily(
+        f"{NS}_events_parked_oldest_age_seconds",
+        "how long the oldest parked event of the destination has waited (0 when none)", labels=["destination"])
+    for s, first in zip(statuses, oldest, strict=True):
+        for name in STATES:
+            state.add_metric([s.name, name], 1.0 if s.state == name else 0.0)
+        if s.rate_per_minute is not None:
+            rate.add_metric([s.name], s.rate_per_minute)
+        parked.add_metric([s.name], s.parked)
+        parked_age.add_metric([s.name], max(0.0, now - float(first[0][1])) if first else 0.0)
+    yield from (state, rate, parked, parked_age)
