@@ -192,6 +192,10 @@ V1_ROUTES = [
     ("POST", "/v1/dead-letters/purge"),
     ("DELETE", "/v1/dead-letters/{event_id}"),
     ("GET", "/v1/audit"),
+    ("GET", "/v1/destinations"),
+    ("GET", "/v1/destinations/{name}"),
+    ("POST", "/v1/destinations/{name}/pause"),
+    ("POST", "/v1/destinations/{name}/resume"),
 ]
 
 
@@ -207,7 +211,7 @@ def test_every_v1_route_refuses_a_missing_wrong_or_non_bearer_credential(cluster
                 {"Authorization": f"Bearer {TOKEN}x"}]
     eid = str(uuid.uuid4())
     for method, path in V1_ROUTES:
-        url = path.replace("{event_id}", eid)
+        url = path.replace("{event_id}", eid).replace("{name}", "ti")
         body = {"event_ids": [eid]} if method == "POST" else None
         for headers in refusals:
             r = ops.anon.request(method, url, headers=headers, json=body)

@@ -1,0 +1,96 @@
+"""`gradesync destinations` (list, --json, pause, resume) and `gradesync sandbox --rate-limit / --outage`,
+run as separate processes the way an operator runs them."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import time
+import uuid
+
+import httpx
+import pytest
+import redis
+
+from tests.e2e.test_cli import GRADESYNC, Env, env  # noqa: F401 - the fixture
+from worker.sandbox.control import SandboxClient
+
+pytestmark = pytest.mark.e2e
+
+
+def test_destinations_list_pause_resume(env: Env, redis_client: redis.Redis) -> None:  # noqa: F811
+    now = time.time()
+    redis_client.hset("gradesync:flow:ti", mapping={
+        "breaker": "open", "breaker_since": f"{now - 125}", "probe_at": f"{now + 40}", "rate": "60",
+        # a vendor's answer quoted in the reason must not drive the terminal
+        "breaker_reason": "5 consecutive transient failures: 503 \x1b[2J\x1b]0;owned\x07Service Unavailable"})
+    redis_client.zadd("gradesync:parked:ti", {str(uuid.uuid4()): now - i for i in range(4)})
+
+    listed = env.run("destinations", "--json")
+    assert listed.returncode == 0, listed.stderr
+    by = {d["name"]: d for d in json.loads(listed.stdout)["destinations"]}
+    assert sorted(by) == ["ed", "ls", "lt", "ti"]
+    assert (by["ti"]["state"], by["ti"]["parked"], by["ti"]["rate_per_minute"]) == ("open", 4, 60.0)
+    assert by["ti"]["since"] == pytest.approx(now - 125, abs=1)
+    assert {d["state"] for n, d in by.items() if n != "ti"} == {"closed"}
+    assert json.loads(env.run("destinations", "list", "--json").stdout)["destinations"][3]["name"] == "ti"
+
+    table = env.run("destinations")
+    assert table.returncode == 0, table.stderr
+    assert "\x1b" not in table.stdout and "\x07" not in table.stdout
+    [header, *rows] = table.stdout.splitlines()
+    assert header.split()[:6] == ["DESTINATION", "VENDOR", "STATE", "SINCE", "RATE/MIN", "PARKED"]
+    ti = next(r for r in rows if r.startswith("ti "))
+    assert " open " in ti and re.search(r" 2m \d+s ago ", ti), ti
+    assert "\\x1b[2J\\x1b]0;owned\\x07Service Unavailable" in ti and "next probe in" in ti
+    assert " 4 " in ti
+
+    paused = env.run("destinations", "pause", "lt", "--reason", "LMS maintenance 02:00-04:00 UTC")
+    assert paused.returncode == 0, paused.stderr
+    actor = f"cli:{getpass.getuser()}"
+    assert paused.stdout.strip() == f"paused lt: paused by {actor}: LMS maintenance 02:00-04:00 UTC (0 parked)"
+    assert redis_client.hget("gradesync:flow:lt", "paused") == b"1"
+    lt = next(d for d in json.loads(env.run("destinations", "--json").stdout)["destinations"] if d["name"] == "lt")
+    assert lt["state"] == "paused" and lt["since"] == pytest.approx(time.time(), abs=30)
+
+    assert env.run("destinations", "pause", "lt").returncode == 2  # --reason is required
+    too_long = env.run("destinations", "pause", "lt", "--reason", "x" * 501)
+    assert too_long.returncode == 2 and "longer than 500" in too_long.stderr
+    unknown = env.run("destinations", "pause", "nope", "--reason", "x")
+    assert unknown.returncode == 1 and "unknown destination 'nope'" in unknown.stderr
+    assert env.run("destinations", "resume", "nope").returncode == 1
+
+    resumed = env.run("destinations", "resume", "lt")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.strip() == "resumed lt: now closed"
+    assert redis_client.hgetall("gradesync:flow:lt") == {}
+
+    audit = json.loads(env.run("dlq", "audit", "--json").stdout)
+    assert [(a["actor"], a["action"], a["destination"]) for a in audit] == [
+        (actor, "resume", "lt"), (actor, "pause", "lt")]
+    assert audit[1]["reason"] == "LMS maintenance 02:00-04:00 UTC"
+    human = env.run("dlq", "audit").stdout
+    assert "pause" in human and "reason: LMS maintenance" in human
+
+
+def test_sandbox_rate_limit_and_outage_flags(env: Env) -> None:  # noqa: F811
+    ports = [a for v, p in env.ports.items() for a in (f"--{v}-port", str(p))]
+    bad = env.run("sandbox", *ports, "--rate-limit", "moodle=60")
+    assert bad.returncode == 2 and "unknown vendor 'moodle'" in bad.stderr
+    args = [*GRADESYNC, "sandbox", *ports, "--rate-limit", "thoughtindustries=6:2", "--outage", "ltiaas=600@1"]
+    if not hasattr(SandboxClient, "outage"):  # a sandbox without the flow-control endpoints refuses clearly
+        refused = env.run(*args[len(GRADESYNC):])
+        assert refused.returncode == 2 and "does this sandbox support it?" in refused.stderr
+        return
+    env.start("sandbox", args, "outage: 503")
+    ti = f"http://127.0.0.1:{env.ports['thoughtindustries']}/incoming/v2/assignmentExternalActivity"
+    statuses = [httpx.post(ti, json={}, timeout=10).status_code for _ in range(4)]
+    assert 429 in statuses and statuses[0] != 429  # the burst of 2 passes, then the limit answers 429
+    lt = f"http://127.0.0.1:{env.ports['ltiaas']}/api/lineitems/x/scores"
+    deadline = time.monotonic() + 30
+    status = 0
+    while time.monotonic() < deadline and status != 503:  # the outage starts after its 1 s delay
+        status = httpx.post(lt, json={}, timeout=10).status_code
+        time.sleep(0.2)
+    assert status == 503
