@@ -384,7 +384,8 @@
   // ---- refresh loop ----------------------------------------------------------------------------------------
   async function refreshAll() {
     try {
-      const [overview, , audit] = await Promise.all([api("/ui/api/overview"), refreshDeadLetters(), api("/ui/api/audit?limit=10"), refreshHealth()]);
+      const [overview, , audit] = await Promise.all([api("/ui/api/overview"), refreshDeadLetters(), api("/ui/api/audit?limit=10"), refreshHealth(),
+        ...shared.refreshers.map((f) => f())]);
       renderOverview(overview);
       renderAudit(audit.items);
       state.lastOk = Date.now();
@@ -404,7 +405,8 @@
     }
     body.replaceChildren(...items.map((a) => {
       const filters = Object.entries(a.filters || {}).map(([k, v]) => `${k}=${v}`).join(", ");
-      const sel = a.selection === "ids" ? `${a.matched || a.event_ids.length} selected` : filters ? `all where ${filters}` : "all";
+      let sel = a.selection === "ids" ? `${a.matched || a.event_ids.length} selected` : filters ? `all where ${filters}` : "all";
+      if (a.selection === "destination") sel = a.reason ? `${a.destination}: ${a.reason}` : a.destination;
       return el("tr", {},
         el("td", { text: fmtTime(a.at_iso) }),
         el("td", {}, el("span", { class: "badge", text: a.actor })),
@@ -459,6 +461,7 @@
   });
   $("autorefresh").addEventListener("change", schedule);
 
-  refreshAll();
-  schedule();
+  // other scripts of the page (flow.js) use these helpers and add their own refresh to the loop
+  const shared = window.gradesync = { el, api, toast, confirmDialog, fmtAge, fmtNum, fmtTime, refreshAll, refreshers: [] };
+  document.addEventListener("DOMContentLoaded", () => { refreshAll(); schedule(); });
 })();
