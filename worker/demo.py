@@ -3,8 +3,9 @@
 Finds a Redis (``GRADESYNC_REDIS_URL``, else one on localhost, else an embedded real redis-server in the
 data folder), starts the vendor sandbox, a worker and the ops web app, publishes a sample of grade events to
 all five vendors — including a transient outage, a permanent refusal and a stale event — and shows them
-flowing until each one settles. Everything keeps running for you to explore until Ctrl-C, which stops it
-all cleanly.
+flowing until each one settles. Then LearningStudio goes down for ~30 s while more grades arrive: the
+live table shows its circuit breaker open, the events park (no attempt used), a probe close it and the
+parked events drain. Everything keeps running for you to explore until Ctrl-C, which stops it all cleanly.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import click
 import httpx
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
@@ -30,13 +31,15 @@ from rich.table import Table
 from producers.crypto import generate_key
 from producers.publish import Publisher
 from producers.safetext import printable
-from producers.settings import Settings, environ_value, reset_settings
+from producers.settings import LearningStudioDestination, Settings, environ_value, reset_settings
+from worker.flow.status import FlowStatus
 from worker.localredis import EmbeddedRedis, find_or_start, free_port
 from worker.sandbox import DEMO_CREDENTIALS
 from worker.sandbox import destinations_toml as sandbox_destinations_toml
 from worker.sandbox.control import SandboxClient
 from worker.sandbox.edlink import DEMO_PERSON_ID
 from worker.sandbox.lti_demo import demo_key, demo_pem
+from worker.sandbox.rehearsal import RehearsalError, start_outage
 from worker.store import Store
 
 VENDORS = ("learningstudio", "ltiaas", "edlink", "thoughtindustries", "lti_ags")
@@ -48,7 +51,11 @@ SECRET_ENV = {"DEMO_LS_SECRET": DEMO_CREDENTIALS["learningstudio"]["shared_secre
               "DEMO_TI_KEY": DEMO_CREDENTIALS["thoughtindustries"]["api_key"],
               "DEMO_LTI_KEY": demo_pem()}  # generated for this run; the platform reads its JWKS from serve
 STYLE = {"queued": "white", "in_progress": "cyan", "retrying": "yellow", "succeeded": "green",
-         "superseded": "blue", "dead_lettered": "red"}
+         "superseded": "blue", "dead_lettered": "red", "parked": "magenta"}
+FLOW_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red", "paused": "magenta"}
+#: the vendor whose outage the demo rehearses, and its breaker knobs (short, so the demo stays short)
+OUTAGE_VENDOR = "learningstudio"
+BREAKER = {"breaker_failures": "3", "breaker_cooldown": "5.0", "breaker_max_cooldown": "15.0"}
 
 
 def dev_secret_key(data_dir: Path) -> str:
@@ -67,10 +74,14 @@ def dev_secret_key(data_dir: Path) -> str:
 
 def destinations_toml(ports: dict[str, int]) -> str:
     envs = dict(zip(VENDORS, SECRET_ENV, strict=True))
-    return "# written by `gradesync demo`: the five sandbox vendors\n" + sandbox_destinations_toml(
+    text = "# written by `gradesync demo`: the five sandbox vendors\n" + sandbox_destinations_toml(
         {v: f"http://127.0.0.1:{ports[v]}" for v in VENDORS}, DEST, envs,
         timeout=5.0, max_attempts=4, retry_base_delay=1.0, retry_max_delay=10.0, lti_kid=demo_key().kid,
     )
+    # short breaker cool-downs for the outage phase (only the knobs this version's settings know)
+    knobs = "".join(f"{k} = {v}\n" for k, v in BREAKER.items() if k in LearningStudioDestination.model_fields)
+    header = f"[destinations.{DEST[OUTAGE_VENDOR]}]\n"
+    return text.replace(header, header + knobs, 1)
 
 
 def sample_events(n: int, lti_url: str = "http://127.0.0.1:8805") -> list[dict[str, Any]]:
@@ -108,6 +119,26 @@ def sample_events(n: int, lti_url: str = "http://127.0.0.1:8805") -> list[dict[s
     events.append({**stale, "score_given": 90, "occurred_at": now.isoformat()})
     events.append({**stale, "score_given": 40, "occurred_at": (now - timedelta(hours=1)).isoformat()})
     return events
+
+
+def outage_events(n: int) -> list[dict[str, Any]]:
+    """Grades for the destination whose vendor goes down (distinct learners, one gradebook item)."""
+    return [{"destination": DEST[OUTAGE_VENDOR], "learner_id": f"{38456671 + i}", "score_given": 50 + i,
+             "score_maximum": 100, "target": {"course_id": "31388494", "item_id": "100561235546"}}
+            for i in range(n)]
+
+
+def flow_table(flow: FlowStatus) -> Table:
+    """Each destination's flow-control state, as the dashboard's badges show it."""
+    table = Table(title="destinations", expand=False)
+    for col, width in (("destination", 13), ("state", 10), ("parked", 6), ("rate/min", 9), ("why", 70)):
+        table.add_column(col, no_wrap=True, overflow="ellipsis", max_width=width,
+                         justify="right" if col in ("parked", "rate/min") else "left")
+    for s in flow.all():
+        rate = "unlimited" if s.rate_per_minute is None else f"{s.rate_per_minute:g}"
+        table.add_row(s.name, f"[{FLOW_STYLE.get(s.state, 'white')}]{s.state}[/]", str(s.parked), rate,
+                      escape(s.reason))
+    return table
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:
@@ -177,7 +208,43 @@ class Demo:
                           escape(printable(note[:70])))  # vendor text: no terminal escapes, no rich markup
         return table, settled
 
-    def run(self, per_vendor: int, web_port: int) -> None:
+    def watch(self, store: Store, flow: FlowStatus, ids: list[str], timeout: float) -> None:
+        """Show the destinations and ``ids`` live until every event has settled; then count the states."""
+        def view() -> tuple[Group, bool]:
+            table, settled = self.table(store, ids)
+            return Group(flow_table(flow), table), settled
+
+        with Live(view()[0], console=self.console, refresh_per_second=4) as live:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                shown, settled = view()
+                live.update(shown)
+                if settled:
+                    break
+                time.sleep(0.25)
+        counts: dict[str, int] = {}
+        for rec in store.ledger.load_many(ids):
+            if rec is not None:
+                counts[rec.state] = counts.get(rec.state, 0) + 1
+        self.console.print("[bold]settled:[/] " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+    def outage_phase(self, store: Store, flow: FlowStatus, publisher: Publisher, ports: dict[str, int],
+                     per_vendor: int, seconds: float) -> list[str]:
+        """The vendor of one destination answers 503 to everything for ``seconds`` while grades arrive:
+        its breaker opens, the events park, a probe closes it and they drain."""
+        dest = DEST[OUTAGE_VENDOR]
+        try:
+            start_outage(f"http://127.0.0.1:{ports[OUTAGE_VENDOR]}", seconds)
+        except RehearsalError as exc:
+            self.console.print(f"[yellow]skipping the outage phase[/]: {escape(str(exc))}")
+            return []
+        self.console.print(f"\n[bold]outage[/]: {OUTAGE_VENDOR} answers 503 to everything for {seconds:g}s; "
+                           f"watch {dest}'s breaker open, its events park (no attempt used) and drain after a probe")
+        ids = publisher.publish_many(outage_events(3 * per_vendor))
+        self.watch(store, flow, ids, timeout=seconds + 150)
+        return ids
+
+    def run(self, per_vendor: int, web_port: int, outage_seconds: float = 30.0) -> None:
         explicit = environ_value("GRADESYNC_REDIS_URL")
         url, self.redis = find_or_start(explicit, self.data_dir / "redis")
         where = "embedded redis-server" if self.redis else "Redis"
@@ -214,19 +281,10 @@ class Demo:
         ids = publisher.publish_many(sample_events(per_vendor, f"http://127.0.0.1:{ports['lti_ags']}"))
         self.console.print(f"published {len(ids)} events with one publish_many() call")
         store = Store.connect(settings)
-        with Live(self.table(store, ids)[0], console=self.console, refresh_per_second=4) as live:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                table, settled = self.table(store, ids)
-                live.update(table)
-                if settled:
-                    break
-                time.sleep(0.25)
-        counts: dict[str, int] = {}
-        for rec in store.ledger.load_many(ids):
-            if rec is not None:
-                counts[rec.state] = counts.get(rec.state, 0) + 1
-        self.console.print("[bold]settled:[/] " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        flow = FlowStatus(store.redis, store.keys, settings.destinations())
+        self.watch(store, flow, ids, timeout=120)
+        if outage_seconds > 0:
+            ids += self.outage_phase(store, flow, publisher, ports, per_vendor, outage_seconds)
         if web.poll() is None:
             self.console.print(f"[bold]dashboard[/]: http://127.0.0.1:{web_port}/  (API token: {token})")
         self.console.print(
@@ -234,6 +292,7 @@ class Demo:
             f"  export GRADESYNC_REDIS_URL={url}\n  export GRADESYNC_DESTINATIONS={dest_file}\n"
             f"  export GRADESYNC_SECRET_KEY=$(cat {self.data_dir}/secret.key)\n"
             f"  .venv/bin/gradesync status {ids[0]}\n  .venv/bin/gradesync dlq list\n"
+            "  .venv/bin/gradesync destinations\n"
             f"Logs: {self.data_dir}/*.log.  Ctrl-C stops everything."
         )
 
@@ -244,14 +303,16 @@ class Demo:
               help="Where the embedded Redis, logs and the demo destinations file live.")
 @click.option("--web-port", default=8000, show_default=True, help="Port of the dashboard / HTTP API.")
 @click.option("--exit-when-settled", is_flag=True, help="Stop once every event has settled (for scripts).")
-def demo_cmd(per_vendor: int, data_dir: Path, web_port: int, exit_when_settled: bool) -> None:
+@click.option("--outage-seconds", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="How long the vendor outage of the second phase lasts (0: no outage phase).")
+def demo_cmd(per_vendor: int, data_dir: Path, web_port: int, exit_when_settled: bool, outage_seconds: float) -> None:
     """Run Redis (found or embedded), the vendor sandbox, a worker and the dashboard; publish sample events
     to all five vendors and show them flowing. Ctrl-C stops everything."""
     data_dir.mkdir(parents=True, exist_ok=True)
     console = Console(width=None if sys.stdout.isatty() else 120)
     demo = Demo(data_dir.resolve(), console)
     try:
-        demo.run(per_vendor, web_port)
+        demo.run(per_vendor, web_port, outage_seconds)
         if not exit_when_settled:
             signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
             while True:
