@@ -40,11 +40,11 @@ from producers.keys import Keys
 from producers.settings import Destination
 from worker.ops.text import neutralize
 from worker.ops.views import iso
+from worker.store.deadletters import AUDIT_MAXLEN
 
 STATES = ("closed", "open", "half_open", "paused")
 #: the longest pause reason accepted (characters)
 MAX_REASON = 500
-_AUDIT_MAXLEN = 10_000  # as the dead-letter actions' audit entries
 _PAUSE_FIELDS = ("paused", "paused_reason", "paused_by", "paused_since")
 
 
@@ -187,7 +187,8 @@ class FlowStatus:
         self._audit(self.r, "resume", name, actor, done=_text(was_paused) == "1")
         return self.get(name)
 
-    def _audit(self, client: Any, action: str, name: str, actor: str, *, done: bool, reason: str = "") -> None:
+    def _audit(self, client: redis.Redis | redis.client.Pipeline, action: str, name: str, actor: str, *,
+               done: bool, reason: str = "") -> None:
         entry = {
             "at": f"{time.time():.3f}",
             "actor": actor,
@@ -201,4 +202,4 @@ class FlowStatus:
             "destination": name,
             "reason": reason,
         }
-        client.xadd(self.keys.audit, entry, maxlen=_AUDIT_MAXLEN, approximate=True)
+        client.xadd(self.keys.audit, entry, maxlen=AUDIT_MAXLEN, approximate=True)  # type: ignore[arg-type]

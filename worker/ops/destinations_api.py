@@ -10,9 +10,10 @@ quotes a vendor's answer).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, params
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -97,7 +98,7 @@ def throughput_json(ctx: OpsContext, minutes: int = CHART_MINUTES) -> dict[str, 
     }
 
 
-def destinations_router(ctx: OpsContext, auth: Any) -> APIRouter:
+def destinations_router(ctx: OpsContext, auth: Callable[..., Awaitable[None]]) -> APIRouter:
     """The ``/v1/destinations`` routes (``auth``: the Bearer dependency of every /v1 route)."""
     router = APIRouter(prefix="/v1", dependencies=[Depends(auth)], tags=["destinations"])
 
@@ -125,7 +126,7 @@ def destinations_router(ctx: OpsContext, auth: Any) -> APIRouter:
     return router
 
 
-def add_dashboard_routes(api: APIRouter, ctx: OpsContext, csrf: Any) -> None:
+def add_dashboard_routes(api: APIRouter, ctx: OpsContext, csrf: params.Depends) -> None:
     """The dashboard's flow-control routes on its session-authenticated ``/ui/api`` router (``csrf``: the
     dependency that checks the CSRF token and the Origin of state-changing requests)."""
     no_store = {"Cache-Control": "no-store"}

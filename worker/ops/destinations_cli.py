@@ -12,7 +12,7 @@ from __future__ import annotations
 import getpass
 import json
 import time
-from typing import Any
+from collections.abc import Callable
 
 import click
 
@@ -109,9 +109,9 @@ def destinations_list(as_json: bool) -> None:
     _list(as_json)
 
 
-def _one(flow: FlowStatus, name: str, action: Any) -> DestinationStatus:
+def _one(flow: FlowStatus, name: str, action: Callable[[], DestinationStatus]) -> DestinationStatus:
     try:
-        status: DestinationStatus = action()
+        status = action()
     except KeyError:
         known = ", ".join(sorted(flow.destinations)) or "none"
         raise click.ClickException(f"unknown destination {neutralize(name)!r} (configured: {known})") from None
