@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from tests.e2e.test_cli import GRADESYNC, Env, env  # noqa: F401 - the fixture
+from worker.localredis import free_port
 from worker.sandbox.control import SandboxClient
 
 pytestmark = pytest.mark.e2e
@@ -72,6 +73,12 @@ def test_destinations_list_pause_resume(env: Env, redis_client: redis.Redis) -> 
     assert audit[1]["reason"] == "LMS maintenance 02:00-04:00 UTC"
     human = env.run("dlq", "audit").stdout
     assert "pause" in human and "reason: LMS maintenance" in human
+
+    env.vars["GRADESYNC_REDIS_URL"] = f"redis://user:secret@127.0.0.1:{free_port()}/0"
+    down = env.run("destinations")
+    assert down.returncode == 1 and "Traceback" not in down.stderr
+    assert "Redis at redis://127.0.0.1:" in down.stderr and "unavailable" in down.stderr
+    assert "secret" not in down.stderr
 
 
 def test_sandbox_rate_limit_and_outage_flags(env: Env) -> None:  # noqa: F811

@@ -13,10 +13,12 @@ import getpass
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import click
+import redis
 
-from producers.settings import ConfigError, get_settings
+from producers.settings import ConfigError, get_settings, without_credentials
 from worker.flow.status import MAX_REASON, STATES, DestinationStatus, FlowStatus
 from worker.ops.text import humanize_since, humanize_until, neutralize
 from worker.store import Store
@@ -42,6 +44,17 @@ def _flow() -> FlowStatus:
         raise click.ClickException(str(exc)) from exc
     store = Store.connect(settings)
     return FlowStatus(store.redis, store.keys, destinations)
+
+
+class _RedisCommand(click.Group):
+    """Every sub-command reads Redis: say so plainly when it does not answer (no traceback)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (redis.RedisError, OSError) as exc:
+            url = without_credentials(get_settings().redis_url)
+            raise click.ClickException(f"Redis at {url} is unavailable ({type(exc).__name__})") from None
 
 
 def rate_text(s: DestinationStatus) -> str:
@@ -93,7 +106,7 @@ def _list(as_json: bool) -> None:
         click.echo(line)
 
 
-@click.group("destinations", invoke_without_command=True)
+@click.group("destinations", cls=_RedisCommand, invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def destinations_group(ctx: click.Context, as_json: bool) -> None:
