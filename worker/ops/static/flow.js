@@ -9,10 +9,12 @@
   const NS = "http://www.w3.org/2000/svg";
   const LABEL = { closed: "Closed", open: "Open", half_open: "Half-open", paused: "Paused" };
   const HEALTHY = "Delivering normally";
-  // chart geometry, in viewBox units (the SVG scales to the card's width)
-  const W = 300, H = 104, L = 26, R = 6, T = 8, B = 16;
+  // chart geometry in CSS pixels: the viewBox is as wide as the card, so text and lines are never stretched
+  const H = 96, L = 28, R = 6, T = 8, B = 16;
 
   let pausing = null;  // the destination the pause dialog is for
+  let last = null;  // the data last drawn: redrawn at the new width when the window is resized
+  let resizing = null;
 
   function svg(tag, attrs, ...children) {
     const node = document.createElementNS(NS, tag);
@@ -40,7 +42,8 @@
     return new Date(epoch * 1000).toISOString().slice(11, 16);
   }
 
-  function chart(series, starts) {
+  function chart(series, starts, width) {
+    const W = Math.max(200, Math.round(width || 300));
     const n = starts.length;
     const top = niceCeil(Math.max(0, ...series.delivered, ...series.failed));
     const x = (i) => L + (i * (W - L - R)) / Math.max(1, n - 1);
@@ -78,8 +81,8 @@
     const paused = d.state === "paused";
     const manual = paused && d.reason.startsWith("paused by ");
     const since = d.since === null ? "–" : `${fmtAge(Date.now() / 1000 - d.since)} ago`;
-    const probe = d.state === "open" && d.probe_at !== null
-      ? `next probe ${d.probe_at * 1000 <= Date.now() ? "now" : "in " + fmtAge(d.probe_at - Date.now() / 1000)}` : null;
+    const wait = d.probe_at === null ? null : d.probe_at - Date.now() / 1000;
+    const probe = d.state === "open" && wait !== null ? `next probe ${wait < 1 ? "now" : "in " + fmtAge(wait)}` : null;
     const button = manual
       ? el("button", { type: "button", class: "btn btn-primary resume", text: "Resume" })
       : el("button", { type: "button", class: "btn btn-danger-outline pause", text: "Pause…" });
@@ -95,7 +98,7 @@
         fact("Rate", fmtRate(d), "rate"),
         fact("Parked", fmtNum(d.parked), d.parked ? "parked warn" : "parked")),
       el("div", { class: "muted small probe", text: probe || "" }),  // the line is kept so charts align
-      series ? chart(series, starts) : null,
+      series ? el("div", { class: "chart-holder", "data-destination": d.name }) : null,
       el("div", { class: "flow-foot" },
         el("span", { class: "legend" },
           el("span", { class: "key delivered" }), `Delivered ${fmtNum(sum("delivered"))}`,
@@ -111,7 +114,17 @@
       return;
     }
     grid.replaceChildren(...destinations.map((d) => card(d, bySeries[d.name], throughput.minute_starts)));
+    // the charts are drawn once their holders are laid out, at their real width
+    for (const holder of grid.querySelectorAll(".chart-holder")) {
+      holder.replaceChildren(chart(bySeries[holder.dataset.destination], throughput.minute_starts, holder.clientWidth));
+    }
+    last = [destinations, throughput];
   }
+
+  window.addEventListener("resize", () => {
+    clearTimeout(resizing);
+    resizing = setTimeout(() => { if (last) render(...last); }, 150);
+  });
 
   async function refresh() {
     const [dests, throughput] = await Promise.all([api("/ui/api/destinations"), api("/ui/api/throughput")]);
