@@ -78,9 +78,9 @@ def test_flow_control_cards_chart_and_pause_resume(cluster: Cluster, vendors: di
         chart = ti.locator("svg.chart")
         expect(chart).to_be_visible()
         expect(ti.locator(".legend")).to_contain_text("Delivered 4")
-        expect(ti.locator(".legend")).to_contain_text("Failed 0")
+        expect(ti.locator(".legend")).to_contain_text("Failed attempts 0")
         expect(chart.locator("rect.hover")).to_have_count(60)
-        expect(chart.locator("rect.hover").last.locator("title")).to_contain_text("4 delivered, 0 failed")
+        expect(chart.locator("rect.hover").last.locator("title")).to_contain_text("4 delivered, 0 failed attempts")
         points = chart.locator("polyline.delivered").get_attribute("points") or ""
         ys = [float(p.split(",")[1]) for p in points.split()]
         assert len(ys) == 60 and min(ys) < max(ys), "the delivered line has a peak"

@@ -41,3 +41,24 @@ def test_humanize_since_and_until() -> None:
     assert humanize_until(now + 12, now=now) == "in 12s"
     assert humanize_until(now - 3, now=now) == "now"
     assert humanize_until(None, now=now) == "-"
+
+
+def test_the_destinations_table_neutralises_and_aligns() -> None:
+    from worker.flow.status import derive
+    from worker.ops.destinations_cli import rate_text, render_table
+
+    now = 1_000_000.0
+    open_ = derive("acme-ti", "thoughtindustries", {"breaker": "open", "breaker_since": str(now - 65),
+                                                    "probe_at": str(now + 30), "rate": "60",
+                                                    "breaker_reason": "503 \x1b[31mred\x1b[0m"}, 12, 120.0, now)
+    closed = derive("b", "ltiaas", {}, 0, None, now)
+    lines = render_table([open_, closed], now, colour=False)
+    assert lines[0].split() == ["DESTINATION", "VENDOR", "STATE", "SINCE", "RATE/MIN", "PARKED", "REASON"]
+    assert "\x1b" not in "".join(lines)
+    assert lines[1].split()[:7] == ["acme-ti", "thoughtindustries", "open", "1m", "5s", "ago", "60/120"]
+    assert lines[1].endswith("503 \\x1b[31mred\\x1b[0m (next probe in 30s)")
+    assert lines[2].split()[:5] == ["b", "ltiaas", "closed", "-", "unlimited"]
+    assert lines[1].index("open") == lines[2].index("closed")  # columns line up
+    assert [rate_text(derive("x", "edlink", f, 0, c, now)) for f, c in [
+        ({}, 120.0), ({"rate": "60"}, 120.0), ({"rate": "90.25"}, None), ({}, None)]] == [
+        "120", "60/120", "90.2/unlimited", "unlimited"]

@@ -68,7 +68,7 @@
     const step = (W - L - R) / Math.max(1, n - 1);
     starts.forEach((t, i) => {
       root.append(svg("rect", { class: "hover", x: x(i) - step / 2, y: T, width: step, height: H - T - B },
-        svg("title", {}, `${clock(t)} UTC: ${series.delivered[i]} delivered, ${series.failed[i]} failed`)));
+        svg("title", {}, `${clock(t)} UTC: ${series.delivered[i]} delivered, ${series.failed[i]} failed attempts`)));
     });
     return root;
   }
@@ -101,8 +101,8 @@
       series ? el("div", { class: "chart-holder", "data-destination": d.name }) : null,
       el("div", { class: "flow-foot" },
         el("span", { class: "legend" },
-          el("span", { class: "key delivered" }), `Delivered ${fmtNum(sum("delivered"))}`,
-          el("span", { class: "key failed" }), `Failed ${fmtNum(sum("failed"))}`),
+          el("span", { class: "item" }, el("span", { class: "key delivered" }), `Delivered ${fmtNum(sum("delivered"))}`),
+          el("span", { class: "item" }, el("span", { class: "key failed" }), `Failed attempts ${fmtNum(sum("failed"))}`)),
         button));
   }
 
