@@ -74,6 +74,10 @@ def test_destinations_list_pause_resume(env: Env, redis_client: redis.Redis) -> 
     human = env.run("dlq", "audit").stdout
     assert "pause" in human and "reason: LMS maintenance" in human
 
+    assert env.run("dlq", "requeue", "--all", "--dry-run").returncode == 0  # the dlq CLI records the same actor
+    latest = json.loads(env.run("dlq", "audit", "--json", "--limit", "1").stdout)[0]
+    assert (latest["actor"], latest["action"], latest["dry_run"]) == (actor, "requeue", True)
+
     env.vars["GRADESYNC_REDIS_URL"] = f"redis://user:secret@127.0.0.1:{free_port()}/0"
     down = env.run("destinations")
     assert down.returncode == 1 and "Traceback" not in down.stderr

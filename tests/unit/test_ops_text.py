@@ -61,4 +61,4 @@ def test_the_destinations_table_neutralises_and_aligns() -> None:
     assert lines[1].index("open") == lines[2].index("closed")  # columns line up
     assert [rate_text(derive("x", "edlink", f, 0, c, now)) for f, c in [
         ({}, 120.0), ({"rate": "60"}, 120.0), ({"rate": "90.25"}, None), ({}, None)]] == [
-        "120", "60/120", "90.2/unlimited", "unlimited"]
+        "120", "60/120", "90.2 (learnt)", "unlimited"]

@@ -4,6 +4,7 @@ the JSON shapes of dead letters, reports and audit entries. Every string that le
 
 from __future__ import annotations
 
+import getpass
 import math
 import re
 import time
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from producers.settings import Settings
 from worker.ops.overview import OpsContext
+from worker.ops.text import neutralize
 from worker.ops.views import iso
 from worker.redact import redact, redact_text
 from worker.store.deadletters import ActionReport, DeadLetter, DLQFilter
@@ -66,6 +68,15 @@ def _finite_since(value: float) -> float:
     if not math.isfinite(value) or abs(value) > _MAX_EPOCH:
         raise ValueError("since: must be a finite time (NaN, infinity and out-of-range values are refused)")
     return value
+
+
+def cli_actor() -> str:
+    """``cli:<OS user>``: who acted from the command line, as the audit log records it."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
+        user = "unknown"
+    return f"cli:{neutralize(user)}"
 
 
 def normalize_id(value: str) -> str | None:

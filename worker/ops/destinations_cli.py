@@ -9,7 +9,6 @@ comes from a vendor's answer or another operator and never reaches the terminal 
 
 from __future__ import annotations
 
-import getpass
 import json
 import time
 from collections.abc import Callable
@@ -20,20 +19,12 @@ import redis
 
 from producers.settings import ConfigError, get_settings, without_credentials
 from worker.flow.status import MAX_REASON, STATES, DestinationStatus, FlowStatus
+from worker.ops.actions import cli_actor
 from worker.ops.text import humanize_since, humanize_until, neutralize
 from worker.store import Store
 
 STATE_COLOURS = {"closed": "green", "half_open": "yellow", "open": "red", "paused": "magenta"}
 assert set(STATE_COLOURS) == set(STATES)
-
-
-def cli_actor() -> str:
-    """``cli:<OS user>`` — who paused or resumed, as the audit log records it."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
-        user = "unknown"
-    return f"cli:{neutralize(user)}"
 
 
 def _flow() -> FlowStatus:
@@ -58,14 +49,15 @@ class _RedisCommand(click.Group):
 
 
 def rate_text(s: DestinationStatus) -> str:
-    """``60/120`` (now / configured per minute), ``120`` when unchanged, ``unlimited`` when none."""
+    """``60/120`` (now / configured per minute), ``120`` when unchanged, ``90 (learnt)`` when only the
+    vendor's 429s set it, ``unlimited`` when none."""
     def fmt(x: float) -> str:
         return f"{x:.1f}".rstrip("0").rstrip(".")
 
     if s.rate_per_minute is None:
         return "unlimited"
     if s.configured_rate_per_minute is None:
-        return f"{fmt(s.rate_per_minute)}/unlimited"
+        return f"{fmt(s.rate_per_minute)} (learnt)"
     if abs(s.rate_per_minute - s.configured_rate_per_minute) < 0.05:
         return fmt(s.rate_per_minute)
     return f"{fmt(s.rate_per_minute)}/{fmt(s.configured_rate_per_minute)}"

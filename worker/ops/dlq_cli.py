@@ -140,7 +140,7 @@ def dlq_requeue(event_ids: tuple[str, ...], all_: bool, dry_run: bool, rate: flo
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        report = dlq.requeue(ids, flt, dry_run=dry_run, rate=rate, actor="cli", progress=advance)
+        report = dlq.requeue(ids, flt, dry_run=dry_run, rate=rate, actor=actions.cli_actor(), progress=advance)
     for eid, why in report.skipped.items():
         click.echo(printable(f"skipped {eid}: {why}"), err=True)
     if dry_run:
@@ -163,13 +163,13 @@ def dlq_purge(event_ids: tuple[str, ...], all_: bool, yes: bool, **f: Any) -> No
     ids = _targets(event_ids, all_)
     flt = _flt(**f)
     dlq = _dlq()
-    preview = dlq.purge(ids, flt, actor="cli", dry_run=True, audit=False) if not yes else None
+    preview = dlq.purge(ids, flt, actor=actions.cli_actor(), dry_run=True, audit=False) if not yes else None
     if preview is not None:
         if preview.matched == 0:
             click.echo("nothing to purge")
             return
         click.confirm(f"Purge {preview.matched} dead letter(s) for good?", abort=True)
-    report = dlq.purge(ids, flt, actor="cli")
+    report = dlq.purge(ids, flt, actor=actions.cli_actor())
     for eid, why in report.skipped.items():
         click.echo(printable(f"skipped {eid}: {why}"), err=True)
     click.echo(f"purged {report.done} dead letter(s)")
