@@ -34,7 +34,6 @@ from producers.safetext import printable
 from producers.settings import LearningStudioDestination, Settings, environ_value, reset_settings
 from worker.flow.status import FlowStatus
 from worker.localredis import EmbeddedRedis, find_or_start, free_port
-from worker.ops.text import neutralize
 from worker.sandbox import DEMO_CREDENTIALS
 from worker.sandbox import destinations_toml as sandbox_destinations_toml
 from worker.sandbox.control import SandboxClient
@@ -138,7 +137,7 @@ def flow_table(flow: FlowStatus) -> Table:
     for s in flow.all():
         rate = "unlimited" if s.rate_per_minute is None else f"{s.rate_per_minute:g}"
         table.add_row(s.name, f"[{FLOW_STYLE.get(s.state, 'white')}]{s.state}[/]", str(s.parked), rate,
-                      escape(neutralize(s.reason)))
+                      escape(printable(s.reason)))
     return table
 
 

@@ -37,8 +37,8 @@ from typing import Any
 import redis
 
 from producers.keys import Keys
+from producers.safetext import printable
 from producers.settings import Destination
-from worker.ops.text import neutralize
 from worker.ops.views import iso
 from worker.store.deadletters import AUDIT_MAXLEN
 
@@ -114,7 +114,7 @@ def derive(name: str, vendor: str, fields: Mapping[str, str], parked: int,
 
 def clean_reason(reason: str) -> str:
     """A pause reason as stored: one line, control characters escaped; ValueError when empty or too long."""
-    text = neutralize(" ".join(reason.split()))
+    text = printable(" ".join(reason.split()))
     if not text:
         raise ValueError("a reason is required")
     if len(text) > MAX_REASON:

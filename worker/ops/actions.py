@@ -15,9 +15,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from producers.safetext import printable
 from producers.settings import Settings
 from worker.ops.overview import OpsContext
-from worker.ops.text import neutralize
 from worker.ops.views import iso
 from worker.redact import redact, redact_text
 from worker.store.deadletters import ActionReport, DeadLetter, DLQFilter
@@ -76,7 +76,7 @@ def cli_actor() -> str:
         user = getpass.getuser()
     except (KeyError, OSError):  # no passwd entry and no LOGNAME/USER (some containers)
         user = "unknown"
-    return f"cli:{neutralize(user)}"
+    return f"cli:{printable(user)}"
 
 
 def normalize_id(value: str) -> str | None:

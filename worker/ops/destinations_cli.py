@@ -17,10 +17,11 @@ from typing import Any
 import click
 import redis
 
+from producers.safetext import printable
 from producers.settings import ConfigError, get_settings, without_credentials
 from worker.flow.status import MAX_REASON, STATES, DestinationStatus, FlowStatus
 from worker.ops.actions import cli_actor
-from worker.ops.text import humanize_since, humanize_until, neutralize
+from worker.ops.text import humanize_since, humanize_until
 from worker.store import Store
 
 STATE_COLOURS = {"closed": "green", "half_open": "yellow", "open": "red", "paused": "magenta"}
@@ -65,7 +66,7 @@ def rate_text(s: DestinationStatus) -> str:
 
 def status_line(s: DestinationStatus, now: float) -> str:
     """The reason, plus when the next probe runs while open."""
-    reason = neutralize(s.reason)
+    reason = printable(s.reason)
     if s.state == "open" and s.probe_at is not None:
         reason = f"{reason} (next probe {humanize_until(s.probe_at, now=now)})"
     return reason
@@ -73,7 +74,7 @@ def status_line(s: DestinationStatus, now: float) -> str:
 
 def render_table(statuses: list[DestinationStatus], now: float, *, colour: bool) -> list[str]:
     headers = ("DESTINATION", "VENDOR", "STATE", "SINCE", "RATE/MIN", "PARKED", "REASON")
-    rows = [(neutralize(s.name), s.vendor, s.state, humanize_since(s.since, now=now), rate_text(s), str(s.parked),
+    rows = [(printable(s.name), s.vendor, s.state, humanize_since(s.since, now=now), rate_text(s), str(s.parked),
              status_line(s, now)) for s in statuses]
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers[:-1])]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers[:-1], widths, strict=True)) + "  " + headers[-1]]
@@ -119,7 +120,7 @@ def _one(flow: FlowStatus, name: str, action: Callable[[], DestinationStatus]) -
         status = action()
     except KeyError:
         known = ", ".join(sorted(flow.destinations)) or "none"
-        raise click.ClickException(f"unknown destination {neutralize(name)!r} (configured: {known})") from None
+        raise click.ClickException(f"unknown destination {printable(name)!r} (configured: {known})") from None
     return status
 
 
@@ -137,7 +138,7 @@ def destinations_pause(name: str, reason: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(status.as_dict(), indent=2))
         return
-    click.echo(f"paused {neutralize(status.name)}: {neutralize(status.reason)} ({status.parked} parked)")
+    click.echo(f"paused {printable(status.name)}: {printable(status.reason)} ({status.parked} parked)")
 
 
 @destinations_group.command("resume")
@@ -150,9 +151,9 @@ def destinations_resume(name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(status.as_dict(), indent=2))
         return
-    line = f"resumed {neutralize(status.name)}: now {status.state}"
+    line = f"resumed {printable(status.name)}: now {status.state}"
     if status.state == "paused":  # a vendor's 429 (Retry-After) still holds it
-        line += f" ({neutralize(status.reason)})"
+        line += f" ({printable(status.reason)})"
     elif status.parked:
         line += f"; {status.parked} parked event(s) drain at the rate limit"
     click.echo(line)

@@ -1,35 +1,12 @@
-"""Text as operators see it on a terminal: control characters neutralised, times humanised.
+"""Times as operators read them on a terminal: ``3m 12s ago``, ``in 12s``.
 
-Reasons shown to operators come from vendors (a breaker opens *because of* a vendor's answer) and from
-other operators (a pause reason), so a terminal must never receive their raw bytes: an escape sequence
-could recolour, move the cursor or rewrite what the table shows. :func:`neutralize` renders every
-control and format character (C0, DEL, C1, bidi overrides, zero-width characters...) visibly escaped.
+(Control characters in what the CLI prints are neutralised by :func:`producers.safetext.printable`, the
+one definition of an unsafe character.)
 """
 
 from __future__ import annotations
 
 import time
-import unicodedata
-
-#: Unicode categories never written raw: controls, format characters (bidi overrides, zero-width),
-#: line / paragraph separators, surrogates, private use and unassigned code points
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
-
-
-def _escape(ch: str) -> str:
-    code = ord(ch)
-    if code <= 0xFF:
-        return f"\\x{code:02x}"
-    if code <= 0xFFFF:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
-def neutralize(text: str | None) -> str:
-    """``text`` with every control / format character written as a visible escape (``\\x1b``)."""
-    if not text:
-        return ""
-    return "".join(_escape(ch) if unicodedata.category(ch) in _UNSAFE_CATEGORIES else ch for ch in text)
 
 
 def humanize_duration(seconds: float) -> str:
