@@ -6,6 +6,7 @@ surface read and update them). Nothing else builds a key name.
     {p}:event:{id}               hash: wire (the event, Fernet-encrypted: producers.crypto), state, token, ...
     {p}:event:{id}:attempts      list: one JSON record per attempt
     {p}:scheduled                zset: event id -> due time of its next attempt (durable retries)
+    {p}:scheduled:{dest}         zset: the same, per destination (cheap per-destination counts)
     {p}:dispatching              zset: event id -> time a due retry was claimed (crash recovery)
     {p}:dlq                      zset: event id -> time it was dead-lettered
     {p}:dlq:{dest}               zset: the same, per destination
@@ -18,6 +19,13 @@ surface read and update them). Nothing else builds a key name.
     {p}:sweeper:lock             string: which worker runs the stranded-event sweep now (leader lease)
     {p}:session:{sid}            string: a live dashboard session (TTL = session lifetime; logout deletes)
     {p}:authfail:{client}        string: failed authentications of one client IP in the current window
+    {p}:flow:{dest}              hash: the destination's flow-control state (worker/flow): breaker,
+                                 breaker_reason, breaker_since, probe_at, opened, failures, rate,
+                                 throttled_until, throttled_reason (flow); paused, paused_reason,
+                                 paused_by, paused_since (operators); internal: tat (the GCRA's
+                                 theoretical arrival time), epoch (bumped when the rate drops),
+                                 probe_deadline, probe_released_at, sent_t/sent_n/sent_prev (rate seen)
+    {p}:parked:{dest}            zset: event id -> time it was parked (breaker open or paused)
     {p}:audit                    stream: operator actions
     {p}:flow:{dest}              hash: the destination's flow-control state (breaker, rate, throttle, paused)
     {p}:parked:{dest}            zset: event id -> time it was parked (breaker open or destination paused)
@@ -74,6 +82,15 @@ class Keys:
 
     def lock(self, destination: str, learner_id: str, item_key: str) -> str:
         return f"{self.prefix}:lock:{destination}:{self._digest(learner_id, item_key)}"
+
+    def scheduled_of(self, destination: str) -> str:
+        return f"{self.prefix}:scheduled:{destination}"
+
+    def flow(self, destination: str) -> str:
+        return f"{self.prefix}:flow:{destination}"
+
+    def parked(self, destination: str) -> str:
+        return f"{self.prefix}:parked:{destination}"
 
     def inflight(self, destination: str) -> str:
         return f"{self.prefix}:inflight:{destination}"

@@ -43,6 +43,11 @@ SECRET_KEYS: dict[str, dict[str, str]] = {
 }
 
 
+#: documented default rate limits (requests/minute) per vendor (../shared/reference/vendors.md): Thought
+#: Industries' standard plan allows 120/min (burst 20); the others document none
+VENDOR_RATE_LIMITS: dict[str, float] = {"thoughtindustries": 120.0}
+VENDOR_BURSTS: dict[str, int] = {"thoughtindustries": 20}
+
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "sentinel://")
 
 
@@ -71,6 +76,17 @@ class _DestinationBase(BaseModel):
     retry_base_delay: float = Field(2.0, gt=0, le=86_400)
     retry_max_delay: float = Field(600.0, gt=0, le=7 * 86_400)
     requeue_rate: float = Field(10.0, gt=0, description="default events/second for a DLQ requeue")
+    # flow control (worker/flow): the destination, not the single event, reacts to pressure
+    rate_limit_per_minute: float | None = Field(
+        None, ge=0,
+        description="requests/minute shared by every worker (absent: the vendor's documented limit; 0: none)")
+    burst: int | None = Field(None, ge=1, description="requests allowed at once above the rate (default: 1 s worth)")
+    max_concurrency: int | None = Field(
+        None, ge=1, description="threads of one worker process this destination may hold (default: half)")
+    max_event_age: float = Field(7 * 86_400.0, gt=0, description="seconds a parked/waiting event may wait")
+    breaker_failures: int = Field(5, ge=1, description="consecutive transient failures that open the breaker")
+    breaker_cooldown: float = Field(30.0, gt=0, description="seconds open before the first probe")
+    breaker_max_cooldown: float = Field(600.0, gt=0, description="cap of the growing cool-down")
 
     @field_validator("base_url")
     @classmethod
@@ -79,11 +95,37 @@ class _DestinationBase(BaseModel):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _vendor_rate_limit(cls, data: Any) -> Any:
+        """An absent ``rate_limit_per_minute`` takes the vendor's documented limit; 0 means none."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        vendor = str(data.get("vendor"))
+        if "rate_limit_per_minute" not in data:
+            data["rate_limit_per_minute"] = VENDOR_RATE_LIMITS.get(vendor)
+            if data["rate_limit_per_minute"] is not None and "burst" not in data:
+                data["burst"] = VENDOR_BURSTS.get(vendor)
+        elif data["rate_limit_per_minute"] == 0:
+            data["rate_limit_per_minute"] = None
+        return data
+
     @model_validator(mode="after")
     def _delays(self) -> _DestinationBase:
         if self.retry_max_delay < self.retry_base_delay:
             raise ValueError("retry_max_delay must be >= retry_base_delay")
+        if self.breaker_max_cooldown < self.breaker_cooldown:
+            raise ValueError("breaker_max_cooldown must be >= breaker_cooldown")
         return self
+
+    @property
+    def configured_burst(self) -> int:
+        """Requests allowed at once above the rate: ``burst``, else 1 s worth of the rate."""
+        if self.burst is not None:
+            return self.burst
+        rate = self.rate_limit_per_minute
+        return max(1, int(rate / 60)) if rate else 1
 
     def missing_secrets(self) -> list[str]:
         """The ``*_env`` keys whose environment variable was not set."""

@@ -6,7 +6,11 @@
    overlap); if another worker holds it, defer this message a few seconds (durably).
 3. Stale guard: if a newer ``occurred_at`` was already applied for that learner + item, end
    ``superseded`` without calling the vendor.
-4. Call the destination's adapter once. Then, in one Redis transaction, record the attempt and the
+4. Flow control (:mod:`worker.flow`): over its fair share of this process's threads, a destination's
+   message is deferred; before the attempt the destination's state may defer it to its rate-limit slot,
+   park it (breaker open, paused) or let it be the breaker's probe; after it, the outcome updates the
+   breaker and the rate. None of that counts as an attempt.
+5. Call the destination's adapter once. Then, in one Redis transaction, record the attempt and the
    outcome that :func:`worker.retry.decide` chose: succeeded, superseded, retry at T (kept durable in
    Redis, see :mod:`worker.store.schedule`), or dead-lettered.
 
@@ -32,6 +36,8 @@ from worker import errors, hooks, shutdown
 from worker.adapters import build_adapter
 from worker.adapters.base import Adapter, AdapterContext, DeliveryResult
 from worker.adapters.http import make_client
+from worker.flow.gate import FlowControl
+from worker.flow.share import FairShare
 from worker.known_secrets import scrub_error, wire_secrets
 from worker.redact import bind_secrets, redact_text
 from worker.retry import Action, RetryPolicy, decide
@@ -85,13 +91,15 @@ class AdapterPool:
 
 class Deliverer:
     def __init__(self, settings: Settings, store: Store, adapters: AdapterPool, *, worker: str = "",
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random, share: FairShare | None = None) -> None:
         self.settings = settings
         self.store = store
         self.adapters = adapters
         self.worker = worker
         self.rand = rand
         self._hand_back = shutdown.HandBack(store.redis, store.keys)
+        self.flow = FlowControl(store, rand=rand)
+        self.share = share or FairShare(settings.worker_concurrency)
 
     @property
     def lease_seconds(self) -> float:
@@ -121,18 +129,26 @@ class Deliverer:
             reason = f"event no longer valid for its destination: {exc.errors()[0]['msg']}"
             return self._dead_letter(record, None, reason, {"error_class": "ConfigurationError",
                                                             "message": reason})
-        owner = f"{self.worker}:{new_token()}"
-        item_key = event.item_key()
-        if not ledger.acquire(record.destination, event.learner_id, item_key, owner, self.lease_seconds):
-            ledger.defer(record, time.time() + LEASE_BUSY_DELAY)
-            log.info("lease_busy_deferred", delay=LEASE_BUSY_DELAY)
-            return "deferred"
-        try:
-            return self._run_locked(event, token, item_key)
-        finally:
-            ledger.release(record.destination, event.learner_id, item_key, owner)
+        destination = self.settings.destinations()[event.destination]
+        with self.share.slot(destination.name, destination.max_concurrency) as admitted:
+            if not admitted:
+                return self._defer(record, self.share.delay(destination.name, self.rand), "over_share_deferred")
+            owner = f"{self.worker}:{new_token()}"
+            item_key = event.item_key()
+            if not ledger.acquire(record.destination, event.learner_id, item_key, owner, self.lease_seconds):
+                return self._defer(record, LEASE_BUSY_DELAY, "lease_busy_deferred")
+            try:
+                return self._run_locked(event, destination, token, item_key)
+            finally:
+                ledger.release(record.destination, event.learner_id, item_key, owner)
 
-    def _run_locked(self, event: GradeEvent, token: str, item_key: str) -> str:
+    def _defer(self, record: EventRecord, delay: float, why: str) -> str:
+        """Look at this message again in ``delay`` seconds (durably); no attempt was made."""
+        self.store.ledger.defer(record, time.time() + delay)
+        log.info(why, delay=delay)
+        return "deferred"
+
+    def _run_locked(self, event: GradeEvent, destination: Destination, token: str, item_key: str) -> str:
         ledger = self.store.ledger
         event_id = str(event.event_id)
         record = ledger.load(event_id)  # re-read under the lease: another worker may have finished it
@@ -148,11 +164,16 @@ class Deliverer:
             return "superseded"
         if shutdown.gate.closed:
             return self.hand_back(event_id, event.destination, token, started=False)
+        verdict = self.flow.before(record, destination)
+        if not verdict.go:
+            if verdict.result == "expired":
+                return self._dead_letter(record, None, verdict.reason,
+                                         {"error_class": "MaxEventAgeExceeded", "message": verdict.reason})
+            return verdict.result
         attempt = ledger.start(record, token)
         if attempt < 0:
             return "skipped"
         structlog.contextvars.bind_contextvars(attempt=attempt)
-        destination = self.settings.destinations()[event.destination]
         started = time.time()
         entry: dict[str, Any] = {"n": attempt, "started_at": round(started, 3), "worker": self.worker}
         try:
@@ -162,7 +183,7 @@ class Deliverer:
             return self.hand_back(event_id, event.destination, token, started=True)
         except errors.DeliveryError as exc:
             scrub_error(exc)  # the one masking step before a failure becomes records and log lines
-            return self._after_failure(record, event, destination, attempt, exc, entry, started)
+            return self._after_failure(record, event, destination, attempt, exc, entry, started, verdict.probe)
         except errors.ConfigurationError as exc:
             scrub_error(exc)
             entry.update(self._timing(started), outcome="dead_letter", error_class="ConfigurationError",
@@ -172,7 +193,8 @@ class Deliverer:
         except Exception as exc:  # a bug or an unforeseen failure: retry it like a transient one
             log.exception("adapter_crashed")
             wrapped = errors.RetryableError(f"internal error: {type(exc).__name__}")
-            return self._after_failure(record, event, destination, attempt, wrapped, entry, started)
+            return self._after_failure(record, event, destination, attempt, wrapped, entry, started, None)
+        self.flow.succeeded(destination, verdict)
         return self._succeeded(record, event, attempt, result, entry, started, item_key, occurred_ms)
 
     def hand_back(self, event_id: str, destination: str, token: str, *, started: bool) -> str:
@@ -201,13 +223,19 @@ class Deliverer:
         return "succeeded"
 
     def _after_failure(self, record: EventRecord, event: GradeEvent, destination: Destination, attempt: int,
-                       exc: errors.DeliveryError, entry: dict[str, Any], started: float) -> str:
-        policy = RetryPolicy(destination.max_attempts, destination.retry_base_delay, destination.retry_max_delay)
-        decision = decide(exc, attempt, policy, self.rand)
+                       exc: errors.DeliveryError, entry: dict[str, Any], started: float, probe: bool | None) -> str:
+        """``probe``: whether this attempt was the breaker's probe; None: not the vendor's doing (a bug)."""
         error = exc.as_record()
-        entry.update(self._timing(started), outcome=decision.action.value, status=exc.status,
-                     error_class=error["error_class"], message=exc.message,
-                     vendor_message=exc.vendor_message, excerpt=exc.excerpt)
+        entry.update(self._timing(started), status=exc.status, error_class=error["error_class"],
+                     message=exc.message, vendor_message=exc.vendor_message, excerpt=exc.excerpt)
+        if probe is not None:  # a 429, or a failure of an unhealthy destination, spends no attempt
+            settled = self.flow.settle_failure(record, destination, exc, probe=probe, entry=entry, error=error)
+            if settled:
+                return settled
+        policy = RetryPolicy(destination.max_attempts, destination.retry_base_delay, destination.retry_max_delay)
+        counted = attempt - int(record.fields.get("uncounted") or 0)
+        decision = decide(exc, counted, policy, self.rand)
+        entry["outcome"] = decision.action.value
         if decision.action is Action.SUPERSEDED:
             self.store.ledger.supersede(record, decision.reason, entry)
             self.store.stats.processed(event.destination, event.vendor, "superseded")

@@ -1,5 +1,6 @@
 """The retry pump: a thread in every worker process that moves due scheduled retries back to their
-destination's queue (and recovers claims a crashed pump left behind)."""
+destination's queue (and recovers claims a crashed pump left behind); it also runs the flow pump
+(:mod:`worker.flow.drain`: parked events drained, probes released) when it is given one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import structlog
 from celery import Celery
 
 from producers.publish import Delivery, dispatch
+from worker.flow.drain import FlowPump
 from worker.store import Store
 from worker.store.ledger import RUNNABLE
 
@@ -17,8 +19,10 @@ log = structlog.get_logger("gradesync.pump")
 
 
 class RetryPump:
-    def __init__(self, store: Store, app: Celery, *, interval: float = 1.0, batch: int = 500) -> None:
+    def __init__(self, store: Store, app: Celery, *, interval: float = 1.0, batch: int = 500,
+                 flow: FlowPump | None = None) -> None:
         self.store = store
+        self.flow = flow
         self.app = app
         self.interval = interval
         self.batch = batch
@@ -56,6 +60,8 @@ class RetryPump:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                if self.flow is not None:
+                    self.flow.tick()
                 while self.tick() >= self.batch:
                     pass
             except Exception:

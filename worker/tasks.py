@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,9 @@ from worker import logs, shutdown
 from worker.brokerfix import harden_kombu_redis
 from worker.celery_app import app
 from worker.delivery import AdapterPool, Deliverer
+from worker.flow.drain import FlowPump
+from worker.flow.share import FairShare
+from worker.flow.store import FlowStore
 from worker.heartbeat import Heartbeat
 from worker.known_secrets import register_destinations
 from worker.pump import RetryPump
@@ -41,6 +45,10 @@ _runtime_lock = threading.Lock()
 _pump: RetryPump | None = None
 _heartbeat: Heartbeat | None = None
 _sweeper: Sweeper | None = None
+#: this worker process's threads (the pool size given to `gradesync worker -c`) and the queues it
+#: consumes, for the fair share
+_slots: int | None = None
+_served: list[str] = []
 
 
 def runtime() -> Runtime:
@@ -53,7 +61,9 @@ def runtime() -> Runtime:
             register_destinations(settings)  # their credentials are masked in every record and log line
             store = Store.connect(settings, worker_client(settings))  # rides out a Redis restart
             adapters = AdapterPool(settings, store)
-            _runtime = Runtime(store, adapters, Deliverer(settings, store, adapters, worker=socket.gethostname()))
+            share = FairShare(_slots or settings.worker_concurrency, len(_served or settings.destinations()))
+            _runtime = Runtime(store, adapters, Deliverer(settings, store, adapters, worker=socket.gethostname(),
+                                                          share=share))
         return _runtime
 
 
@@ -73,10 +83,34 @@ def _setup_logging(**_: Any) -> None:
     logs.configure(settings.log_format, settings.log_level)
 
 
+def _waiting_since(store: Store) -> Callable[[list[str]], list[float | None]]:
+    """When each event began waiting (published or requeued), for the flow pump's max_event_age check."""
+
+    def since(ids: list[str]) -> list[float | None]:
+        return [None if rec is None else max(rec.get_float("created_at") or 0.0, rec.get_float("requeued_at") or 0.0)
+                for rec in store.ledger.load_many(ids)]
+    return since
+
+
+@signals.worker_init.connect
+def _pool_size(sender: Any = None, **_: Any) -> None:
+    global _slots
+    global _served
+    concurrency = getattr(sender, "concurrency", None)
+    _slots = concurrency if isinstance(concurrency, int) and concurrency > 0 else None
+    queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    try:
+        _served = sorted(q.name for q in queues.consume_from.values()) if queues is not None else []
+    except AttributeError:
+        _served = []
+
+
 @signals.worker_ready.connect
 def _start_pump(**_: Any) -> None:
     global _pump, _sweeper
-    _pump = RetryPump(runtime().store, app)
+    store = runtime().store
+    flow = FlowPump(FlowStore(store.redis, store.keys), get_settings().destinations, _waiting_since(store))
+    _pump = RetryPump(store, app, flow=flow)
     _pump.start()
     heartbeat_file = get_settings().heartbeat_file
     if heartbeat_file is not None:  # the liveness probe's file (worker.heartbeat)

@@ -94,29 +94,14 @@ def queue_depths(broker: redis.Redis, destinations: Iterable[str]) -> dict[str, 
     return {name: sum(int(x) for x in lengths[i * n : (i + 1) * n]) for i, name in enumerate(names)}
 
 
-def scheduled_by_destination(store: Store, chunk: int = 1000) -> dict[str, int]:
-    """Scheduled retries (and those being dispatched) per destination, read from the ledger records."""
-    counts: dict[str, int] = {}
-    r, keys = store.redis, store.keys
-    for zkey in (keys.scheduled, keys.dispatching):
-        start = 0
-        while True:
-            members = r.zrange(zkey, start, start + chunk - 1)
-            if not members:
-                break
-            with r.pipeline(transaction=False) as pipe:
-                for m in members:
-                    eid = m.decode() if isinstance(m, bytes) else str(m)
-                    pipe.hget(keys.event(eid), "destination")
-                dests = pipe.execute()
-            for d in dests:
-                if d is not None:
-                    name = d.decode() if isinstance(d, bytes) else str(d)
-                    counts[name] = counts.get(name, 0) + 1
-            if len(members) < chunk:
-                break
-            start += chunk
-    return counts
+def scheduled_by_destination(store: Store, destinations: Iterable[str]) -> dict[str, int]:
+    """Scheduled retries per destination: one ZCARD of each ``scheduled:{dest}`` (no scan of the events)."""
+    names = list(destinations)
+    with store.redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.zcard(store.keys.scheduled_of(name))
+        counts = pipe.execute()
+    return {name: int(n) for name, n in zip(names, counts, strict=True)}
 
 
 def compute_overview(ctx: OpsContext, *, windows: bool = True) -> list[DestinationOverview]:
@@ -132,7 +117,7 @@ def compute_overview(ctx: OpsContext, *, windows: bool = True) -> list[Destinati
         raw = pipe.execute()
     depths = queue_depths(ctx.broker_redis, names) if ctx.broker_redis is not None else (
         amqp_queue_depths(ctx.celery, names) if is_amqp_url(ctx.settings.broker) else {})
-    scheduled = scheduled_by_destination(ctx.store)
+    scheduled = scheduled_by_destination(ctx.store, names)
     counts: dict[str, dict[tuple[str, str], int]] = {}
     if windows:
         for label, minutes in (("5m", 5), ("60m", 60)):

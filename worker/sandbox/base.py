@@ -10,12 +10,17 @@ Each app also answers a control API under ``/_sandbox/`` (never part of a vendor
 ``DELETE /_sandbox/faults``   clear the faults
 ``POST /_sandbox/reset``      clear state, log and faults
 ``POST /_sandbox/config``     vendor-specific switches (:meth:`SandboxApp.configure`), e.g. seed data
+``POST /_sandbox/ratelimit``  ``{"per_minute": 600, "burst": 100}``: a token bucket over the vendor routes;
+                              beyond it they answer 429 with ``Retry-After`` (whole seconds until a token)
+                              and the vendor's own 429 body. ``DELETE /_sandbox/ratelimit`` removes it.
 
 A fault matches requests by optional ``method`` and ``path`` (a regex searched in the path), applies
 ``latency`` seconds first, then either drops the connection without an answer (``drop``), answers
 ``status`` with ``body`` (default: the vendor's own error shape from :meth:`SandboxApp.error_body`) and a
 ``Retry-After`` header, or, with neither, lets the request through slowly. ``times`` is how many
-requests it affects (``-1``: until cleared).
+requests it affects (``-1``: until cleared); ``for_seconds`` limits it to that many seconds from now, so
+``{"status": 503, "times": -1, "for_seconds": 60}`` is a 60-second outage. ``GET /_sandbox/state``
+also reports ``counts``: ``{"requests": N, "throttled": M, "by_status": {"200": …}}`` over vendor routes.
 
 It is built on the standard library's HTTP server, not an ASGI framework, because only a raw socket can
 drop a connection mid-request the way a failing load balancer does.
@@ -35,6 +40,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from worker.sandbox.ratelimit import TokenBucket
 
 _DROP = object()
 
@@ -98,9 +105,13 @@ class Fault:
     path: str | None = None
     method: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    for_seconds: float | None = None
+    until: float | None = None  # set from for_seconds when the fault is added
 
     def matches(self, req: Request) -> bool:
         if self.times == 0:
+            return False
+        if self.until is not None and time.time() >= self.until:
             return False
         if self.method and self.method.upper() != req.method:
             return False
@@ -120,6 +131,8 @@ class SandboxApp:
         self.lock = threading.RLock()
         self.faults: list[Fault] = []
         self.requests: deque[dict[str, Any]] = deque(maxlen=5000)
+        self.ratelimit: TokenBucket | None = None
+        self.counts: dict[str, Any] = {"requests": 0, "throttled": 0, "by_status": {}}
         self.register()
 
     # -- for subclasses --------------------------------------------------------------------------
@@ -154,6 +167,11 @@ class SandboxApp:
     def handle(self, req: Request) -> Response | object:
         if req.raw_path.startswith("/_sandbox/"):
             return self._control(req)
+        limited = self._take_token()
+        if limited is not None:
+            resp = Response(429, self.error_body(429, "rate limit exceeded"), {"Retry-After": str(limited)})
+            self._log(req, resp.status, fault="ratelimit")
+            return resp
         fault = self._take_fault(req)
         if fault is not None:
             if fault.latency:
@@ -191,6 +209,10 @@ class SandboxApp:
             return Response(405, self.error_body(405, "method not allowed"))
         return Response(404, self.error_body(404, "not found"))
 
+    def _take_token(self) -> int | None:
+        with self.lock:
+            return None if self.ratelimit is None else self.ratelimit.take()
+
     def _take_fault(self, req: Request) -> Fault | None:
         with self.lock:
             for fault in self.faults:
@@ -214,6 +236,12 @@ class SandboxApp:
             entry["fault"] = fault
         with self.lock:
             self.requests.append(entry)
+            self.counts["requests"] += 1
+            if status == 429:
+                self.counts["throttled"] += 1
+            by_status = self.counts["by_status"]
+            key = str(status) if status is not None else "dropped"
+            by_status[key] = by_status.get(key, 0) + 1
 
     def _control(self, req: Request) -> Response:
         name = req.raw_path[len("/_sandbox/") :].strip("/")
@@ -221,14 +249,29 @@ class SandboxApp:
             if name == "state" and req.method == "GET":
                 return Response(200, {"vendor": self.vendor, "state": self.state(),
                                       "requests": list(self.requests),
-                                      "faults": [f.__dict__ for f in self.faults if f.times != 0]})
+                                      "faults": [f.__dict__ for f in self.faults if f.times != 0],
+                                      "counts": {**self.counts, "by_status": dict(self.counts["by_status"])},
+                                      "ratelimit": self.ratelimit.describe() if self.ratelimit else None})
             if name == "faults" and req.method == "POST":
                 spec = req.json() or {}
                 try:
-                    self.faults.append(Fault(**spec))
+                    fault = Fault(**spec)
                 except TypeError as exc:
                     return Response(400, {"error": str(exc)})
+                if fault.for_seconds is not None:
+                    fault.until = time.time() + float(fault.for_seconds)
+                self.faults.append(fault)
                 return Response(201, {"faults": len(self.faults)})
+            if name == "ratelimit" and req.method == "POST":
+                spec = req.json() or {}
+                try:
+                    self.ratelimit = TokenBucket(float(spec["per_minute"]), spec.get("burst"))
+                except (KeyError, TypeError, ValueError) as exc:
+                    return Response(400, {"error": f"per_minute (> 0) and optional burst expected: {exc}"})
+                return Response(200, self.ratelimit.describe())
+            if name == "ratelimit" and req.method == "DELETE":
+                self.ratelimit = None
+                return Response(204)
             if name == "faults" and req.method == "DELETE":
                 self.faults.clear()
                 return Response(204)
@@ -240,6 +283,8 @@ class SandboxApp:
             if name == "reset" and req.method == "POST":
                 self.faults.clear()
                 self.requests.clear()
+                self.ratelimit = None
+                self.counts = {"requests": 0, "throttled": 0, "by_status": {}}
                 self.clear()
                 return Response(204)
         return Response(404, {"error": "unknown sandbox control endpoint"})

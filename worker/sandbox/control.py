@@ -24,6 +24,28 @@ class SandboxClient:
         data: dict[str, Any] = response.json()
         return data
 
+    def rate_limit(self, per_minute: float, burst: int | None = None) -> dict[str, Any]:
+        """Answer 429 (with Retry-After) to vendor requests beyond ``per_minute`` (``burst`` at once)."""
+        spec: dict[str, Any] = {"per_minute": per_minute}
+        if burst is not None:
+            spec["burst"] = burst
+        response = self._http.post("/_sandbox/ratelimit", json=spec)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def clear_rate_limit(self) -> None:
+        self._http.delete("/_sandbox/ratelimit").raise_for_status()
+
+    def outage(self, seconds: float, status: int = 503) -> None:
+        """Answer ``status`` to every vendor request for the next ``seconds`` seconds."""
+        self.fault(status=status, times=-1, for_seconds=seconds)
+
+    def counts(self) -> dict[str, Any]:
+        """``{"requests": N, "throttled": M, "by_status": {...}}`` over the vendor routes since the reset."""
+        counts: dict[str, Any] = self.dump()["counts"]
+        return counts
+
     def clear_faults(self) -> None:
         self._http.delete("/_sandbox/faults").raise_for_status()
 

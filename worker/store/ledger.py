@@ -57,7 +57,7 @@ redis.call('ZREM', KEYS[4], ARGV[4])
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'token', ARGV[1], 'requeued_at', ARGV[2],
   'updated_at', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'requeues', 1)
-redis.call('HDEL', KEYS[1], 'dead_at', 'next_attempt_at')
+redis.call('HDEL', KEYS[1], 'dead_at', 'next_attempt_at', 'uncounted', 'flow_slot', 'parked_reason', 'parked_at')
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('EXPIRE', KEYS[3], ARGV[3])
 redis.call('ZADD', KEYS[5], ARGV[2], ARGV[4])
@@ -218,20 +218,47 @@ class Ledger:
             pipe.execute()
 
     def schedule_retry(self, record: EventRecord, attempt: dict[str, Any] | None, *, token: str, due: float,
-                       error: dict[str, Any] | None) -> None:
-        """Keep the retry durable in Redis (``scheduled``), never as an in-memory Celery countdown."""
+                       error: dict[str, Any] | None, free: bool = False,
+                       extra: Mapping[str, str] | None = None) -> None:
+        """Keep the retry durable in Redis (``scheduled``), never as an in-memory Celery countdown.
+
+        ``free``: this attempt does not count toward ``max_attempts`` (a 429; see :mod:`worker.flow`)."""
         with self.r.pipeline(transaction=True) as pipe:
-            fields: dict[str, Any] = {"state": "retrying", "token": token, "next_attempt_at": f"{due:.3f}"}
+            fields: dict[str, Any] = {"state": "retrying", "token": token, "next_attempt_at": f"{due:.3f}",
+                                      **(extra or {})}
             if error is not None:
                 fields["last_error"] = json.dumps(error)
             self._finish(pipe, record, attempt, **fields)
+            if free:
+                pipe.hincrby(self.keys.event(record.event_id), "uncounted", 1)
             pipe.zadd(self.keys.scheduled, {record.event_id: due})
+            pipe.zadd(self.keys.scheduled_of(record.destination), {record.event_id: due})
             self._expire(pipe, record.event_id)
             pipe.execute()
 
-    def defer(self, record: EventRecord, due: float) -> None:
-        """Look at this event again at ``due`` (its learner+item lease was busy); no attempt was made."""
-        self.r.zadd(self.keys.scheduled, {record.event_id: due})
+    def defer(self, record: EventRecord, due: float, extra: Mapping[str, str] | None = None) -> None:
+        """Look at this event again at ``due`` (its learner+item lease was busy, or it waits for its
+        rate-limit slot ``extra``); no attempt was made."""
+        with self.r.pipeline(transaction=True) as pipe:
+            if extra:
+                pipe.hset(self.keys.event(record.event_id), mapping={k: v for k, v in extra.items()})
+            pipe.zadd(self.keys.scheduled, {record.event_id: due})
+            pipe.zadd(self.keys.scheduled_of(record.destination), {record.event_id: due})
+            pipe.execute()
+
+    def park(self, record: EventRecord, attempt: dict[str, Any], *, token: str, error: dict[str, Any],
+             reason: str) -> None:
+        """The destination is unhealthy: keep the event parked (``parked:{dest}``) after this attempt,
+        which does not count toward ``max_attempts``; the flow pump drains it when the destination heals."""
+        now = time.time()
+        with self.r.pipeline(transaction=True) as pipe:
+            self._finish(pipe, record, attempt, state="retrying", token=token, last_error=json.dumps(error),
+                         parked_reason=reason)
+            pipe.hincrby(self.keys.event(record.event_id), "uncounted", 1)
+            pipe.zadd(self.keys.parked(record.destination), {record.event_id: now})
+            pipe.zrem(self.keys.queued, record.event_id)  # the flow pump, not the sweeper, brings it back
+            self._expire(pipe, record.event_id)
+            pipe.execute()
 
     def dead_letter(self, record: EventRecord, attempt: dict[str, Any] | None, *, reason: str,
                     error: dict[str, Any] | None) -> float:

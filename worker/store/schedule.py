@@ -14,22 +14,29 @@ import redis
 
 from producers.keys import Keys
 
-# KEYS: scheduled, dispatching ; ARGV: now, limit
+# The per-destination zsets ``scheduled:{dest}`` mirror ``scheduled`` (for cheap counts); the scripts
+# find an event's destination in its ledger hash (ARGV key prefix): one Redis, as everywhere in gradesync.
+
+# KEYS: scheduled, dispatching ; ARGV: now, limit, key prefix
 _CLAIM = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZADD', KEYS[2], ARGV[1], id)
+  local dest = redis.call('HGET', ARGV[3] .. ':event:' .. id, 'destination')
+  if dest then redis.call('ZREM', ARGV[3] .. ':scheduled:' .. dest, id) end
 end
 return ids
 """
 
-# KEYS: dispatching, scheduled ; ARGV: cutoff, now
+# KEYS: dispatching, scheduled ; ARGV: cutoff, now, key prefix
 _RECOVER = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZADD', KEYS[2], 'NX', ARGV[2], id)
+  local dest = redis.call('HGET', ARGV[3] .. ':event:' .. id, 'destination')
+  if dest then redis.call('ZADD', ARGV[3] .. ':scheduled:' .. dest, 'NX', ARGV[2], id) end
 end
 return #ids
 """
@@ -43,7 +50,8 @@ class RetrySchedule:
         self._recover = client.register_script(_RECOVER)
 
     def claim_due(self, now: float, limit: int = 500) -> list[str]:
-        ids = self._claim(keys=[self.keys.scheduled, self.keys.dispatching], args=[f"{now:.3f}", limit])
+        ids = self._claim(keys=[self.keys.scheduled, self.keys.dispatching],
+                          args=[f"{now:.3f}", limit, self.keys.prefix])
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     def done(self, event_ids: list[str]) -> None:
@@ -52,7 +60,7 @@ class RetrySchedule:
 
     def recover(self, now: float, older_than: float = 60.0) -> int:
         return int(self._recover(keys=[self.keys.dispatching, self.keys.scheduled],
-                                 args=[f"{now - older_than:.3f}", f"{now:.3f}"]))
+                                 args=[f"{now - older_than:.3f}", f"{now:.3f}", self.keys.prefix]))
 
     def due_time(self, event_id: str) -> float | None:
         score = self.r.zscore(self.keys.scheduled, event_id)

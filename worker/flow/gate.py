@@ -1,0 +1,174 @@
+"""Flow control as the delivery run sees it: :meth:`FlowControl.before` an attempt (may this event call
+the vendor now, or does it wait, park or expire?) and :meth:`FlowControl.after` it (what the outcome
+does to the destination). The decisions are :mod:`worker.flow.decide`'s pure functions; the state is
+:mod:`worker.flow.store`'s, in Redis, shared by every worker.
+
+Nothing here consumes an attempt: an event that waits for its rate-limit slot or for a 429 pause is
+deferred durably on the retry schedule to its turn; an event of an open, half-open or paused
+destination is parked in ``parked:{dest}`` until the destination heals (:mod:`worker.flow.drain`).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from producers.publish import new_token
+from producers.settings import Destination
+from worker import errors
+from worker.flow.decide import SAFETY, Gate, Knobs, Outcome, Transition, admit, after, limiter_burst
+from worker.flow.store import FlowStore
+from worker.store import EventRecord, Store
+
+log = structlog.get_logger("gradesync.flow")
+
+#: a rate-limit slot this close is waited for on the thread; a later one is deferred durably
+SHORT_WAIT = 0.25
+
+
+@dataclass(frozen=True)
+class Verdict:
+    go: bool
+    probe: bool = False
+    result: str = ""  # when not go: "parked", "waiting" or "expired"
+    reason: str = ""
+    clean: bool = False  # the destination had nothing a success would change (no failures, no adapted rate)
+
+
+def outcome_of(exc: errors.DeliveryError) -> Outcome:
+    """The destination-level meaning of one attempt's error."""
+    if isinstance(exc, errors.RateLimited):
+        return Outcome.THROTTLED
+    if isinstance(exc, errors.RetryableError):
+        return Outcome.TRANSIENT
+    if isinstance(exc, errors.Superseded):
+        return Outcome.SUCCESS
+    return Outcome.PERMANENT
+
+
+def _reservation(raw: str | None) -> tuple[int, float] | None:
+    if not raw:
+        return None
+    epoch, _, slot = raw.partition(":")
+    try:
+        return int(epoch), float(slot)
+    except ValueError:
+        return None
+
+
+class FlowControl:
+    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep, rand: Callable[[], float] = random.random) -> None:
+        self.store = store
+        self.flow = FlowStore(store.redis, store.keys)
+        self.clock = clock
+        self.sleep = sleep
+        self.rand = rand
+
+    def before(self, record: EventRecord, destination: Destination) -> Verdict:
+        """Admit, defer, park or expire ``record`` before its attempt (see the module docstring)."""
+        knobs = Knobs.of(destination)
+        name = destination.name
+        now = self.clock()
+        since = max(record.get_float("created_at") or now, record.get_float("requeued_at") or 0.0)
+        reservation = _reservation(record.fields.get("flow_slot"))
+        for _ in range(3):
+            state = self.flow.state(name)
+            adm = admit(state, knobs, now, waiting_since=since, reservation=reservation)
+            rate = state.effective_rate(knobs)
+            if adm.gate is Gate.GO:
+                if rate is None:
+                    self.flow.count_sent(name, now)
+                return Verdict(go=True, clean=state.failures == 0 and state.rate is None)
+            if adm.gate is Gate.PROBE:
+                if self.flow.claim_probe(name, now=now, deadline=now + 3 * destination.timeout + 30):
+                    log.info("breaker_probe", reason=adm.reason)
+                    return Verdict(go=True, probe=True)
+                continue  # another worker probes, or the breaker closed meanwhile: look again
+            if adm.gate is Gate.EXPIRE:
+                return Verdict(go=False, result="expired", reason=adm.reason)
+            if adm.gate is Gate.PARK:
+                self.flow.park(name, record.event_id, now=now, reason=adm.reason)
+                log.info("parked", reason=adm.reason)
+                return Verdict(go=False, result="parked", reason=adm.reason)
+            # LIMIT or WAIT: take a rate-limit slot (after the pause, if the vendor asked for one)
+            not_before = adm.until if adm.gate is Gate.WAIT else 0.0
+            due = self._slot(name, rate, knobs, now, not_before)
+            if adm.gate is Gate.LIMIT and due - now <= SHORT_WAIT:
+                self.sleep(max(0.0, due - now))
+                return Verdict(go=True, clean=state.failures == 0 and state.rate is None)
+            self.store.ledger.defer(record, due, extra={"flow_slot": f"{state.epoch}:{due:.6f}",
+                                                        "next_attempt_at": f"{due:.3f}"})
+            return Verdict(go=False, result="waiting", reason=adm.reason or "waiting for a rate-limit slot")
+        self.flow.park(name, record.event_id, now=now, reason="the circuit is half-open (a probe is running)")
+        return Verdict(go=False, result="parked", reason="the circuit is half-open (a probe is running)")
+
+    def succeeded(self, destination: Destination, verdict: Verdict) -> None:
+        """A success changes nothing on a destination that was clean when the attempt began (the common
+        case: no Redis round trip); otherwise it resets the failure count, closes a probed breaker, or
+        creeps an adapted rate back up."""
+        if verdict.probe or not verdict.clean:
+            self.after(destination, Outcome.SUCCESS, probe=verdict.probe)
+
+    def after(self, destination: Destination, outcome: Outcome, *, probe: bool, detail: str = "",
+              retry_after: float | None = None) -> Transition:
+        """Record what one attempt's outcome does to the destination (breaker, rate, 429 pause)."""
+        knobs = Knobs.of(destination)
+        now = self.clock()
+        transition = self.flow.apply(destination.name, knobs, lambda state: after(
+            state, knobs, outcome, now, probe=probe, detail=detail, retry_after=retry_after))
+        if transition.opened:
+            log.warning("breaker_opened", reason=transition.set.get("breaker_reason"),
+                        probe_at=transition.set.get("probe_at"))
+        if transition.closed:
+            log.info("breaker_closed", parked=self.flow.parked_count(destination.name))
+        if transition.slowed:
+            log.warning("rate_lowered", rate_per_minute=transition.set.get("rate"),
+                        throttled_until=transition.set.get("throttled_until"))
+        return transition
+
+    def settle_failure(self, record: EventRecord, destination: Destination, exc: errors.DeliveryError, *,
+                       probe: bool, entry: dict[str, Any], error: dict[str, Any]) -> str:
+        """Tell flow control about a failed attempt. A 429 defers the event to its slot after the pause,
+        a transient failure of an unhealthy destination parks it — neither counts toward ``max_attempts``
+        (returns ``"retrying"`` / ``"parked"``); otherwise returns "" and the usual retry decision applies."""
+        outcome = outcome_of(exc)
+        transition = self.after(destination, outcome, probe=probe, detail=exc.describe(), retry_after=exc.retry_after)
+        ledger, stats = self.store.ledger, self.store.stats
+        if outcome is Outcome.THROTTLED:
+            due, slot = self.throttled_slot(destination)
+            wait = max(due - self.clock(), exc.retry_after or 0.0)
+            entry.update(outcome="retry", retry_in=round(wait, 3), counted=False)
+            ledger.schedule_retry(record, entry, token=new_token(), due=due, error=error, free=True,
+                                  extra={"flow_slot": slot})
+            stats.processed(record.destination, record.vendor, "retried")
+            log.warning("throttled", retry_in=entry["retry_in"], status=exc.status)
+            return "retrying"
+        if outcome is Outcome.TRANSIENT and transition.park:
+            reason = f"the circuit is open: {exc.describe()}"
+            entry.update(outcome="parked", counted=False)
+            ledger.park(record, entry, token=new_token(), error=error, reason=reason)
+            stats.processed(record.destination, record.vendor, "retried")
+            log.warning("parked", reason=reason, status=exc.status)
+            return "parked"
+        return ""
+
+    def throttled_slot(self, destination: Destination) -> tuple[float, str]:
+        """The due time and reservation of an event that got a 429: its slot after the pause."""
+        knobs = Knobs.of(destination)
+        now = self.clock()
+        state = self.flow.state(destination.name)
+        rate = state.effective_rate(knobs)
+        due = self._slot(destination.name, rate, knobs, now, state.throttled_until or now)
+        return due, f"{state.epoch}:{due:.6f}"
+
+    def _slot(self, name: str, rate: float | None, knobs: Knobs, now: float, not_before: float) -> float:
+        """The next rate-limit slot (not before ``not_before``), or ``not_before`` (+ jitter) with no rate."""
+        if rate is None:
+            return max(now, not_before) + self.rand()
+        return self.flow.reserve(name, rate * SAFETY, limiter_burst(knobs.burst), now=now, not_before=not_before)

@@ -1,0 +1,218 @@
+"""The destination's flow-control state in Redis (the ``flow:{dest}`` hash and ``parked:{dest}`` zset of
+:mod:`producers.keys`), shared by every worker process and host.
+
+* :meth:`FlowStore.reserve` — the rate limiter: a GCRA (generic cell rate algorithm, as in
+  ``redis-cell``) in one Lua script. One timestamp per destination (``tat``, the theoretical arrival
+  time), O(1), exact across processes, burst built in. It *reserves*: every caller gets its own slot
+  time, so an event that must wait is deferred durably to exactly its turn (never re-polls, never
+  blocks a thread, never counts as an attempt).
+* :meth:`FlowStore.claim_probe` — the one half-open probe (atomic: two workers never both probe).
+* :meth:`FlowStore.apply` — writes a :class:`~worker.flow.decide.Transition` if the fields it was
+  computed from did not change meanwhile (compare-and-set in Lua; re-computed on a conflict).
+* :meth:`FlowStore.drain` / :meth:`FlowStore.release_probe` — move parked events back to the retry
+  schedule (the pump does this, :mod:`worker.flow.drain`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from producers.keys import Keys
+from worker.flow.decide import SENT_WINDOW, FlowState, Knobs, Transition
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# KEYS: flow ; ARGV: now, emission interval T (s), tau = T * (burst - 1), not_before
+_RESERVE = """
+local now, T, tau, nb = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0') or 0
+if tat < now then tat = now end
+if tat < nb + tau then tat = nb + tau end
+local allow = tat - tau
+if allow < now then allow = now end
+redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', tat + T))
+return string.format('%.6f', allow)
+"""
+
+# KEYS: flow ; ARGV: now, window  -- a sliding-window counter of requests sent while no rate is known
+_COUNT_SENT = """
+local now, w = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = tonumber(redis.call('HGET', KEYS[1], 'sent_t') or '0') or 0
+if now - t < w then
+  redis.call('HINCRBY', KEYS[1], 'sent_n', 1)
+  return 0
+end
+local n = tonumber(redis.call('HGET', KEYS[1], 'sent_n') or '0') or 0
+local start = now
+if now - t < 2 * w then start = t + w else n = 0 end
+redis.call('HSET', KEYS[1], 'sent_t', string.format('%.3f', start), 'sent_prev', n, 'sent_n', 1)
+return 1
+"""
+
+# KEYS: flow ; ARGV: now, probe deadline
+_CLAIM_PROBE = """
+local now = tonumber(ARGV[1])
+local h = redis.call('HMGET', KEYS[1], 'breaker', 'probe_at', 'probe_deadline', 'paused')
+if h[4] == '1' then return 0 end
+if h[1] == 'open' then
+  if (tonumber(h[2] or '0') or 0) > now then return 0 end
+elseif h[1] == 'half_open' then
+  if (tonumber(h[3] or '0') or 0) >= now then return 0 end
+else
+  return 0
+end
+redis.call('HSET', KEYS[1], 'breaker', 'half_open', 'probe_deadline', ARGV[2], 'breaker_since', ARGV[1])
+return 1
+"""
+
+# KEYS: flow ; ARGV: expected (JSON field -> value or false), sets (JSON), deletes (JSON), tat or ''
+_APPLY = """
+local expected = cjson.decode(ARGV[1])
+for f, v in pairs(expected) do
+  local cur = redis.call('HGET', KEYS[1], f)
+  if v == false then v = nil end
+  if cur == false then cur = nil end
+  if cur ~= v then return 0 end
+end
+for f, v in pairs(cjson.decode(ARGV[2])) do redis.call('HSET', KEYS[1], f, v) end
+for _, f in ipairs(cjson.decode(ARGV[3])) do redis.call('HDEL', KEYS[1], f) end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'tat', ARGV[4]) end
+return 1
+"""
+
+# KEYS: parked, scheduled, scheduled of dest ; ARGV: due, limit
+_DRAIN = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZADD', KEYS[2], ARGV[1], id)
+  redis.call('ZADD', KEYS[3], ARGV[1], id)
+end
+return #ids
+"""
+
+# KEYS: flow, parked, scheduled, scheduled of dest ; ARGV: now, min seconds between releases
+_RELEASE_PROBE = """
+local now = tonumber(ARGV[1])
+local h = redis.call('HMGET', KEYS[1], 'breaker', 'probe_at', 'probe_deadline', 'probe_released_at', 'paused')
+if h[5] == '1' then return 0 end
+if h[1] == 'open' then
+  if (tonumber(h[2] or '0') or 0) > now then return 0 end
+elseif h[1] == 'half_open' then
+  if (tonumber(h[3] or '0') or 0) >= now then return 0 end
+else
+  return 0
+end
+if (tonumber(h[4] or '0') or 0) > now - tonumber(ARGV[2]) then return 0 end
+local ids = redis.call('ZRANGE', KEYS[2], 0, 0)
+if #ids == 0 then return 0 end
+redis.call('ZREM', KEYS[2], ids[1])
+redis.call('ZADD', KEYS[3], ARGV[1], ids[1])
+redis.call('ZADD', KEYS[4], ARGV[1], ids[1])
+redis.call('HSET', KEYS[1], 'probe_released_at', ARGV[1])
+return 1
+"""
+
+#: the fields :func:`worker.flow.decide.after` reads; a transition is written only if they are unchanged
+_WATCHED = ("breaker", "probe_at", "probe_deadline", "opened", "failures", "rate", "throttled_until", "epoch")
+
+
+class FlowStore:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.r = client
+        self.keys = keys
+        self._reserve = client.register_script(_RESERVE)
+        self._count_sent = client.register_script(_COUNT_SENT)
+        self._claim_probe = client.register_script(_CLAIM_PROBE)
+        self._apply = client.register_script(_APPLY)
+        self._drain = client.register_script(_DRAIN)
+        self._release_probe = client.register_script(_RELEASE_PROBE)
+
+    def raw(self, destination: str) -> dict[str, str]:
+        return {_s(k): _s(v) for k, v in self.r.hgetall(self.keys.flow(destination)).items()}
+
+    def state(self, destination: str) -> FlowState:
+        return FlowState.parse(self.raw(destination))
+
+    def reserve(self, destination: str, rate_per_minute: float, burst: int, *, now: float,
+                not_before: float = 0.0) -> float:
+        """Take the next rate-limit slot of ``destination``; the time it may call the vendor."""
+        interval = 60.0 / rate_per_minute
+        tau = interval * (max(burst, 1) - 1)
+        slot = self._reserve(keys=[self.keys.flow(destination)],
+                             args=[f"{now:.6f}", f"{interval:.6f}", f"{tau:.6f}", f"{not_before:.6f}"])
+        return float(_s(slot))
+
+    def count_sent(self, destination: str, now: float) -> None:
+        self._count_sent(keys=[self.keys.flow(destination)], args=[f"{now:.3f}", SENT_WINDOW])
+
+    def claim_probe(self, destination: str, *, now: float, deadline: float) -> bool:
+        return bool(self._claim_probe(keys=[self.keys.flow(destination)], args=[f"{now:.3f}", f"{deadline:.3f}"]))
+
+    def apply(self, destination: str, knobs: Knobs,
+              compute: Callable[[FlowState], Transition], *, tries: int = 20) -> Transition:
+        """Compute a transition from the current state and write it atomically (retried on a conflict)."""
+        transition = Transition()
+        for _ in range(tries):
+            raw = self.raw(destination)
+            transition = compute(FlowState.parse(raw))
+            if transition.empty:
+                return transition
+            tat = ""
+            if transition.slowed:  # restart the limiter at the new rate after the pause: no burst
+                until = float(transition.set.get("throttled_until", "0"))
+                rate = float(transition.set["rate"])
+                tat = f"{until + 60.0 / rate * (max(knobs.burst, 1) - 1):.6f}"
+            expected = {f: raw.get(f, False) for f in _WATCHED}
+            ok = self._apply(keys=[self.keys.flow(destination)],
+                             args=[json.dumps(expected), json.dumps(transition.set),
+                                   json.dumps(list(transition.delete)), tat])
+            if ok:
+                return transition
+        return transition
+
+    def park(self, destination: str, event_id: str, *, now: float | None = None, reason: str = "") -> None:
+        """Park an event that made no attempt now (its token stays valid for the drain)."""
+        when = time.time() if now is None else now
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.keys.parked(destination), {event_id: when}, nx=True)
+            pipe.zrem(self.keys.queued, event_id)  # durably parked: not for the stranded-event sweeper
+            pipe.hset(self.keys.event(event_id), mapping={"parked_reason": reason, "parked_at": f"{when:.3f}"})
+            pipe.execute()
+
+    def parked_count(self, destination: str) -> int:
+        return int(self.r.zcard(self.keys.parked(destination)))
+
+    def oldest_parked(self, destination: str, n: int) -> list[str]:
+        return [_s(m) for m in self.r.zrange(self.keys.parked(destination), 0, n - 1)]
+
+    def drain(self, destination: str, limit: int, *, now: float) -> int:
+        """Move up to ``limit`` of the oldest parked events to the retry schedule, due ``now``."""
+        return int(self._drain(keys=[self.keys.parked(destination), self.keys.scheduled,
+                                     self.keys.scheduled_of(destination)], args=[f"{now:.3f}", limit]))
+
+    def release(self, destination: str, event_ids: list[str], *, now: float) -> int:
+        """Move these parked events to the retry schedule (those another pump did not take first)."""
+        moved = 0
+        for eid in event_ids:
+            if self.r.zrem(self.keys.parked(destination), eid):
+                with self.r.pipeline(transaction=True) as pipe:
+                    pipe.zadd(self.keys.scheduled, {eid: now})
+                    pipe.zadd(self.keys.scheduled_of(destination), {eid: now})
+                    pipe.execute()
+                moved += 1
+        return moved
+
+    def release_probe(self, destination: str, *, now: float, every: float = 10.0) -> bool:
+        """When the breaker's cool-down is over, send one parked event to be the probe."""
+        return bool(self._release_probe(
+            keys=[self.keys.flow(destination), self.keys.parked(destination), self.keys.scheduled,
+                  self.keys.scheduled_of(destination)], args=[f"{now:.3f}", every]))
