@@ -27,8 +27,6 @@ surface read and update them). Nothing else builds a key name.
                                  probe_deadline, probe_released_at, sent_t/sent_n/sent_prev (rate seen)
     {p}:parked:{dest}            zset: event id -> time it was parked (breaker open or paused)
     {p}:audit                    stream: operator actions
-    {p}:flow:{dest}              hash: the destination's flow-control state (breaker, rate, throttle, paused)
-    {p}:parked:{dest}            zset: event id -> time it was parked (breaker open or destination paused)
     {p}:stats:...                counters for metrics and the dashboard
     {p}:stats:minute:{dest}:{outcome}:{minute}
                                  string: outcomes of one destination in one epoch minute (expires after 2 h;
@@ -94,12 +92,6 @@ class Keys:
 
     def inflight(self, destination: str) -> str:
         return f"{self.prefix}:inflight:{destination}"
-
-    def flow(self, destination: str) -> str:
-        return f"{self.prefix}:flow:{destination}"
-
-    def parked(self, destination: str) -> str:
-        return f"{self.prefix}:parked:{destination}"
 
     def minute(self, destination: str, outcome: str, minute: int) -> str:
         return self.stats("minute", destination, outcome, str(minute))

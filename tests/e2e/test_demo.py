@@ -15,7 +15,6 @@ import redis
 
 from worker.demo import VENDORS
 from worker.localredis import free_port
-from worker.sandbox.control import SandboxClient
 
 pytestmark = pytest.mark.e2e
 
@@ -32,9 +31,6 @@ def test_demo_settles_and_rides_out_the_outage(redis_client: redis.Redis, redis_
     ordinary = 2 * len(VENDORS) + 1  # 2 per vendor, and the newer of the stale pair
     assert settled[0] == f"dead_lettered 1, succeeded {ordinary}, superseded 1", out.stdout[-3000:]
     assert "destinations" in out.stdout and "demo-ls" in out.stdout  # the live flow table
-    if hasattr(SandboxClient, "outage"):
-        assert "outage: learningstudio answers 503" in out.stdout
-        assert settled[1] == "succeeded 6", out.stdout[-3000:]
-    else:  # a sandbox without timed outages: the phase is skipped and says why
-        assert "skipping the outage phase" in out.stdout and len(settled) == 1
+    assert "outage: learningstudio answers 503" in out.stdout
+    assert settled[1] == "succeeded 6", out.stdout[-3000:]
     assert "stopped." in out.stdout

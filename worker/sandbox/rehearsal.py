@@ -10,7 +10,6 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import structlog
@@ -77,26 +76,19 @@ def parse_outage(text: str, vendors: tuple[str, ...]) -> Outage:
     return Outage(vendor, seconds, float(m["delay"]) if m["delay"] else 0.0)
 
 
-def _call(client: SandboxClient, method: str, *args: Any, fallback: tuple[str, str, dict[str, Any]]) -> None:
-    """``client.<method>(*args)`` when this SandboxClient has it, else the documented HTTP call."""
+def _call(action: Callable[[], object], base_url: str) -> None:
+    """Run one control call, turning a refusal into a :class:`RehearsalError` that names the sandbox."""
     try:
-        if hasattr(client, method):
-            getattr(client, method)(*args)
-            return
-        verb, path, body = fallback  # a SandboxClient from before these control methods existed
-        httpx.request(verb, f"{client.base_url}{path}", json=body, timeout=10.0).raise_for_status()
+        action()
     except httpx.HTTPStatusError as exc:
-        raise RehearsalError(f"{client.base_url}{exc.request.url.path} answered {exc.response.status_code}: "
-                             f"{exc.response.text[:200]} (does this sandbox support it?)") from None
+        raise RehearsalError(f"{base_url}{exc.request.url.path} answered {exc.response.status_code}: "
+                             f"{exc.response.text[:200]}") from None
 
 
 def apply_rate_limit(base_url: str, limit: RateLimit) -> None:
     client = SandboxClient(base_url)
     try:
-        body: dict[str, Any] = {"per_minute": limit.per_minute}
-        if limit.burst is not None:
-            body["burst"] = limit.burst
-        _call(client, "rate_limit", limit.per_minute, limit.burst, fallback=("POST", "/_sandbox/ratelimit", body))
+        _call(lambda: client.rate_limit(limit.per_minute, limit.burst), base_url)
     finally:
         client.close()
 
@@ -105,8 +97,7 @@ def start_outage(base_url: str, seconds: float, status: int = 503) -> None:
     """Every vendor route answers ``status`` for ``seconds`` from now (the sandbox ends it by itself)."""
     client = SandboxClient(base_url)
     try:
-        _call(client, "outage", seconds, status,
-              fallback=("POST", "/_sandbox/faults", {"status": status, "times": -1, "for_seconds": seconds}))
+        _call(lambda: client.outage(seconds, status), base_url)
     finally:
         client.close()
 
