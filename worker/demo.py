@@ -41,6 +41,7 @@ from worker.sandbox.edlink import DEMO_PERSON_ID
 from worker.sandbox.lti_demo import demo_key, demo_pem
 from worker.sandbox.rehearsal import RehearsalError, start_outage
 from worker.store import Store
+from worker.store.ledger import RUNNABLE
 
 VENDORS = ("learningstudio", "ltiaas", "edlink", "thoughtindustries", "lti_ags")
 DEST = {"learningstudio": "demo-ls", "ltiaas": "demo-ltiaas", "edlink": "demo-edlink",
@@ -113,7 +114,8 @@ def sample_events(n: int, lti_url: str = "http://127.0.0.1:8805") -> list[dict[s
     events.append({"destination": DEST["ltiaas"], "learner_id": "lti-user-gone", "score_given": 5,
                    "score_maximum": 10, "target": {"line_item_id": "https://lms.example/line_items/unknown-42",
                                                    "service_key": lt_key}})
-    # the same learner and item twice: the older event, arriving last, is superseded
+    # the same learner and item twice: the older event (last; the demo sends it once the newer one
+    # is applied) is superseded
     stale = {"destination": DEST["ltiaas"], "learner_id": "lti-user-0", "score_maximum": 100,
              "target": {"line_item_id": "https://lms.example/api/lti/courses/7/line_items/2", "service_key": lt_key}}
     events.append({**stale, "score_given": 90, "occurred_at": now.isoformat()})
@@ -278,9 +280,20 @@ class Demo:
         # a transient outage at Thought Industries: the first two requests fail, retries deliver
         SandboxClient(f"http://127.0.0.1:{ports['thoughtindustries']}").fault(status=503, times=2)
         publisher = Publisher(settings)
-        ids = publisher.publish_many(sample_events(per_vendor, f"http://127.0.0.1:{ports['lti_ags']}"))
+        events = sample_events(per_vendor, f"http://127.0.0.1:{ports['lti_ags']}")
+        older = events.pop()  # the stale one: sent once its newer twin is applied, so it is superseded
+        ids = publisher.publish_many(events)
         self.console.print(f"published {len(ids)} events with one publish_many() call")
         store = Store.connect(settings)
+        newer = ids[-1]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            record = store.ledger.load(newer)
+            if record is None or record.state not in RUNNABLE:
+                break
+            time.sleep(0.1)
+        ids += publisher.publish_many([older])
+        self.console.print("published an older grade for the same learner and item (it will be superseded)")
         flow = FlowStatus(store.redis, store.keys, settings.destinations())
         self.watch(store, flow, ids, timeout=120)
         if outage_seconds > 0:
