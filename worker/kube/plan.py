@@ -20,10 +20,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from producers.settings import SECRET_KEYS, ConfigError
+# VENDOR_RATE_LIMITS: the vendors' documented request limits, used when a destination sets no
+# ``rate_limit_per_minute`` (the same table the destination settings use; 0 in the file means no limit)
+from producers.settings import SECRET_KEYS, VENDOR_RATE_LIMITS, ConfigError
 
-#: vendors' documented request limits, used when a destination sets no ``rate_limit_per_minute``
-VENDOR_RATE_LIMITS: dict[str, int] = {"thoughtindustries": 120}
 DEFAULT_GROUP = "default"
 
 
