@@ -57,18 +57,21 @@ redis.call('HSET', KEYS[1], 'sent_t', string.format('%.3f', start), 'sent_prev',
 return 1
 """
 
+# Lua shared by the probe scripts: may a probe run now? (open: its cool-down is over; half_open: the
+# probe in flight missed its deadline)
+_PROBE_DUE = """
+local function probe_due(breaker, probe_at, deadline, now)
+  if breaker == 'open' then return (tonumber(probe_at or '0') or 0) <= now end
+  if breaker == 'half_open' then return (tonumber(deadline or '0') or 0) < now end
+  return false
+end
+"""
+
 # KEYS: flow ; ARGV: now, probe deadline
-_CLAIM_PROBE = """
+_CLAIM_PROBE = _PROBE_DUE + """
 local now = tonumber(ARGV[1])
 local h = redis.call('HMGET', KEYS[1], 'breaker', 'probe_at', 'probe_deadline', 'paused')
-if h[4] == '1' then return 0 end
-if h[1] == 'open' then
-  if (tonumber(h[2] or '0') or 0) > now then return 0 end
-elseif h[1] == 'half_open' then
-  if (tonumber(h[3] or '0') or 0) >= now then return 0 end
-else
-  return 0
-end
+if h[4] == '1' or not probe_due(h[1], h[2], h[3], now) then return 0 end
 redis.call('HSET', KEYS[1], 'breaker', 'half_open', 'probe_deadline', ARGV[2], 'breaker_since', ARGV[1])
 return 1
 """
@@ -100,17 +103,10 @@ return #ids
 """
 
 # KEYS: flow, parked, scheduled, scheduled of dest ; ARGV: now, min seconds between releases
-_RELEASE_PROBE = """
+_RELEASE_PROBE = _PROBE_DUE + """
 local now = tonumber(ARGV[1])
 local h = redis.call('HMGET', KEYS[1], 'breaker', 'probe_at', 'probe_deadline', 'probe_released_at', 'paused')
-if h[5] == '1' then return 0 end
-if h[1] == 'open' then
-  if (tonumber(h[2] or '0') or 0) > now then return 0 end
-elseif h[1] == 'half_open' then
-  if (tonumber(h[3] or '0') or 0) >= now then return 0 end
-else
-  return 0
-end
+if h[5] == '1' or not probe_due(h[1], h[2], h[3], now) then return 0 end
 if (tonumber(h[4] or '0') or 0) > now - tonumber(ARGV[2]) then return 0 end
 local ids = redis.call('ZRANGE', KEYS[2], 0, 0)
 if #ids == 0 then return 0 end
