@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from redis import Redis
 
 from producers.events import GradeEvent
-from producers.settings import LtiAgsDestination
+from producers.vendors.lti import LtiAgsDestination
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
 from worker.adapters.lti_ags import LtiAgsAdapter

@@ -1,11 +1,11 @@
 """Encryption at rest of each stored event (its ``wire`` field, where the per-event secrets live).
 
-The ``wire`` field of ``{p}:event:<id>`` holds the whole event, per-event credentials included
-(LTIAAS ``service_key`` / ``ltik``, Edlink ``person_token``). It is stored as ``fernet:<token>``:
-`cryptography`'s Fernet (AES-128-CBC + HMAC-SHA256, authenticated, with a timestamp), so a Redis dump,
-an AOF file, a replica or ``MONITOR`` shows only ciphertext. Why Fernet: it is the one high-level,
-misuse-resistant recipe of a library the project already depends on (LearningStudio's AES-CMAC), and
-:class:`cryptography.fernet.MultiFernet` gives key rotation for free.
+The ``wire`` field of ``{p}:event:<id>`` holds the whole event, per-event credentials included (the
+``SecretStr`` fields of a vendor's target, e.g. a service key or a learner's token). It is stored as
+``fernet:<token>``: `cryptography`'s Fernet (AES-128-CBC + HMAC-SHA256, authenticated, with a
+timestamp), so a Redis dump, an AOF file, a replica or ``MONITOR`` shows only ciphertext. Why Fernet: it
+is the one high-level, misuse-resistant recipe of a library the project already depends on (for an
+adapter's AES-CMAC signatures), and :class:`cryptography.fernet.MultiFernet` gives key rotation for free.
 
 ``GRADESYNC_SECRET_KEY`` is one Fernet key (``gradesync keys generate``) or several, comma-separated:
 the **first encrypts**, **all decrypt**. Rotation without a moment where one process cannot read what

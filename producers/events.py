@@ -15,7 +15,7 @@ import json
 import math
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from uuid import UUID, uuid4
 
 from pydantic import (
@@ -24,19 +24,18 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    FieldSerializationInfo,
     JsonValue,
-    SecretStr,
     StrictInt,
     ValidationError,
     ValidationInfo,
-    field_serializer,
     field_validator,
     model_validator,
 )
 
 from producers.safejson import Refused, depth
 from producers.safetext import check_id
+from producers.vendors import BY_NAME, TABLE, TargetBase, tagged_union
+from producers.vendors.base import Id, Label
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_METADATA_BYTES = 4096
@@ -44,7 +43,6 @@ MAX_METADATA_BYTES = 4096
 MAX_METADATA_DEPTH = 8
 #: how far in the future ``occurred_at`` may be when no ``max_future_skew`` is given in the context
 DEFAULT_MAX_FUTURE_SKEW = 300.0
-_MASK = "**********"
 
 
 class ActivityProgress(StrEnum):
@@ -63,113 +61,11 @@ class GradingProgress(StrEnum):
     NOT_READY = "NotReady"
 
 
-def _reveal(value: SecretStr | None, info: FieldSerializationInfo) -> str | None:
-    if value is None:
-        return None
-    ctx = info.context or {}
-    return value.get_secret_value() if ctx.get("reveal_secrets") else _MASK
-
-
-Id = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^\S(.*\S)?$"), AfterValidator(check_id)]
-#: short free text printed by operators' tools: no control characters
-Label = Annotated[str, AfterValidator(check_id)]
-
-
-class _Target(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def item_key(self) -> str:
-        """What identifies the graded item, for the per learner+item stale guard."""
-        raise NotImplementedError
-
-
-class LearningStudioTarget(_Target):
-    vendor: Literal["learningstudio"] = Field("learningstudio", exclude=True, repr=False)
-    course_id: Id = Field(description="the LTI launch's context_id")
-    item_id: Id = Field(description="the LTI launch's resource_link_id")
-
-    def item_key(self) -> str:
-        return f"{self.course_id}/{self.item_id}"
-
-
-class LtiaasTarget(_Target):
-    vendor: Literal["ltiaas"] = Field("ltiaas", exclude=True, repr=False)
-    line_item_id: Label = Field(description="the full line item URL", max_length=2048)
-    service_key: SecretStr | None = Field(None, description="SERVICE-AUTH-V1 service key (secret)")
-    ltik: SecretStr | None = Field(None, description="LTIK-AUTH-V2 launch token (secret)")
-
-    @field_validator("line_item_id")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")) or len(value) < 12:
-            raise ValueError("must be the full line item URL (http:// or https://)")
-        return value
-
-    @model_validator(mode="after")
-    def _one_credential(self) -> LtiaasTarget:
-        if (self.service_key is None) == (self.ltik is None):
-            raise ValueError("exactly one of service_key or ltik is required")
-        return self
-
-    _ser = field_serializer("service_key", "ltik")(_reveal)
-
-    def item_key(self) -> str:
-        return self.line_item_id
-
-
-class EdlinkTarget(_Target):
-    vendor: Literal["edlink"] = Field("edlink", exclude=True, repr=False)
-    class_id: Id
-    assignment_id: Id
-    person_token: SecretStr | None = Field(None, description="the learner's Edlink user token (secret)")
-
-    _ser = field_serializer("person_token")(_reveal)
-
-    def item_key(self) -> str:
-        return f"{self.class_id}/{self.assignment_id}"
-
-
-class ThoughtIndustriesTarget(_Target):
-    vendor: Literal["thoughtindustries"] = Field("thoughtindustries", exclude=True, repr=False)
-    assignment_id: UUID
-
-    def item_key(self) -> str:
-        return str(self.assignment_id)
-
-
-Url = Annotated[str, Field(pattern=r"^https?://[^/?#\s]+[^\s]*$", max_length=2048)]
-
-
-class LtiAgsTarget(_Target):
-    """A line item URL, or the line items container + the resource link whose line item it is."""
-
-    vendor: Literal["lti_ags"] = Field("lti_ags", exclude=True, repr=False)
-    line_item_url: Url | None = Field(None, description="the line item URL (the launch's AGS lineitem claim)")
-    lineitems_url: Url | None = Field(None, description="the line items container (the AGS lineitems claim)")
-    resource_link_id: Id | None = None
-    resource_id: Id | None = None
-    tag: Id | None = None
-    label: str | None = Field(None, min_length=1, max_length=255, description="label of a created line item")
-    score_maximum: float | None = Field(None, gt=0, description="scoreMaximum of a created line item")
-
-    @model_validator(mode="after")
-    def _addressing(self) -> LtiAgsTarget:
-        if self.line_item_url is None and (self.lineitems_url is None or self.resource_link_id is None):
-            raise ValueError("give line_item_url, or lineitems_url with resource_link_id")
-        if self.line_item_url is not None and self.lineitems_url is not None:
-            raise ValueError("give line_item_url or lineitems_url, not both")
-        return self
-
-    def item_key(self) -> str:
-        if self.line_item_url is not None:
-            return self.line_item_url
-        return f"{self.lineitems_url}#{self.resource_link_id}#{self.resource_id or ''}#{self.tag or ''}"
-
-
-Target = Annotated[
-    LearningStudioTarget | LtiaasTarget | EdlinkTarget | ThoughtIndustriesTarget | LtiAgsTarget,
-    Field(discriminator="vendor"),
-]
+if TYPE_CHECKING:
+    #: any vendor's target (statically: the base; at run time: the union tagged by ``vendor``)
+    Target = TargetBase
+else:
+    Target = tagged_union(row.target for row in TABLE)
 
 
 class LinkAttachment(BaseModel):
@@ -302,12 +198,14 @@ class GradeEvent(BaseModel):
 
     @field_validator("learner_id")
     @classmethod
-    def _uuid_for_thoughtindustries(cls, value: str, info: ValidationInfo) -> str:
-        if _vendor_map(info).get(str(info.data.get("destination"))) == "thoughtindustries":
+    def _uuid_if_the_vendor_wants_one(cls, value: str, info: ValidationInfo) -> str:
+        vendor = _vendor_map(info).get(str(info.data.get("destination")))
+        row = BY_NAME.get(vendor) if vendor is not None else None
+        if row is not None and row.learner_id_is_uuid:
             try:
                 UUID(value)
             except ValueError:
-                raise ValueError("must be a UUID for a thoughtindustries destination") from None
+                raise ValueError(f"must be a UUID for a {vendor} destination") from None
         return value
 
     @field_validator("metadata", mode="before")
@@ -366,7 +264,7 @@ def format_errors(exc: ValidationError) -> list[str]:
     """One ``field.path: reason`` line per problem, tag segments of tagged unions removed."""
     lines: list[str] = []
     seen: set[str] = set()
-    tags = {"learningstudio", "ltiaas", "edlink", "thoughtindustries", "lti_ags", "link", "text", "file"}
+    tags = {*BY_NAME, "link", "text", "file"}
     dest_bad = any(e["loc"][:1] == ("destination",) for e in exc.errors())
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if str(p) not in tags]
@@ -391,10 +289,8 @@ def event_json_schema() -> dict[str, Any]:
     """The exported JSON Schema of :class:`GradeEvent`."""
     schema = GradeEvent.model_json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    shapes = "; ".join(f"{row.name} {row.target_shape}" for row in TABLE)
     schema["description"] = (
-        "A normalized grade event. `target` takes the shape of the destination vendor's target: "
-        "learningstudio {course_id, item_id}; ltiaas {line_item_id, service_key|ltik}; "
-        "edlink {class_id, assignment_id, person_token?}; thoughtindustries {assignment_id} (UUID); "
-        "lti_ags {line_item_url} or {lineitems_url, resource_link_id, resource_id?, tag?, label?, score_maximum?}."
+        f"A normalized grade event. `target` takes the shape of the destination vendor's target: {shapes}."
     )
     return schema

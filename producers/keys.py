@@ -31,7 +31,7 @@ surface read and update them). Nothing else builds a key name.
     {p}:stats:minute:{dest}:{outcome}:{minute}
                                  string: outcomes of one destination in one epoch minute (expires after 2 h;
                                  the dashboard's 5/60-minute windows and its per-minute throughput chart)
-    {p}:cache:{ns}:{key}         vendor lookups shared by workers, among them (lti_ags):
+    {p}:cache:{ns}:{key}         vendor lookups shared by workers, among them (LTI 1.3):
     {p}:cache:lti_token:{dest}:{digest}          an access token of one destination + scope set (TTL: its
                                                  expiry minus the refresh margin)
     {p}:cache:lti_token_lock:{dest}:{digest}     SET NX lock (2 x timeout + 2 s) of the worker asking for it

@@ -31,7 +31,8 @@ from rich.table import Table
 from producers.crypto import generate_key
 from producers.publish import Publisher
 from producers.safetext import printable
-from producers.settings import LearningStudioDestination, Settings, environ_value, reset_settings
+from producers.settings import Settings, environ_value, reset_settings
+from producers.vendors.learningstudio import LearningStudioDestination
 from worker.flow.status import FlowStatus
 from worker.localredis import EmbeddedRedis, find_or_start, free_port
 from worker.sandbox import DEMO_CREDENTIALS

@@ -16,22 +16,16 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from producers.events import (
-    EdlinkTarget,
-    GradeEvent,
-    LearningStudioTarget,
-    LtiaasTarget,
-    LtiAgsTarget,
-    ThoughtIndustriesTarget,
-)
+from producers.events import GradeEvent
 from producers.settings import Destination, Settings
+from producers.vendors import TABLE
 from worker import errors
 from worker.redact import redact_text, register_secrets
 
 #: the per-event credential fields of every vendor target: each ``SecretStr`` field of a target model
 EVENT_SECRET_FIELDS: tuple[str, ...] = tuple(sorted({
     name
-    for model in (LearningStudioTarget, LtiaasTarget, EdlinkTarget, ThoughtIndustriesTarget, LtiAgsTarget)
+    for model in (row.target for row in TABLE)
     for name, info in model.model_fields.items()
     if "SecretStr" in str(info.annotation)
 }))

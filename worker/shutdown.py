@@ -5,8 +5,9 @@ Left alone, a task may then run for up to the 75 s time limit, so deploys killed
 
 * :data:`gate` closes the moment the shutdown begins (Celery's ``worker_shutting_down`` signal).
 * **No new vendor call after that.** A delivery that has not called its adapter yet hands its event back
-  (:func:`hand_back`) instead; an adapter about to send another request (LearningStudio GETs before it
-  POSTs) gets :class:`ShuttingDown` from :func:`worker.adapters.http.send` and the event is handed back.
+  (:func:`hand_back`) instead; an adapter about to send another request (one that looks an item up
+  before it POSTs) gets :class:`ShuttingDown` from :func:`worker.adapters.http.send` and the event is
+  handed back.
   Only the requests already on the wire finish — each within the destination's timeout, which
   :func:`request_timeout` caps at ``(grace - 5 s) / 2`` so that even its connect and read phases fit.
 * **Handing back** is a ledger transition, not a broker trick: one Lua script checks the message's dispatch

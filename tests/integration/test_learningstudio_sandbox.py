@@ -13,7 +13,7 @@ import redis
 from pydantic import SecretStr
 
 from producers.events import GradeEvent
-from producers.settings import LearningStudioDestination
+from producers.vendors.learningstudio import LearningStudioDestination
 from worker import errors
 from worker.adapters import oauth1_cmac
 from worker.adapters.base import AdapterContext

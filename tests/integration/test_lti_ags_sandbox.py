@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from producers.events import GradeEvent
 from producers.lti_keys import generate_key, jwks
-from producers.settings import LtiAgsDestination
+from producers.vendors.lti import LtiAgsDestination
 from worker import errors
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client

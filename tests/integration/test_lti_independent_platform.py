@@ -51,7 +51,8 @@ from pydantic import SecretStr
 from producers.events import GradeEvent
 from producers.lti_keys import generate_key
 from producers.publish import Publisher
-from producers.settings import LtiAgsDestination, reset_settings
+from producers.settings import reset_settings
+from producers.vendors.lti import LtiAgsDestination
 from tests.integration.conftest import Cluster
 from worker import errors
 from worker.adapters.base import AdapterContext

@@ -16,7 +16,9 @@ import structlog
 from pydantic import SecretStr
 
 from producers.events import GradeEvent
-from producers.settings import EdlinkDestination, LtiaasDestination, ThoughtIndustriesDestination
+from producers.vendors.edlink import EdlinkDestination
+from producers.vendors.ltiaas import LtiaasDestination
+from producers.vendors.thoughtindustries import ThoughtIndustriesDestination
 from worker import errors
 from worker.adapters.base import AdapterContext
 from worker.adapters.edlink import EdlinkAdapter

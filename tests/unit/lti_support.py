@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from producers.events import GradeEvent
 from producers.lti_keys import ToolKey, generate_key
-from producers.settings import LtiAgsDestination
+from producers.vendors.lti import LtiAgsDestination
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
 

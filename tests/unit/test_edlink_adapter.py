@@ -12,7 +12,7 @@ import structlog
 from pydantic import SecretStr
 
 from producers.events import GradeEvent
-from producers.settings import EdlinkDestination
+from producers.vendors.edlink import EdlinkDestination
 from worker import errors
 from worker.adapters.base import AdapterContext
 from worker.adapters.edlink import EdlinkAdapter

@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from producers.events import GradeEvent
-from producers.settings import LearningStudioDestination
+from producers.vendors.learningstudio import LearningStudioDestination
 from worker import errors
 from worker.adapters import oauth1_cmac
 from worker.adapters.base import AdapterContext
@@ -398,7 +398,14 @@ def test_secrets_never_reach_errors(fake: FakeLearningStudio) -> None:
 
 @pytest.mark.parametrize("secret", [None, "too-short", "x" * 20])
 def test_bad_secret_is_a_configuration_error(secret: str | None) -> None:
-    dest = destination(secret)
+    if secret is not None and len(secret) not in (16, 24, 32):
+        # the settings refuse such a key (test_bad_secret_is_refused_by_the_settings); the adapter guards
+        # a destination built without them
+        with pytest.raises(ValidationError, match="16, 24 or 32 bytes") as refused:
+            destination(secret)
+        assert secret not in str(refused.value)
+    dest = (destination(secret) if secret is None else LearningStudioDestination.model_construct(
+        **{**destination().model_dump(), "shared_secret": SecretStr(secret)}))
     with pytest.raises(errors.ConfigurationError) as info:
         LearningStudioAdapter(dest, AdapterContext(http=make_client(dest)))
     assert "ls" in info.value.message

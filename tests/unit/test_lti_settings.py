@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from producers.events import GradeEvent
 from producers.lti_keys import KeyProblem, jwks, load_key, thumbprint
-from producers.settings import ConfigError, LtiAgsDestination, parse_destinations
+from producers.settings import ConfigError, parse_destinations
+from producers.vendors.lti import LtiAgsDestination
 from tests.unit.lti_support import BASE, TOKEN_URL, VENDORS, key
 from worker.kube.plan import ClusterConfig, load_config, make_plan
 

@@ -11,7 +11,8 @@ import pytest
 from pydantic import SecretStr
 
 from producers.events import GradeEvent
-from producers.settings import EdlinkDestination, LtiaasDestination
+from producers.vendors.edlink import EdlinkDestination
+from producers.vendors.ltiaas import LtiaasDestination
 from worker import errors
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client

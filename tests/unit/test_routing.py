@@ -7,12 +7,10 @@ import pytest
 from pydantic import SecretStr
 
 from producers.keys import Keys
-from producers.settings import (
-    EdlinkDestination,
-    LearningStudioDestination,
-    LtiaasDestination,
-    ThoughtIndustriesDestination,
-)
+from producers.vendors.edlink import EdlinkDestination
+from producers.vendors.learningstudio import LearningStudioDestination
+from producers.vendors.ltiaas import LtiaasDestination
+from producers.vendors.thoughtindustries import ThoughtIndustriesDestination
 from worker.adapters import REGISTRY, build_adapter
 from worker.adapters.base import AdapterContext
 

@@ -14,7 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from producers.events import GradeEvent
-from producers.settings import ThoughtIndustriesDestination
+from producers.vendors.thoughtindustries import ThoughtIndustriesDestination
 from worker import errors
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client

@@ -1,20 +1,19 @@
-"""Vendor adapters, one module per vendor behind :class:`worker.adapters.base.Adapter`."""
+"""Vendor adapters, one module per vendor behind :class:`worker.adapters.base.Adapter`.
+
+The registry is the vendor table's ``adapter`` column (:mod:`producers.vendors`): each adapter module
+is imported the first time a destination of its vendor is built.
+"""
 
 from __future__ import annotations
 
 import importlib
 
 from producers.settings import Destination
+from producers.vendors import TABLE
 from worker.adapters.base import Adapter, AdapterContext, DeliveryResult
 
 #: vendor -> "module:class" of its adapter (imported on first use)
-REGISTRY: dict[str, str] = {
-    "learningstudio": "worker.adapters.learningstudio:LearningStudioAdapter",
-    "ltiaas": "worker.adapters.ltiaas:LtiaasAdapter",
-    "edlink": "worker.adapters.edlink:EdlinkAdapter",
-    "thoughtindustries": "worker.adapters.thoughtindustries:ThoughtIndustriesAdapter",
-    "lti_ags": "worker.adapters.lti_ags:LtiAgsAdapter",
-}
+REGISTRY: dict[str, str] = {row.name: row.adapter for row in TABLE}
 
 
 def build_adapter(destination: Destination, ctx: AdapterContext) -> Adapter:

@@ -15,35 +15,30 @@ message}]}`` (older docs: ``$code``/``$description``). The HTTP status decides f
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 import httpx
 import structlog
 
-from producers.events import (
-    EdlinkTarget,
-    FileAttachment,
-    GradeEvent,
-    LinkAttachment,
-    TextAttachment,
-)
-from producers.settings import Destination, EdlinkDestination
+from producers.events import FileAttachment, GradeEvent, LinkAttachment, TextAttachment
+from producers.vendors.edlink import EdlinkDestination, EdlinkTarget
 from worker import errors
-from worker.adapters.base import AdapterContext, DeliveryResult
-from worker.adapters.http import error_for_status, json_number, json_or_none, send
+from worker.adapters.base import DeliveryResult
+from worker.adapters.http import (
+    HttpAdapter,
+    compact_json,
+    error_for_status,
+    json_number,
+    json_or_none,
+    path_segment,
+    send,
+)
 from worker.redact import redact_text
 
 log = structlog.get_logger(__name__)
 
 SUBMIT_ROUTE = "submission.submit"
 GRADE_ROUTE = "submission.grade"
-
-
-def _seg(value: str) -> str:
-    """One path segment, whatever the id contains."""
-    return quote(value, safe="")
 
 
 def attachment_body(attachment: LinkAttachment | TextAttachment | FileAttachment) -> dict[str, Any]:
@@ -112,42 +107,32 @@ def _log_warnings(body: object, route: str) -> None:
     )
 
 
-class EdlinkAdapter:
+class EdlinkAdapter(HttpAdapter[EdlinkDestination]):
     """Deliver grade events (and the learner's submission) to Edlink."""
 
     vendor: ClassVar[str] = "edlink"
-
-    def __init__(self, destination: Destination, ctx: AdapterContext) -> None:
-        if not isinstance(destination, EdlinkDestination):
-            raise errors.ConfigurationError(f"destination {destination.name!r} is not an edlink destination")
-        self.destination = destination
-        self.ctx = ctx
+    destination_type = EdlinkDestination
 
     # -- requests --------------------------------------------------------------------------------
     def submit_request(self, event: GradeEvent, target: EdlinkTarget) -> httpx.Request:
         assert target.person_token is not None
         path = (
-            f"/api/v2/my/classes/{_seg(target.class_id)}/assignments/{_seg(target.assignment_id)}"
+            f"/api/v2/my/classes/{path_segment(target.class_id)}/assignments/{path_segment(target.assignment_id)}"
             f"/submit?$idempotency={event.event_id}"
         )
         body = {"attachments": [attachment_body(a) for a in event.attachments]}
         return self._request("POST", path, body, target.person_token.get_secret_value())
 
     def grade_request(self, event: GradeEvent, target: EdlinkTarget) -> httpx.Request:
-        if self.destination.integration_token is None:
-            raise errors.ConfigurationError(
-                f"destination {self.destination.name!r}: the Edlink integration token is not set "
-                f"(${self.destination.integration_token_env})"
-            )
+        token = self.credential("integration_token")
         path = (
-            f"/api/v2/graph/classes/{_seg(target.class_id)}/assignments/{_seg(target.assignment_id)}"
-            f"/submissions/{_seg(event.learner_id)}"
+            f"/api/v2/graph/classes/{path_segment(target.class_id)}/assignments/{path_segment(target.assignment_id)}"
+            f"/submissions/{path_segment(event.learner_id)}"
         )
-        token = self.destination.integration_token.get_secret_value()
         return self._request("PATCH", path, grade_body(event), token)
 
     def _request(self, method: str, path: str, body: dict[str, Any], token: str) -> httpx.Request:
-        content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        content = compact_json(body)
         headers = {
             "Authorization": f"Bearer {token}",
             "Content-Type": "application/json",
@@ -205,6 +190,3 @@ class EdlinkAdapter:
             done.append(f"{name}={request_id}")
         action = "submit+grade" if submit and grade else "submit" if submit else "grade"
         return DeliveryResult(status=status, action=action, detail=" ".join(done))
-
-    def close(self) -> None:
-        self.ctx.http.close()

@@ -5,19 +5,26 @@ Vendor modules call :func:`send` for every request and :func:`error_for_status` 
 do not treat as success, passing the vendor's own message (parsed from its error body). Vendor-specific
 exceptions to the mapping (a 404 that means "no grade yet", a 400 that means "stale score") are decided
 in the vendor module before it falls back to :func:`error_for_status`.
+
+:class:`HttpAdapter` is the scaffolding every adapter shares (the destination type check, its
+credentials, ``close()``); :func:`path_segment` and :func:`compact_json` the two encodings they all use.
 """
 
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, TypeVar, cast
+from urllib.parse import quote
 
 import httpx
 
 from producers.settings import Destination
+from producers.vendors.base import DestinationBase
 from worker import errors, shutdown
-from worker.adapters.base import RequestObserver
+from worker.adapters.base import AdapterContext, RequestObserver
 from worker.redact import excerpt
 
 USER_AGENT = "gradesync/0.1 (+https://github.com/gradesync)"
@@ -149,3 +156,54 @@ def json_or_none(response: httpx.Response) -> object | None:
     except ValueError:
         return None
     return body
+
+
+def path_segment(value: str) -> str:
+    """``value`` as ONE path segment (``encodeURIComponent``: ``/``, ``?``, ``#``, ``%`` … encoded)."""
+    return quote(value, safe="")
+
+
+def compact_json(body: Any, *, ensure_ascii: bool = False) -> bytes:
+    """The UTF-8 bytes of ``body`` as JSON without whitespace (``ensure_ascii``: ``\\uXXXX`` escapes)."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=ensure_ascii).encode("utf-8")
+
+
+D = TypeVar("D", bound=DestinationBase)
+
+
+class HttpAdapter(Generic[D]):
+    """What every vendor adapter does the same way: check it was given its vendor's destination, read
+    a credential of it, and release the pooled client.
+
+    A subclass sets ``vendor`` and ``destination_type`` and implements ``deliver``.
+    """
+
+    vendor: ClassVar[str]
+    #: the destination model of the vendor (a destination of another vendor is a configuration error)
+    destination_type: ClassVar[type[DestinationBase]]
+
+    def __init__(self, destination: Destination, ctx: AdapterContext) -> None:
+        if not isinstance(destination, self.destination_type):
+            ctx.http.close()  # nothing keeps an adapter that failed to build
+            raise errors.ConfigurationError(f"destination {destination.name!r} is not a {self.vendor} destination")
+        self.destination: D = cast(D, destination)
+        self.ctx = ctx
+
+    def credential(self, field_name: str) -> str:
+        """The secret ``field_name`` of the destination.
+
+        :class:`worker.delivery.AdapterPool` refuses a destination with a missing secret before building
+        its adapter; this guards an adapter built directly (a ``ConfigurationError`` naming the variable).
+        """
+        value = self.destination.secret(field_name)
+        if value is None:
+            env_key = f"{field_name}_env"
+            raise errors.ConfigurationError(
+                f"destination {self.destination.name!r}: environment variable not set for {env_key} "
+                f"(${getattr(self.destination, env_key, '')})"
+            )
+        return value.get_secret_value()
+
+    def close(self) -> None:
+        """Release the HTTP client."""
+        self.ctx.http.close()

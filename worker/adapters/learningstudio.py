@@ -15,18 +15,17 @@ nonce and timestamp: a clock skew or a nonce collision), before it counts as per
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 import httpx
 import structlog
 
-from producers.events import GradeEvent, LearningStudioTarget
-from producers.settings import Destination, LearningStudioDestination
+from producers.events import GradeEvent
+from producers.settings import Destination
+from producers.vendors.learningstudio import LearningStudioDestination, LearningStudioTarget
 from worker import errors
-from worker.adapters import oauth1_cmac
+from worker.adapters import http, oauth1_cmac
 from worker.adapters.base import AdapterContext, DeliveryResult
 from worker.adapters.http import error_for_status, json_number, json_or_none, send
 from worker.redact import redact
@@ -51,7 +50,7 @@ def path_segment(value: str) -> str:
     """One percent-encoded path segment, whatever the id contains (``.``/``..`` too)."""
     if value in (".", ".."):
         return value.replace(".", "%2E")
-    return quote(value, safe="")
+    return http.path_segment(value)
 
 
 def item_path(target: LearningStudioTarget) -> str:
@@ -141,38 +140,29 @@ def _grade_id(response: httpx.Response) -> str | None:
     return None
 
 
-def _credentials(destination: Destination) -> tuple[LearningStudioDestination, str]:
-    """The destination and its shared secret, checked: a ``ConfigurationError`` when unusable."""
-    if not isinstance(destination, LearningStudioDestination):
-        raise errors.ConfigurationError(f"destination {destination.name!r} is not a LearningStudio one")
-    if destination.shared_secret is None:
-        raise errors.ConfigurationError(
-            f"destination {destination.name!r}: shared secret not set "
-            f"(environment variable ${destination.shared_secret_env})"
-        )
-    secret = destination.shared_secret.get_secret_value()
-    try:
-        oauth1_cmac.secret_key(secret)
-    except errors.ConfigurationError as exc:
-        raise errors.ConfigurationError(f"destination {destination.name!r}: {exc.message}") from None
-    return destination, secret
-
-
-class LearningStudioAdapter:
+class LearningStudioAdapter(http.HttpAdapter[LearningStudioDestination]):
     """Delivers grades to one LearningStudio destination (thread-safe: no mutable state)."""
 
     vendor: ClassVar[str] = "learningstudio"
+    destination_type = LearningStudioDestination
 
     def __init__(self, destination: Destination, ctx: AdapterContext) -> None:
-        self._ctx = ctx
+        super().__init__(destination, ctx)
         try:
-            self.destination, self._secret = _credentials(destination)
+            self._secret = self._shared_secret()
         except errors.ConfigurationError:
             ctx.http.close()  # nothing keeps an adapter that failed to build
             raise
 
-    def close(self) -> None:
-        self._ctx.http.close()
+    def _shared_secret(self) -> str:
+        """The shared secret, usable as an AES key (the settings refuse other lengths when reading the
+        file; this guards a destination built without them)."""
+        secret = self.credential("shared_secret")
+        try:
+            oauth1_cmac.secret_key(secret)
+        except errors.ConfigurationError as exc:
+            raise errors.ConfigurationError(f"destination {self.destination.name!r}: {exc.message}") from None
+        return secret
 
     # -- the flow ---------------------------------------------------------------------------------
     def deliver(self, event: GradeEvent) -> DeliveryResult:
@@ -188,7 +178,7 @@ class LearningStudioAdapter:
             if not cached:
                 raise
             # the cached GUID may be stale (the item was deleted and re-added): look it up once more
-            self._ctx.cache.delete(CACHE_NAMESPACE, self._cache_key(target))
+            self.ctx.cache.delete(CACHE_NAMESPACE, self._cache_key(target))
             log.info("ls.gradebook_item_stale", course_id=target.course_id, item_id=target.item_id)
             item, _ = self._gradebook_item(target)
             return self._deliver_to(event, target, item)
@@ -209,7 +199,7 @@ class LearningStudioAdapter:
     def _gradebook_item(self, target: LearningStudioTarget) -> tuple[GradebookItem, bool]:
         """The item's GUID and points possible, and whether they came from the cache."""
         key = self._cache_key(target)
-        cached = GradebookItem.from_json(self._ctx.cache.get_json(CACHE_NAMESPACE, key))
+        cached = GradebookItem.from_json(self.ctx.cache.get_json(CACHE_NAMESPACE, key))
         if cached is not None:
             return cached, True
         response = self._exchange("GET", item_path(target), ITEM_ROUTE)
@@ -219,7 +209,7 @@ class LearningStudioAdapter:
         item = GradebookItem.from_json(body.get("gradebookItem") if isinstance(body, dict) else None)
         if item is None:
             raise self._error(response, ITEM_ROUTE, cls=errors.UnexpectedResponse)
-        self._ctx.cache.set_json(CACHE_NAMESPACE, key, item.as_json(), CACHE_TTL_SECONDS)
+        self.ctx.cache.set_json(CACHE_NAMESPACE, key, item.as_json(), CACHE_TTL_SECONDS)
         return item, False
 
     def _read_grade(self, path: str) -> str | None:
@@ -273,7 +263,7 @@ class LearningStudioAdapter:
         self, method: str, path: str, route: str, payload: dict[str, Any] | None = None
     ) -> httpx.Response:
         """Send a signed request; a 401 is retried once with a fresh signature (new nonce, timestamp)."""
-        content = None if payload is None else json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        content = None if payload is None else http.compact_json(payload, ensure_ascii=True)
         response = self._send_signed(method, path, route, content)
         if response.status_code == 401:
             log.info("ls.unauthorized_resigning", route=route)
@@ -284,7 +274,7 @@ class LearningStudioAdapter:
         headers = {"Accept": "application/json"}
         if content is not None:
             headers["Content-Type"] = "application/json"
-        request = self._ctx.http.build_request(method, path, content=content, headers=headers)
+        request = self.ctx.http.build_request(method, path, content=content, headers=headers)
         request.headers["X-Authorization"] = oauth1_cmac.sign(
             method,
             str(request.url),
@@ -293,7 +283,7 @@ class LearningStudioAdapter:
             application_id=self.destination.application_id,
             secret=self._secret,
         )
-        return send(self._ctx.http, request, route=route, observe=self._ctx.observe)
+        return send(self.ctx.http, request, route=route, observe=self.ctx.observe)
 
     def _error(
         self, response: httpx.Response, route: str, *, cls: type[errors.DeliveryError] | None = None

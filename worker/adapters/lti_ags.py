@@ -22,22 +22,22 @@ other 4xx                                              permanent (dead letter)
 
 from __future__ import annotations
 
-import json
 from typing import ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import structlog
 
-from producers.events import GradeEvent, LtiAgsTarget
-from producers.settings import Destination, LtiAgsDestination
+from producers.events import GradeEvent
+from producers.settings import Destination
+from producers.vendors.lti import LtiAgsDestination, LtiAgsTarget
 from worker import errors
+from worker.adapters.ags import is_stale_refusal, score_body
 from worker.adapters.base import AdapterContext, DeliveryResult
-from worker.adapters.http import error_class_for, error_for_status, send
+from worker.adapters.http import HttpAdapter, compact_json, error_class_for, error_for_status, send
 from worker.adapters.lti_auth import AccessToken, TokenSource
 from worker.adapters.lti_jwks import publish_public_keys
 from worker.adapters.lti_lineitems import LineItems, message_of, origin
-from worker.adapters.ltiaas import _STALE_WORDS, score_body
 from worker.redact import redact_text
 
 log = structlog.get_logger("gradesync.lti_ags")
@@ -59,11 +59,6 @@ def scores_url(line_item_url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/scores", parts.query, ""))
 
 
-def is_stale_refusal(status: int, text: str) -> bool:
-    """Moodle's 409, or a 400 whose message says how the timestamps compare (Canvas, Open edX)."""
-    return status == 409 or (status == 400 and "timestamp" in text.lower() and bool(_STALE_WORDS.search(text)))
-
-
 def classify(response: httpx.Response) -> errors.DeliveryError:
     """The project error for a non-success answer of the scores endpoint (401/403 handled before)."""
     status = response.status_code
@@ -75,16 +70,15 @@ def classify(response: httpx.Response) -> errors.DeliveryError:
     return error_for_status(response, route=ROUTE, vendor_message=message, cls=error_class_for(status))
 
 
-class LtiAgsAdapter:
+class LtiAgsAdapter(HttpAdapter[LtiAgsDestination]):
     """Deliver grade events as AGS scores to an LTI 1.3 platform."""
 
     vendor: ClassVar[str] = "lti_ags"
+    destination_type = LtiAgsDestination
 
     def __init__(self, destination: Destination, ctx: AdapterContext) -> None:
-        if not isinstance(destination, LtiAgsDestination):
-            raise errors.ConfigurationError(f"destination {destination.name!r} is not an lti_ags destination")
-        self.destination = destination
-        self.ctx = ctx
+        super().__init__(destination, ctx)
+        destination = self.destination
         self.scopes = tuple(destination.scopes)
         self.tokens = TokenSource(destination, ctx)
         publish_public_keys(destination, ctx.cache)  # before any token request: the platform may fetch the JWKS
@@ -119,7 +113,7 @@ class LtiAgsAdapter:
         return send(self.ctx.http, request, route=route, observe=self.ctx.observe)
 
     def build_score(self, event: GradeEvent) -> bytes:
-        return json.dumps(score_body(event), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return compact_json(score_body(event))
 
     def deliver(self, event: GradeEvent) -> DeliveryResult:
         target = event.target
@@ -139,6 +133,3 @@ class LtiAgsAdapter:
     def _post_score(self, line_item: str, event: GradeEvent) -> httpx.Response:
         return self.authorized("POST", scores_url(line_item), route=ROUTE, content=self.build_score(event),
                                headers={"Content-Type": SCORE_TYPE, "Accept": "application/json"})
-
-    def close(self) -> None:
-        self.ctx.http.close()

@@ -28,7 +28,7 @@ import jwt
 import structlog
 
 from producers.lti_keys import KeyProblem, ToolKey, load_key
-from producers.settings import LtiAgsDestination
+from producers.vendors.lti import LtiAgsDestination
 from worker import errors
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import error_for_status, json_or_none, send

@@ -1,4 +1,4 @@
-"""The public halves of an ``lti_ags`` destination's keys, published by workers in the shared cache so
+"""The public halves of an LTI 1.3 destination's keys, published by workers in the shared cache so
 that ``gradesync serve`` can serve the JWKS without holding any private key (see :mod:`worker.ops.jwks`)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from producers.lti_keys import KeyProblem, ToolKey, load_key, thumbprint
-from producers.settings import LtiAgsDestination
+from producers.vendors.lti import LtiAgsDestination
 from worker.adapters.base import Cache
 
 NAMESPACE = "lti_jwks"

@@ -17,7 +17,6 @@ never sent to another host.
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import time
 from collections.abc import Callable
@@ -27,10 +26,11 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 import httpx
 import structlog
 
-from producers.events import GradeEvent, LtiAgsTarget
+from producers.events import GradeEvent
+from producers.vendors.lti import LtiAgsTarget
 from worker import errors
 from worker.adapters.base import Cache
-from worker.adapters.http import error_for_status, json_number, json_or_none
+from worker.adapters.http import compact_json, error_for_status, json_number, json_or_none
 from worker.redact import redact_text
 
 log = structlog.get_logger("gradesync.lti_lineitems")
@@ -183,7 +183,7 @@ class LineItems:
             body["resourceId"] = target.resource_id
         if target.tag is not None:
             body["tag"] = target.tag
-        content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        content = compact_json(body)
         response = self.send("POST", target.lineitems_url, route="lineitem.post", content=content,
                              headers={"Content-Type": LINEITEM_TYPE, "Accept": LINEITEM_TYPE})
         if response.status_code not in (200, 201):

@@ -12,48 +12,31 @@ is worth retrying; otherwise the HTTP status does.
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 import httpx
 
-from producers.events import GradeEvent, LtiaasTarget
-from producers.settings import Destination, LtiaasDestination
+from producers.events import GradeEvent
+from producers.vendors.ltiaas import LtiaasDestination, LtiaasTarget
 from worker import errors
-from worker.adapters.base import AdapterContext, DeliveryResult
-from worker.adapters.http import error_class_for, error_for_status, json_number, json_or_none, send
+from worker.adapters.ags import is_stale_refusal, score_body
+from worker.adapters.base import DeliveryResult
+from worker.adapters.http import (
+    HttpAdapter,
+    compact_json,
+    error_class_for,
+    error_for_status,
+    json_or_none,
+    path_segment,
+    send,
+)
 from worker.redact import redact_text
 
 ROUTE = "score.post"
 
-#: a 400 naming the timestamp is a stale-score refusal when it also says how the timestamps compare
-_STALE_WORDS = re.compile(
-    r"earlier|later|older|newer|already|stale|before|after|exist|order|supersed|recent|greater|less|conflict",
-    re.IGNORECASE,
-)
-
-
 def score_path(line_item_url: str) -> str:
     """The scores path: the whole line item URL as ONE path segment (``encodeURIComponent``)."""
-    return f"/api/lineitems/{quote(line_item_url, safe='')}/scores"
-
-
-def score_body(event: GradeEvent) -> dict[str, Any]:
-    """The AGS score of the event, in the wire's key order."""
-    body: dict[str, Any] = {
-        "userId": event.learner_id,
-        "activityProgress": event.activity_progress.value,
-        "gradingProgress": event.grading_progress.value,
-    }
-    if event.score_given is not None and event.score_maximum is not None:
-        body["scoreGiven"] = json_number(event.score_given)
-        body["scoreMaximum"] = json_number(event.score_maximum)
-    if event.comment is not None:
-        body["comment"] = event.comment
-    body["timestamp"] = event.occurred_at_iso
-    return body
+    return f"/api/lineitems/{path_segment(line_item_url)}/scores"
 
 
 def _details(body: object) -> dict[str, Any]:
@@ -97,34 +80,21 @@ def classify(response: httpx.Response) -> errors.DeliveryError:
     text = " ".join(str(details.get(k) or "") for k in ("message", "description"))
     if isinstance(body, dict) and not text.strip():
         text = str(body.get("error") or "")
-    stale = effective == 409 or (
-        effective == 400 and "timestamp" in text.lower() and bool(_STALE_WORDS.search(text))
-    )
-    if stale:
+    if is_stale_refusal(effective, text):
         return error_for_status(response, route=ROUTE, vendor_message=message, cls=errors.Superseded)
     if 300 <= status < 400 or status < 200:
         return error_for_status(response, route=ROUTE, vendor_message=message, cls=errors.UnexpectedResponse)
     return error_for_status(response, route=ROUTE, vendor_message=message, cls=error_class_for(effective))
 
 
-class LtiaasAdapter:
+class LtiaasAdapter(HttpAdapter[LtiaasDestination]):
     """Deliver grade events as AGS scores through LTIAAS."""
 
     vendor: ClassVar[str] = "ltiaas"
-
-    def __init__(self, destination: Destination, ctx: AdapterContext) -> None:
-        if not isinstance(destination, LtiaasDestination):
-            raise errors.ConfigurationError(f"destination {destination.name!r} is not an ltiaas destination")
-        self.destination = destination
-        self.ctx = ctx
+    destination_type = LtiaasDestination
 
     def _authorization(self, target: LtiaasTarget) -> str:
-        if self.destination.api_key is None:
-            raise errors.ConfigurationError(
-                f"destination {self.destination.name!r}: the LTIAAS API key is not set "
-                f"(${self.destination.api_key_env})"
-            )
-        api_key = self.destination.api_key.get_secret_value()
+        api_key = self.credential("api_key")
         if target.service_key is not None:
             return f"SERVICE-AUTH-V1 {api_key}:{target.service_key.get_secret_value()}"
         if target.ltik is not None:
@@ -135,11 +105,10 @@ class LtiaasAdapter:
         target = event.target
         if not isinstance(target, LtiaasTarget):
             raise errors.ConfigurationError(f"event {event.event_id} does not target an ltiaas line item")
-        content = json.dumps(score_body(event), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         return self.ctx.http.build_request(
             "POST",
             score_path(target.line_item_id),
-            content=content,
+            content=compact_json(score_body(event)),
             headers={
                 "Authorization": self._authorization(target),
                 "Content-Type": "application/json",
@@ -154,6 +123,3 @@ class LtiaasAdapter:
             line_item = event.target.item_key()
             return DeliveryResult(status=response.status_code, action=ROUTE, detail=redact_text(line_item))
         raise classify(response)
-
-    def close(self) -> None:
-        self.ctx.http.close()

@@ -1,4 +1,4 @@
-"""Pearson LearningStudio's OAuth 1.0a with CMAC-AES signatures: pure functions, no I/O.
+"""Pearson's OAuth 1.0a with CMAC-AES signatures: pure functions, no I/O.
 
 The algorithm is the one of Pearson's Java SDK (``OAuth1SignatureService``), step by step:
 
@@ -83,7 +83,7 @@ def secret_key(secret: str) -> bytes:
     key = secret.encode("utf-8")
     if len(key) not in AES_KEY_SIZES:
         raise ConfigurationError(
-            f"the LearningStudio shared secret must be 16, 24 or 32 bytes of UTF-8 (an AES key), "
+            f"the shared secret must be 16, 24 or 32 bytes of UTF-8 (an AES key), "
             f"not {len(key)} bytes"
         )
     return key
@@ -235,7 +235,7 @@ def verify(
     now: float | None = None,
     max_skew: float = DEFAULT_MAX_SKEW,
 ) -> AuthorizationHeader:
-    """Check a request's ``X-Authorization`` as LearningStudio does; raise :class:`SignatureInvalid`.
+    """Check a request's ``X-Authorization`` as Pearson's API does; raise :class:`SignatureInvalid`.
 
     ``url`` is the absolute URL the client addressed (with its query, if any). Nonce reuse is the
     caller's to check (it needs state): the parsed header is returned for that.

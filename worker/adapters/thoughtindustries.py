@@ -14,7 +14,6 @@ caller's job, per event id.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, ClassVar
 
@@ -22,11 +21,19 @@ import httpx
 from jwt import PyJWS
 from jwt.algorithms import HMACAlgorithm
 
-from producers.events import ActivityProgress, GradeEvent, ThoughtIndustriesTarget
-from producers.settings import Destination, ThoughtIndustriesDestination
+from producers.events import ActivityProgress, GradeEvent
+from producers.vendors.thoughtindustries import ThoughtIndustriesDestination, ThoughtIndustriesTarget
 from worker import errors
-from worker.adapters.base import AdapterContext, DeliveryResult
-from worker.adapters.http import error_for_status, json_number, json_or_none, parse_retry_after, send
+from worker.adapters.base import DeliveryResult
+from worker.adapters.http import (
+    HttpAdapter,
+    compact_json,
+    error_for_status,
+    json_number,
+    json_or_none,
+    parse_retry_after,
+    send,
+)
 from worker.redact import redact_text
 
 PATH = "/incoming/v2/assignmentExternalActivity"
@@ -53,7 +60,7 @@ _JWS = _signer()
 
 def sign_hs256(claims: dict[str, Any], key: str) -> str:
     """A compact HS256 JWT of ``claims`` (``{"alg": "HS256", "typ": "JWT"}``)."""
-    payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    payload = compact_json(claims)
     return _JWS.encode(payload, key, algorithm="HS256")
 
 
@@ -90,26 +97,14 @@ def _vendor_message(body: object) -> str | None:
     return redact_text(text) or None
 
 
-class ThoughtIndustriesAdapter:
+class ThoughtIndustriesAdapter(HttpAdapter[ThoughtIndustriesDestination]):
     """Deliver grade events as Thought Industries assignment external activities."""
 
     vendor: ClassVar[str] = "thoughtindustries"
-
-    def __init__(self, destination: Destination, ctx: AdapterContext) -> None:
-        if not isinstance(destination, ThoughtIndustriesDestination):
-            raise errors.ConfigurationError(
-                f"destination {destination.name!r} is not a thoughtindustries destination"
-            )
-        self.destination = destination
-        self.ctx = ctx
+    destination_type = ThoughtIndustriesDestination
 
     def build_request(self, event: GradeEvent, *, now: float | None = None) -> httpx.Request:
-        if self.destination.api_key is None:
-            raise errors.ConfigurationError(
-                f"destination {self.destination.name!r}: the Thought Industries API key is not set "
-                f"(${self.destination.api_key_env})"
-            )
-        key = self.destination.api_key.get_secret_value()
+        key = self.credential("api_key")
         attrs = activity_attributes(event)
         headers = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
         if self.destination.mode == "jwt":
@@ -117,8 +112,7 @@ class ThoughtIndustriesAdapter:
             token = sign_hs256(claims, key)
             return self.ctx.http.build_request("POST", PATH, params={"jwt": token}, headers=headers)
         headers["Content-Type"] = "application/json"
-        content = json.dumps(attrs, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        return self.ctx.http.build_request("POST", PATH, content=content, headers=headers)
+        return self.ctx.http.build_request("POST", PATH, content=compact_json(attrs), headers=headers)
 
     def deliver(self, event: GradeEvent) -> DeliveryResult:
         request = self.build_request(event)
@@ -141,6 +135,3 @@ class ThoughtIndustriesAdapter:
             if isinstance(hint, (int, float, str)) and not isinstance(hint, bool):
                 error.retry_after = parse_retry_after(str(hint))
         raise error
-
-    def close(self) -> None:
-        self.ctx.http.close()

@@ -1,4 +1,5 @@
-"""``GET /.well-known/jwks.json``: the public keys of every ``lti_ags`` destination, for platforms.
+"""``GET /.well-known/jwks.json``: the public keys of every destination whose vendor publishes a JWKS
+(the vendor table's ``publishes_jwks``), for platforms.
 
 A platform registered with gradesync's JWKS URL fetches this to verify the client assertions the worker
 signs. It is unauthenticated (it holds only public keys) and cacheable for five minutes. Each
@@ -6,7 +7,7 @@ destination contributes its signing key and its ``rotation_keys`` (the next key 
 retired one after it), de-duplicated by ``kid``.
 
 The web app need not hold the tool's private keys (in the Kubernetes manifests it holds no vendor
-credential): every worker that builds an ``lti_ags`` adapter publishes the public halves in the shared
+credential): every worker that builds such a destination's adapter publishes the public halves in the shared
 cache (:func:`worker.adapters.lti_jwks.publish_public_keys`). For each ``kid`` the destinations file
 names, this endpoint serves the key it can parse itself, or else the one the workers published — after
 checking that the published JWK's thumbprint is that ``kid``.
@@ -18,7 +19,8 @@ import structlog
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from producers.settings import LtiAgsDestination, Settings
+from producers.settings import Settings
+from producers.vendors.lti import LtiAgsDestination
 from worker.adapters.base import Cache
 from worker.adapters.lti_jwks import NAMESPACE, local_keys, published_jwk
 

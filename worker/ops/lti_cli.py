@@ -19,7 +19,8 @@ from pathlib import Path
 import click
 
 from producers.lti_keys import generate_key
-from producers.settings import ConfigError, LtiAgsDestination, get_settings
+from producers.settings import ConfigError, get_settings
+from producers.vendors.lti import LtiAgsDestination
 
 
 @click.command("generate-lti")
@@ -57,7 +58,7 @@ def lti_keys_generate(bits: str, private_key_out: Path | None, as_json: bool) ->
 @click.command("check")
 @click.argument("name")
 def lti_check_cmd(name: str) -> None:
-    """Fetch a token from an lti_ags destination's platform and report the granted scopes."""
+    """Fetch a token from an LTI 1.3 destination's platform and report the granted scopes."""
     import httpx
 
     from worker import errors

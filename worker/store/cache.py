@@ -1,4 +1,4 @@
-"""A small JSON cache in Redis, shared by every worker (e.g. LearningStudio's gradebook item lookups)."""
+"""A small JSON cache in Redis, shared by every worker (e.g. an adapter's gradebook item lookups)."""
 
 from __future__ import annotations
 
