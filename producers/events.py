@@ -1,8 +1,9 @@
 """The normalized grade event: one vendor-neutral model every producer publishes.
 
 ``target`` is the vendor addressing of the grade. Its shape depends on the vendor of the event's
-``destination`` (looked up in the destinations file, or in ``context={"vendors": {...}}``), and is
-validated as that vendor's target model.
+``destination``, looked up in the vendor map the caller gives (``context={"vendors": {...}}``, or
+:meth:`GradeEvent.validate_for`), and is validated as that vendor's target model (the vendor table's
+``target`` column, :mod:`producers.vendors`).
 
 Per-event credentials (``service_key``, ``ltik``, ``person_token``) are :class:`SecretStr`: every
 ordinary dump shows ``**********``; only :meth:`GradeEvent.to_wire` (the broker / store form) reveals
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -97,12 +99,16 @@ Attachment = Annotated[LinkAttachment | TextAttachment | FileAttachment, Field(d
 
 
 def _vendor_map(info: ValidationInfo) -> dict[str, str]:
-    ctx = info.context or {}
-    if "vendors" in ctx:
-        return dict(ctx["vendors"])
-    from producers.settings import get_settings
+    """The destination -> vendor map the validation was given (``context={"vendors": {...}}``).
 
-    return get_settings().vendors()
+    Explicit on purpose: which vendor a destination is comes from the caller's settings
+    (:func:`producers.publish.validation_context`, :meth:`GradeEvent.validate_for`), never from a global.
+    """
+    ctx = info.context or {}
+    if "vendors" not in ctx:
+        raise ValueError("validation needs the destinations' vendor map: context={'vendors': {name: vendor}} "
+                         "(or GradeEvent.validate_for)")
+    return dict(ctx["vendors"])
 
 
 def _future_skew(info: ValidationInfo) -> float | None:
@@ -230,18 +236,22 @@ class GradeEvent(BaseModel):
             raise ValueError(f"must serialize to at most {MAX_METADATA_BYTES} bytes of JSON")
         return value
 
+    @classmethod
+    def validate_for(
+        cls, data: Any, vendors: Mapping[str, str], *, max_future_skew: float | None = DEFAULT_MAX_FUTURE_SKEW
+    ) -> GradeEvent:
+        """Validate ``data`` against ``vendors`` (destination name -> vendor, e.g. ``Settings.vendors()``)."""
+        return cls.model_validate(data, context={"vendors": dict(vendors), "max_future_skew": max_future_skew})
+
     # -- forms -----------------------------------------------------------------------------------
     def to_wire(self) -> str:
         """JSON with secrets revealed: only for the broker, the store and the vendor call."""
         return self.model_dump_json(context={"reveal_secrets": True})
 
     @classmethod
-    def from_wire(cls, raw: str | bytes, *, vendors: dict[str, str] | None = None) -> GradeEvent:
+    def from_wire(cls, raw: str | bytes, *, vendors: Mapping[str, str]) -> GradeEvent:
         """The stored event back (its ``occurred_at`` was checked against the clock when published)."""
-        ctx: dict[str, Any] = {"max_future_skew": None}
-        if vendors is not None:
-            ctx["vendors"] = vendors
-        return cls.model_validate_json(raw, context=ctx)
+        return cls.model_validate_json(raw, context={"max_future_skew": None, "vendors": dict(vendors)})
 
     def redacted(self) -> dict[str, Any]:
         """A JSON-ready dict with every secret masked (logs, status, pages)."""

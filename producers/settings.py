@@ -127,8 +127,10 @@ def load_destinations(
     return parse_destinations(raw, source=str(path), environ=environ, attempt_time_limit=attempt_time_limit)
 
 
-class Settings(BaseSettings):
-    """Process-wide configuration, read from ``GRADESYNC_*`` environment variables."""
+class CommonSettings(BaseSettings):
+    """What every gradesync process reads from ``GRADESYNC_*``: where the state and the broker are, the
+    destinations file, and how long records live. The narrower objects below add their own fields over
+    the same environment, so a worker, the HTTP server and a producer never see each other's knobs."""
 
     model_config = SettingsConfigDict(env_prefix="GRADESYNC_", extra="ignore", frozen=True, populate_by_name=True)
 
@@ -142,52 +144,18 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(
         90, ge=30, le=3600, description="seconds before an unacknowledged message is redelivered"
     )
-    worker_concurrency: int = Field(16, ge=1, le=512, description="threads per worker process")
-    worker_processes: int | None = Field(
-        None, ge=1, le=256, description="worker processes per `gradesync worker` (default: one per core)"
-    )
-    task_events: bool = Field(False, description="send Celery task events (Flower needs them; ~15 % CPU)")
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
-    api_token: SecretStr | None = Field(None, description="bearer token of the HTTP API and dashboard")
-    insecure_dev: bool = Field(False, description="allow `gradesync serve` without an API token")
-    max_body_bytes: int = Field(1_048_576, ge=1024, description="HTTP ingest request body limit")
-    max_batch: int = Field(1000, ge=1, description="events per HTTP ingest request")
-    max_future_skew_seconds: float = Field(
-        300.0, ge=0, le=86_400, description="how far in the future an event's occurred_at may be (clock skew)"
-    )
     secret_key: SecretStr | None = Field(
         None, description="Fernet key(s) encrypting per-event secrets at rest; comma-separated, first encrypts"
     )
     dead_letter_ttl_days: float = Field(
         30.0, ge=0, description="dead letters (and their encrypted secrets) expire after this; 0 = never"
     )
-    heartbeat_file: Path | None = Field(None, description="file a worker touches every 10 s (liveness probe)")
-    trusted_proxies: str = Field(
-        "", description="comma-separated CIDRs of reverse proxies whose X-Forwarded-* headers are believed"
-    )
-    auth_fail_limit: int = Field(10, ge=1, description="failed logins / bearer tokens per client per window")
-    auth_fail_window: int = Field(300, ge=1, description="seconds of the failed-authentication window")
-    stranded_after: float = Field(
-        300.0, ge=1, le=86_400, description="seconds an event may stay queued without a message before the "
-        "sweeper queues it again (4x that while its queue is not empty)"
-    )
-    shutdown_grace: float = Field(
-        25.0, ge=5, le=3600, description="seconds a SIGTERMed worker has to finish or hand back its attempts"
-    )
 
     @property
     def broker(self) -> str:
         return self.broker_url or self.redis_url
-
-    def processes(self) -> int:
-        """Worker processes: ``worker_processes``, else one per core this process may run on."""
-        if self.worker_processes:
-            return self.worker_processes
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # pragma: no cover - not Linux
-            return max(1, os.cpu_count() or 1)
 
     @property
     def attempt_time_limit(self) -> int:
@@ -204,12 +172,70 @@ class Settings(BaseSettings):
         return int(self.dead_letter_ttl_days * 86_400) or None
 
     def destinations(self) -> dict[str, Destination]:
-        """The validated destinations (read once per process and cached)."""
+        """The validated destinations (read once per process and cached).
+
+        Every rule about the file is a validator (including the one that needs these settings: request
+        timeouts must fit :attr:`attempt_time_limit`), so every process refuses the same files.
+        """
         return _destinations_cached(self.destinations_file.resolve(), self.attempt_time_limit)
 
     def vendors(self) -> dict[str, str]:
-        """destination name -> vendor."""
+        """destination name -> vendor (the map :class:`producers.events.GradeEvent` validation takes)."""
         return {name: d.vendor for name, d in self.destinations().items()}
+
+
+class ProducerSettings(CommonSettings):
+    """A publisher of grade events (``publish``, ``gradesync publish``)."""
+
+    max_future_skew_seconds: float = Field(
+        300.0, ge=0, le=86_400, description="how far in the future an event's occurred_at may be (clock skew)"
+    )
+
+
+class WorkerSettings(CommonSettings):
+    """``gradesync worker``: threads, processes, shutdown and the sweeper."""
+
+    worker_concurrency: int = Field(16, ge=1, le=512, description="threads per worker process")
+    worker_processes: int | None = Field(
+        None, ge=1, le=256, description="worker processes per `gradesync worker` (default: one per core)"
+    )
+    task_events: bool = Field(False, description="send Celery task events (Flower needs them; ~15 % CPU)")
+    heartbeat_file: Path | None = Field(None, description="file a worker touches every 10 s (liveness probe)")
+    stranded_after: float = Field(
+        300.0, ge=1, le=86_400, description="seconds an event may stay queued without a message before the "
+        "sweeper queues it again (4x that while its queue is not empty)"
+    )
+    shutdown_grace: float = Field(
+        25.0, ge=5, le=3600, description="seconds a SIGTERMed worker has to finish or hand back its attempts"
+    )
+
+    def processes(self) -> int:
+        """Worker processes: ``worker_processes``, else one per core this process may run on."""
+        if self.worker_processes:
+            return self.worker_processes
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            return max(1, os.cpu_count() or 1)
+
+
+class ServerSettings(ProducerSettings):
+    """``gradesync serve``: the HTTP API (which ingests events, so it is a producer too) and dashboard."""
+
+    api_token: SecretStr | None = Field(None, description="bearer token of the HTTP API and dashboard")
+    insecure_dev: bool = Field(False, description="allow `gradesync serve` without an API token")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="HTTP ingest request body limit")
+    max_batch: int = Field(1000, ge=1, description="events per HTTP ingest request")
+    trusted_proxies: str = Field(
+        "", description="comma-separated CIDRs of reverse proxies whose X-Forwarded-* headers are believed"
+    )
+    auth_fail_limit: int = Field(10, ge=1, description="failed logins / bearer tokens per client per window")
+    auth_fail_window: int = Field(300, ge=1, description="seconds of the failed-authentication window")
+
+
+class Settings(WorkerSettings, ServerSettings):
+    """Every field at once: what :func:`get_settings` returns to the CLI's sub-commands and to modules
+    shared by several processes (the one-process ``gradesync`` command runs any of them)."""
 
 
 @lru_cache(maxsize=8)
