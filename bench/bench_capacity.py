@@ -32,9 +32,9 @@ from producers.crypto import generate_key
 from producers.keys import Keys
 from producers.publish import Publisher
 from producers.settings import Settings
-from worker.localredis import EmbeddedRedis
-from worker.sandbox import DEMO_CREDENTIALS, serve_all
-from worker.sandbox.control import SandboxClient
+from sandbox import DEMO_CREDENTIALS, serve_all
+from sandbox.control import SandboxClient
+from sandbox.localredis import EmbeddedRedis
 
 DEST = "bench"
 

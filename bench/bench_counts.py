@@ -25,7 +25,7 @@ import redis
 
 from producers.crypto import generate_key
 from producers.keys import Keys
-from worker.localredis import EmbeddedRedis, free_port
+from sandbox.localredis import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DESTS = "".join(f"""

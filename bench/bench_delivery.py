@@ -43,9 +43,9 @@ from pydantic import SecretStr
 from producers.crypto import generate_key
 from producers.publish import Publisher
 from producers.settings import Settings
-from worker.localredis import EmbeddedRedis, free_port
-from worker.sandbox import DEMO_CREDENTIALS
-from worker.sandbox.control import SandboxClient
+from sandbox import DEMO_CREDENTIALS
+from sandbox.control import SandboxClient
+from sandbox.localredis import EmbeddedRedis, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent

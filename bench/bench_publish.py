@@ -25,7 +25,7 @@ from producers.crypto import generate_key
 from producers.events import GradeEvent
 from producers.publish import Publisher
 from producers.settings import Settings
-from worker.localredis import EmbeddedRedis, answers
+from sandbox.localredis import EmbeddedRedis, answers
 
 DESTS = """
 [destinations.bench]

@@ -23,13 +23,13 @@ from redis import Redis
 
 from producers.events import GradeEvent
 from producers.vendors.lti import LtiAgsDestination
+from sandbox import DEMO_CREDENTIALS, make_app, start
+from sandbox.control import SandboxClient
+from sandbox.localredis import EmbeddedRedis
+from sandbox.lti_demo import demo_jwks, demo_key
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
 from worker.adapters.lti_ags import LtiAgsAdapter
-from worker.localredis import EmbeddedRedis
-from worker.sandbox import DEMO_CREDENTIALS, make_app, start
-from worker.sandbox.control import SandboxClient
-from worker.sandbox.lti_demo import demo_jwks, demo_key
 from worker.store.cache import RedisCache
 
 

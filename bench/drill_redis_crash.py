@@ -36,7 +36,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import Rig
-from worker.localredis import EmbeddedRedis, free_port
+from sandbox.localredis import EmbeddedRedis, free_port
 
 TOKEN = "drill-redis-crash-token-4f8a2c6e9b1d3f5a7c"
 

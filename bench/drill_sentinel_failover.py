@@ -26,9 +26,9 @@ from pathlib import Path
 from producers.crypto import generate_key
 from producers.publish import Publisher, PublishError
 from producers.settings import Settings
-from worker.localsentinel import EmbeddedSentinel
-from worker.sandbox import DEMO_CREDENTIALS, serve_all
-from worker.sandbox.control import SandboxClient
+from sandbox import DEMO_CREDENTIALS, serve_all
+from sandbox.control import SandboxClient
+from sandbox.localsentinel import EmbeddedSentinel
 from worker.store import Store
 
 DEST = "drill"

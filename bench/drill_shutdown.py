@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import Rig, learners
-from worker.localredis import EmbeddedRedis
+from sandbox.localredis import EmbeddedRedis
 
 
 def main() -> int:

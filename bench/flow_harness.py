@@ -19,9 +19,9 @@ from typing import Any
 from producers.crypto import generate_key
 from producers.publish import Publisher
 from producers.settings import Settings, reset_settings
-from worker.localredis import EmbeddedRedis
-from worker.sandbox import DEMO_CREDENTIALS, Running, make_app, start
-from worker.sandbox.control import SandboxClient
+from sandbox import DEMO_CREDENTIALS, Running, make_app, start
+from sandbox.control import SandboxClient
+from sandbox.localredis import EmbeddedRedis
 from worker.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

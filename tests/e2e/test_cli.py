@@ -17,9 +17,9 @@ import httpx
 import pytest
 import redis
 
+from sandbox import DEFAULT_PORTS
+from sandbox.localredis import free_port
 from tests.integration.conftest import SECRETS, destinations_toml
-from worker.localredis import free_port
-from worker.sandbox import DEFAULT_PORTS
 
 pytestmark = pytest.mark.e2e
 

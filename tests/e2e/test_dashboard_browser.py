@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from sandbox import DEMO_CREDENTIALS
+from sandbox.control import SandboxClient
 from tests.e2e.conftest import E2E_TOKEN
 from tests.integration.conftest import SECRETS, Cluster
 from worker.ops.serve import ServerThread
-from worker.sandbox import DEMO_CREDENTIALS
-from worker.sandbox.control import SandboxClient
 from worker.store.deadletters import DeadLetterQueue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]

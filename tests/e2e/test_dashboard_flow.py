@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from sandbox.control import SandboxClient
 from tests.e2e.conftest import E2E_TOKEN
 from tests.integration.conftest import Cluster
 from worker.ops.serve import ServerThread
-from worker.sandbox.control import SandboxClient
 from worker.store.deadletters import DeadLetterQueue
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]

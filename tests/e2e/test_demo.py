@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from worker.demo import VENDORS
-from worker.localredis import free_port
+from sandbox.demo import VENDORS
+from sandbox.localredis import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -13,9 +13,9 @@ import httpx
 import pytest
 import redis
 
+from sandbox import DEFAULT_PORTS as DESTS  # one destination per simulated vendor
+from sandbox.localredis import free_port
 from tests.e2e.test_cli import GRADESYNC, Env, env  # noqa: F401 - the fixture
-from worker.localredis import free_port
-from worker.sandbox import DEFAULT_PORTS as DESTS  # one destination per simulated vendor
 
 pytestmark = pytest.mark.e2e
 

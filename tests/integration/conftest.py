@@ -17,10 +17,10 @@ import redis
 
 from producers.publish import Publisher
 from producers.settings import Settings, reset_settings
-from worker.sandbox import DEMO_CREDENTIALS, Running, serve_all
-from worker.sandbox import destinations_toml as sandbox_destinations_toml
-from worker.sandbox.control import SandboxClient
-from worker.sandbox.lti_demo import demo_jwks, demo_key, demo_pem
+from sandbox import DEMO_CREDENTIALS, Running, serve_all
+from sandbox import destinations_toml as sandbox_destinations_toml
+from sandbox.control import SandboxClient
+from sandbox.lti_demo import demo_jwks, demo_key, demo_pem
 from worker.store import Store
 
 pytestmark = pytest.mark.integration

@@ -24,11 +24,11 @@ import pytest
 
 from producers.publish import Publisher
 from producers.settings import Settings, reset_settings
+from sandbox.control import SandboxClient
 from tests.integration.conftest import Cluster
 from tests.integration.test_pipeline import ti_event
 from worker.ops.metrics import make_registry
 from worker.ops.overview import OpsContext, compute_overview
-from worker.sandbox.control import SandboxClient
 
 pytestmark = pytest.mark.integration
 

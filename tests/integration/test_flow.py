@@ -12,9 +12,9 @@ import time
 import pytest
 
 from producers.settings import reset_settings
+from sandbox.control import SandboxClient
 from tests.integration.conftest import Cluster
 from tests.integration.test_pipeline import lt_event, ti_event
-from worker.sandbox.control import SandboxClient
 
 pytestmark = pytest.mark.integration
 

@@ -18,11 +18,11 @@ from pydantic import SecretStr
 
 from producers.keys import Keys
 from producers.settings import ConfigError, Settings
+from sandbox.control import SandboxClient
+from sandbox.localredis import free_port
 from tests.integration.conftest import Cluster
-from worker.localredis import free_port
 from worker.ops.api import create_app
 from worker.ops.serve import ServerThread
-from worker.sandbox.control import SandboxClient
 
 pytestmark = pytest.mark.integration
 

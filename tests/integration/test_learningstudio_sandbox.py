@@ -14,14 +14,14 @@ from pydantic import SecretStr
 
 from producers.events import GradeEvent
 from producers.vendors.learningstudio import LearningStudioDestination
+from sandbox import DEMO_CREDENTIALS, make_app
+from sandbox.base import Running, start
+from sandbox.control import SandboxClient
 from worker import errors
 from worker.adapters import oauth1_cmac
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
 from worker.adapters.learningstudio import CACHE_NAMESPACE, LearningStudioAdapter
-from worker.sandbox import DEMO_CREDENTIALS, make_app
-from worker.sandbox.base import Running, start
-from worker.sandbox.control import SandboxClient
 from worker.store.cache import RedisCache
 
 pytestmark = pytest.mark.integration

@@ -10,13 +10,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from producers.settings import Settings
+from sandbox import Running
+from sandbox.control import SandboxClient
+from sandbox.localredis import EmbeddedRedis
 from tests.integration.conftest import Cluster
 from tests.integration.test_pipeline import ti_event
 from worker import heartbeat
-from worker.localredis import EmbeddedRedis
 from worker.ops.api import create_app
-from worker.sandbox import Running
-from worker.sandbox.control import SandboxClient
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from worker.localredis import answers, find_or_start
+from sandbox.localredis import answers, find_or_start
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sandbox.base import Running
+from sandbox.control import SandboxClient
 from tests.integration.conftest import Cluster
-from worker.sandbox.base import Running
-from worker.sandbox.control import SandboxClient
 
 AGS = "https://purl.imsglobal.org/spec/lti-ags/scope/"
 

@@ -19,15 +19,15 @@ from pydantic import SecretStr
 from producers.events import GradeEvent
 from producers.lti_keys import generate_key, jwks
 from producers.vendors.lti import LtiAgsDestination
+from sandbox import DEMO_CREDENTIALS, make_app
+from sandbox.base import Running, start
+from sandbox.control import SandboxClient
+from sandbox.lti_demo import demo_jwks, demo_key
 from worker import errors
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
 from worker.adapters.lti_ags import LtiAgsAdapter
 from worker.adapters.lti_auth import ASSERTION_TYPE, build_assertion
-from worker.sandbox import DEMO_CREDENTIALS, make_app
-from worker.sandbox.base import Running, start
-from worker.sandbox.control import SandboxClient
-from worker.sandbox.lti_demo import demo_jwks, demo_key
 from worker.store.cache import RedisCache
 
 pytestmark = pytest.mark.integration
@@ -313,7 +313,7 @@ def test_faults_over_the_wire_are_retryable(fault: dict[str, Any], cls: type[err
 
 
 def test_an_unreachable_jwks_url_is_retryable(build: Build, control: SandboxClient, platform: Running) -> None:
-    from worker.localredis import free_port
+    from sandbox.localredis import free_port
 
     (line_item,) = seed(control, platform)
     control.configure(jwks={"keys": []}, jwks_url=f"http://127.0.0.1:{free_port()}/.well-known/jwks.json")

@@ -20,7 +20,7 @@ What ``lti1p3platform`` does here (its code, unmodified):
 What the glue below does (as the library asks of every platform): routes, the registration, storing
 scores and deciding when a timestamp is old (``update_score`` is abstract). The library does not check
 the assertion's ``aud``, ``iss``/``sub`` or ``jti`` (0.1.8 decodes with ``verify_aud=False``): authlib
-does, and so does the simulator in :mod:`worker.sandbox.lti_platform` (``test_lti_ags_sandbox.py``).
+does, and so does the simulator in :mod:`sandbox.lti_platform` (``test_lti_ags_sandbox.py``).
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ from producers.lti_keys import generate_key
 from producers.publish import Publisher
 from producers.settings import reset_settings
 from producers.vendors.lti import LtiAgsDestination
+from sandbox.base import Request, Response, Running, SandboxApp, start
+from sandbox.lti_demo import demo_key
 from tests.integration.conftest import Cluster
 from worker import errors
 from worker.adapters.base import AdapterContext
@@ -61,8 +63,6 @@ from worker.adapters.lti_ags import LtiAgsAdapter
 from worker.adapters.lti_auth import ASSERTION_TYPE, build_assertion
 from worker.ops.api import create_app
 from worker.ops.serve import ServerThread
-from worker.sandbox.base import Request, Response, Running, SandboxApp, start
-from worker.sandbox.lti_demo import demo_key
 from worker.store.cache import RedisCache
 
 pytestmark = pytest.mark.integration

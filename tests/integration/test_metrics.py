@@ -14,12 +14,12 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
+from sandbox import DEMO_CREDENTIALS
+from sandbox.control import SandboxClient
+from sandbox.localredis import free_port
 from tests.integration.conftest import SECRETS, Cluster
-from worker.localredis import free_port
 from worker.ops.api import create_app
 from worker.ops.serve import ServerThread
-from worker.sandbox import DEMO_CREDENTIALS
-from worker.sandbox.control import SandboxClient
 from worker.store.stats import BUCKETS
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
+from sandbox.control import SandboxClient
 from tests.integration.conftest import Cluster
-from worker.sandbox.control import SandboxClient
 
 pytestmark = pytest.mark.integration
 

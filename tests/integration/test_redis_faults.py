@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from sandbox import Running
+from sandbox.control import SandboxClient
+from sandbox.localredis import EmbeddedRedis
 from tests.integration.conftest import Cluster
-from worker.localredis import EmbeddedRedis
-from worker.sandbox import Running
-from worker.sandbox.control import SandboxClient
 
 pytestmark = pytest.mark.integration
 

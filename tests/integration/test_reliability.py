@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from sandbox.control import SandboxClient
 from tests.integration.conftest import SECRETS, Cluster
 from tests.integration.test_pipeline import lt_event, ti_event
-from worker.sandbox.control import SandboxClient
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ import redis
 
 from producers.connections import redis_client
 from producers.publish import PublishError
+from sandbox import Running
+from sandbox.control import SandboxClient
+from sandbox.localsentinel import EmbeddedSentinel
 from tests.integration.conftest import Cluster
 from tests.integration.test_pipeline import ti_event
-from worker.localsentinel import EmbeddedSentinel
-from worker.sandbox import Running
-from worker.sandbox.control import SandboxClient
 
 pytestmark = pytest.mark.integration
 

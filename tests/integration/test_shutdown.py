@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from sandbox.control import SandboxClient
 from tests.integration.conftest import Cluster
-from worker.sandbox.control import SandboxClient
 
 pytestmark = pytest.mark.integration
 

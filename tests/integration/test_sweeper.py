@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from producers.publish import Delivery, dispatch, validate_all
+from sandbox.control import SandboxClient
 from tests.integration.conftest import Cluster
-from worker.sandbox.control import SandboxClient
 from worker.sweeper import Sweeper
 
 pytestmark = pytest.mark.integration

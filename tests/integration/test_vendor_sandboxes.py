@@ -19,16 +19,16 @@ from producers.events import GradeEvent
 from producers.vendors.edlink import EdlinkDestination
 from producers.vendors.ltiaas import LtiaasDestination
 from producers.vendors.thoughtindustries import ThoughtIndustriesDestination
+from sandbox import DEMO_CREDENTIALS, make_app
+from sandbox.base import Running, start
+from sandbox.control import SandboxClient
+from sandbox.edlink import DEMO_PERSON_ID
 from worker import errors
 from worker.adapters.base import AdapterContext
 from worker.adapters.edlink import EdlinkAdapter
 from worker.adapters.http import make_client
 from worker.adapters.ltiaas import LtiaasAdapter
 from worker.adapters.thoughtindustries import ThoughtIndustriesAdapter, sign_hs256
-from worker.sandbox import DEMO_CREDENTIALS, make_app
-from worker.sandbox.base import Running, start
-from worker.sandbox.control import SandboxClient
-from worker.sandbox.edlink import DEMO_PERSON_ID
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.sandbox.rehearsal import Outage, RateLimit, parse_outage, parse_rate_limit
+from sandbox.rehearsal import Outage, RateLimit, parse_outage, parse_rate_limit
 
 VENDORS = ("learningstudio", "ltiaas", "edlink", "thoughtindustries")
 

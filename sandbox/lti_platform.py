@@ -32,7 +32,7 @@ import httpx
 import jwt
 from jwt.algorithms import RSAAlgorithm
 
-from worker.sandbox.base import Request, Response, SandboxApp
+from sandbox.base import Request, Response, SandboxApp
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 AGS = "https://purl.imsglobal.org/spec/lti-ags/scope/"
@@ -51,7 +51,7 @@ def _oauth(status: int, error: str, description: str) -> Response:
 
 
 class LtiPlatformAuth(SandboxApp):
-    """Token endpoint + bearer checks; the AGS simulator (:mod:`worker.sandbox.lti_ags`) builds on it."""
+    """Token endpoint + bearer checks; the AGS simulator (:mod:`sandbox.lti_ags`) builds on it."""
 
     vendor = "lti_platform"
 

@@ -38,8 +38,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
+from sandbox.base import Handler, Request, Response, SandboxApp
 from worker.adapters import oauth1_cmac
-from worker.sandbox.base import Handler, Request, Response, SandboxApp
 
 _SEG = r"[^/]+"
 _ITEM = rf"/courses/(?P<course>{_SEG})/items/(?P<item>{_SEG})/gradebookItem"

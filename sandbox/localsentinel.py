@@ -11,7 +11,7 @@ from pathlib import Path
 
 import redis
 
-from worker.localredis import EmbeddedRedis, free_port, redis_server_binary
+from sandbox.localredis import EmbeddedRedis, free_port, redis_server_binary
 
 MASTER_NAME = "gsmaster"
 

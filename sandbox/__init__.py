@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from worker.sandbox.base import Running, SandboxApp, start
+from sandbox.base import Running, SandboxApp, start
 
 #: default port of each simulator
 DEFAULT_PORTS: dict[str, int] = {
@@ -29,16 +29,16 @@ DEMO_CREDENTIALS: dict[str, dict[str, str]] = {
     "ltiaas": {"api_key": "demo-ltiaas-api-key", "service_key": "demo-service-key", "ltik": "demo-ltik"},
     "edlink": {"integration_token": "demo-edlink-integration-token", "person_token": "demo-person-token"},
     "thoughtindustries": {"api_key": "demo-ti-api-key"},
-    # the tool's key pair is generated per run (worker.sandbox.lti_demo); the platform gets its JWKS
+    # the tool's key pair is generated per run (sandbox.lti_demo); the platform gets its JWKS
     "lti_ags": {"client_id": "demo-lti-client-id", "deployment_id": "demo-deployment-1"},
 }
 
 _CLASSES = {
-    "learningstudio": "worker.sandbox.learningstudio:LearningStudioSandbox",
-    "ltiaas": "worker.sandbox.ltiaas:LtiaasSandbox",
-    "edlink": "worker.sandbox.edlink:EdlinkSandbox",
-    "thoughtindustries": "worker.sandbox.thoughtindustries:ThoughtIndustriesSandbox",
-    "lti_ags": "worker.sandbox.lti_ags:LtiAgsSandbox",
+    "learningstudio": "sandbox.learningstudio:LearningStudioSandbox",
+    "ltiaas": "sandbox.ltiaas:LtiaasSandbox",
+    "edlink": "sandbox.edlink:EdlinkSandbox",
+    "thoughtindustries": "sandbox.thoughtindustries:ThoughtIndustriesSandbox",
+    "lti_ags": "sandbox.lti_ags:LtiAgsSandbox",
 }
 
 
@@ -68,7 +68,7 @@ def destinations_toml(urls: dict[str, str], names: dict[str, str], secret_envs: 
     ``urls``, ``names`` and ``secret_envs`` map each vendor to its simulator URL, destination name and
     the environment variable that holds its secret (the simulators accept :data:`DEMO_CREDENTIALS`).
     Vendors missing from ``names`` are left out. ``lti_ags`` needs ``lti_kid``, the kid of the tool key
-    whose PEM is in its secret variable (see :mod:`worker.sandbox.lti_demo`).
+    whose PEM is in its secret variable (see :mod:`sandbox.lti_demo`).
     """
     policy = (f"timeout = {timeout}\nmax_attempts = {max_attempts}\nretry_base_delay = {retry_base_delay}\n"
               f"retry_max_delay = {retry_max_delay}\n")

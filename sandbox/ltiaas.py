@@ -32,7 +32,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from worker.sandbox.base import Request, Response, SandboxApp
+from sandbox.base import Request, Response, SandboxApp
 
 ACTIVITY_PROGRESS = ("Initialized", "Initiated", "Started", "InProgress", "Submitted", "Completed")
 GRADING_PROGRESS = ("FullyGraded", "Pending", "PendingManual", "Failed", "NotReady")

@@ -14,7 +14,7 @@ class SandboxClient:
         self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
 
     def fault(self, **spec: Any) -> None:
-        """Inject a fault (see :mod:`worker.sandbox.base` for the fields)."""
+        """Inject a fault (see :mod:`sandbox.base` for the fields)."""
         self._http.post("/_sandbox/faults", json=spec).raise_for_status()
 
     def configure(self, **spec: Any) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from worker.sandbox.ratelimit import TokenBucket
+from sandbox.ratelimit import TokenBucket
 
 _DROP = object()
 

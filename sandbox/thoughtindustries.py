@@ -30,7 +30,7 @@ from jwt import PyJWS
 from jwt.algorithms import HMACAlgorithm
 from jwt.exceptions import InvalidTokenError
 
-from worker.sandbox.base import Request, Response, SandboxApp
+from sandbox.base import Request, Response, SandboxApp
 
 IAT_WINDOW = 500
 DEFAULT_RETRY_AFTER = 60

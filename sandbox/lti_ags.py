@@ -1,5 +1,5 @@
 """A strict LTI 1.3 platform simulator: Assignment and Grade Services with the Security Framework's token
-endpoint (:mod:`worker.sandbox.lti_platform`).
+endpoint (:mod:`sandbox.lti_platform`).
 
 Line items live at two URL styles, as real platforms spell them:
 
@@ -22,7 +22,7 @@ The container filters by ``resource_link_id``, ``resource_id`` and ``tag`` and p
 default 10) with ``Link: <…>; rel="next"``.
 
 Switches (``POST /_sandbox/config``): ``jwks``, ``jwks_url``, ``audience``, ``allowed_scopes``,
-``token_lifetime``, ``expire_tokens`` (see :mod:`worker.sandbox.lti_platform`), ``page_size``,
+``token_lifetime``, ``expire_tokens`` (see :mod:`sandbox.lti_platform`), ``page_size``,
 ``ignore_filters`` (answer the whole container, as platforms that ignore the query filters do), and
 ``seed``: a list of line items ``{course, style: canvas|moodle, resourceLinkId, label, scoreMaximum,
 tag?, resourceId?}`` to create (the answer lists their ids). ``POST /_sandbox/reset`` forgets line items,
@@ -39,8 +39,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from worker.sandbox.base import Request, Response
-from worker.sandbox.lti_platform import AGS, LtiPlatformAuth
+from sandbox.base import Request, Response
+from sandbox.lti_platform import AGS, LtiPlatformAuth
 
 CONTAINER_TYPE = "application/vnd.ims.lis.v2.lineitemcontainer+json"
 LINEITEM_TYPE = "application/vnd.ims.lis.v2.lineitem+json"

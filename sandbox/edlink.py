@@ -26,7 +26,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.sandbox.base import Request, Response, SandboxApp
+from sandbox.base import Request, Response, SandboxApp
 
 DEMO_PERSON_ID = "00000000-0000-4000-8000-000000000001"
 SUBMITTABLE = ("created", "reclaimed")

@@ -1,7 +1,7 @@
 """Rehearse vendor pressure with the sandbox: a rate limit per vendor and timed outages, as
 ``gradesync sandbox --rate-limit VENDOR=PER_MIN[:BURST] --outage VENDOR=SECONDS[@DELAY]`` and the demo
 set them up. They go through each simulator's control API (``POST /_sandbox/ratelimit``, ``POST
-/_sandbox/faults`` with ``for_seconds``; see :mod:`worker.sandbox.base`), like any other client would.
+/_sandbox/faults`` with ``for_seconds``; see :mod:`sandbox.base`), like any other client would.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx
 import structlog
 
-from worker.sandbox.control import SandboxClient
+from sandbox.control import SandboxClient
 
 log = structlog.get_logger("gradesync.sandbox")
 _RATE = re.compile(r"^(?P<vendor>[a-z_]+)=(?P<per_minute>\d+(?:\.\d+)?)(?::(?P<burst>\d+))?$")

@@ -33,14 +33,14 @@ from producers.publish import Publisher
 from producers.safetext import printable
 from producers.settings import Settings, environ_value, reset_settings
 from producers.vendors.learningstudio import LearningStudioDestination
+from sandbox import DEMO_CREDENTIALS
+from sandbox import destinations_toml as sandbox_destinations_toml
+from sandbox.control import SandboxClient
+from sandbox.edlink import DEMO_PERSON_ID
+from sandbox.localredis import EmbeddedRedis, find_or_start, free_port
+from sandbox.lti_demo import demo_key, demo_pem
+from sandbox.rehearsal import RehearsalError, start_outage
 from worker.flow.status import FlowStatus
-from worker.localredis import EmbeddedRedis, find_or_start, free_port
-from worker.sandbox import DEMO_CREDENTIALS
-from worker.sandbox import destinations_toml as sandbox_destinations_toml
-from worker.sandbox.control import SandboxClient
-from worker.sandbox.edlink import DEMO_PERSON_ID
-from worker.sandbox.lti_demo import demo_key, demo_pem
-from worker.sandbox.rehearsal import RehearsalError, start_outage
 from worker.store import Store
 from worker.store.ledger import RUNNABLE
 
