@@ -8,16 +8,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from producers.vendors import TABLE
 from sandbox.base import Running, SandboxApp, start
 
-#: default port of each simulator
-DEFAULT_PORTS: dict[str, int] = {
-    "learningstudio": 8801,
-    "ltiaas": 8802,
-    "edlink": 8803,
-    "thoughtindustries": 8804,
-    "lti_ags": 8805,
-}
+#: default port of each simulator (the vendor table's ``sandbox_port``)
+DEFAULT_PORTS: dict[str, int] = {row.name: row.sandbox_port for row in TABLE}
 
 #: credentials the simulators accept by default (the demo's destinations use the same)
 DEMO_CREDENTIALS: dict[str, dict[str, str]] = {
@@ -33,13 +28,8 @@ DEMO_CREDENTIALS: dict[str, dict[str, str]] = {
     "lti_ags": {"client_id": "demo-lti-client-id", "deployment_id": "demo-deployment-1"},
 }
 
-_CLASSES = {
-    "learningstudio": "sandbox.learningstudio:LearningStudioSandbox",
-    "ltiaas": "sandbox.ltiaas:LtiaasSandbox",
-    "edlink": "sandbox.edlink:EdlinkSandbox",
-    "thoughtindustries": "sandbox.thoughtindustries:ThoughtIndustriesSandbox",
-    "lti_ags": "sandbox.lti_ags:LtiAgsSandbox",
-}
+#: vendor -> "module:class" of its simulator (the vendor table's ``simulator``)
+_CLASSES = {row.name: row.simulator for row in TABLE}
 
 
 def make_app(vendor: str, **credentials: Any) -> SandboxApp:

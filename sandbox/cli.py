@@ -9,20 +9,28 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import click
 
+from producers.vendors import TABLE
 from sandbox import serve_all
 from sandbox.rehearsal import rehearse
 
 
+def _port_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--<vendor>-port`` for each row of the vendor table (``-`` for ``_``; the ``_`` spelling too)."""
+    for row in reversed(TABLE):
+        dashed = row.name.replace("_", "-")
+        flags = [f"--{dashed}-port", *([f"--{row.name}-port"] if dashed != row.name else [])]
+        command = click.option(*flags, f"{row.name}_port", default=row.sandbox_port, show_default=True)(command)
+    return command
+
+
 @click.command("sandbox")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--learningstudio-port", default=8801, show_default=True)
-@click.option("--ltiaas-port", default=8802, show_default=True)
-@click.option("--edlink-port", default=8803, show_default=True)
-@click.option("--thoughtindustries-port", default=8804, show_default=True)
-@click.option("--lti-ags-port", "--lti_ags-port", "lti_ags_port", default=8805, show_default=True)
+@_port_options
 @click.option("--lti-ags-jwks-url", default=None, help="The tool's JWKS URL the LTI platform fetches keys from.")
 @click.option("--lti-ags-jwks-file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A JWK Set file of the tool's public keys (instead of a URL).")
@@ -30,13 +38,10 @@ from sandbox.rehearsal import rehearse
               help="Answer 429 + Retry-After beyond this rate (repeatable), e.g. thoughtindustries=600:100.")
 @click.option("--outage", "outages", multiple=True, metavar="VENDOR=SECONDS[@DELAY]",
               help="Answer 503 to everything for SECONDS from DELAY seconds on (repeatable), e.g. ltiaas=60@30.")
-def sandbox_cmd(host: str, learningstudio_port: int, ltiaas_port: int, edlink_port: int,
-                thoughtindustries_port: int, lti_ags_port: int, lti_ags_jwks_url: str | None,
-                lti_ags_jwks_file: str | None, rate_limits: tuple[str, ...], outages: tuple[str, ...]) -> None:
-    """Serve simulators of the five vendor APIs (one port each) until Ctrl-C."""
-    running = serve_all(host, {"learningstudio": learningstudio_port, "ltiaas": ltiaas_port,
-                               "edlink": edlink_port, "thoughtindustries": thoughtindustries_port,
-                               "lti_ags": lti_ags_port})
+def sandbox_cmd(host: str, lti_ags_jwks_url: str | None, lti_ags_jwks_file: str | None,
+                rate_limits: tuple[str, ...], outages: tuple[str, ...], **ports: int) -> None:
+    """Serve simulators of the vendor APIs (one port each) until Ctrl-C."""
+    running = serve_all(host, {row.name: ports[f"{row.name}_port"] for row in TABLE})
     platform = running["lti_ags"].app
     if lti_ags_jwks_file:
         with open(lti_ags_jwks_file, encoding="utf-8") as f:

@@ -10,13 +10,13 @@ parked events drain. Everything keeps running for you to explore until Ctrl-C, w
 
 from __future__ import annotations
 
+import importlib
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,11 @@ from producers.crypto import generate_key
 from producers.publish import Publisher
 from producers.safetext import printable
 from producers.settings import Settings, environ_value, reset_settings
+from producers.vendors import TABLE
 from producers.vendors.learningstudio import LearningStudioDestination
 from sandbox import DEMO_CREDENTIALS
 from sandbox import destinations_toml as sandbox_destinations_toml
 from sandbox.control import SandboxClient
-from sandbox.edlink import DEMO_PERSON_ID
 from sandbox.localredis import EmbeddedRedis, find_or_start, free_port
 from sandbox.lti_demo import demo_key, demo_pem
 from sandbox.rehearsal import RehearsalError, start_outage
@@ -44,7 +44,7 @@ from worker.flow.status import FlowStatus
 from worker.store import Store
 from worker.store.ledger import RUNNABLE
 
-VENDORS = ("learningstudio", "ltiaas", "edlink", "thoughtindustries", "lti_ags")
+VENDORS = tuple(row.name for row in TABLE)
 DEST = {"learningstudio": "demo-ls", "ltiaas": "demo-ltiaas", "edlink": "demo-edlink",
         "thoughtindustries": "demo-ti", "lti_ags": "demo-lti"}
 SECRET_ENV = {"DEMO_LS_SECRET": DEMO_CREDENTIALS["learningstudio"]["shared_secret"],
@@ -91,26 +91,10 @@ def sample_events(n: int, lti_url: str = "http://127.0.0.1:8805") -> list[dict[s
     now = datetime.now(UTC)
     events: list[dict[str, Any]] = []
     lt_key = DEMO_CREDENTIALS["ltiaas"]["service_key"]
+    samples = {row.name: _attr(row.demo_sample) for row in TABLE}  # each vendor's demo event
     for i in range(n):
-        score = {"score_given": 60 + (i * 7) % 40, "score_maximum": 100, "comment": f"Demo attempt {i + 1}"}
-        events.append({**score, "destination": DEST["learningstudio"], "learner_id": f"{28456671 + i}",
-                       "target": {"course_id": "31388494", "item_id": "100561235546"}})
-        events.append({**score, "destination": DEST["ltiaas"], "learner_id": f"lti-user-{i}",
-                       "target": {"line_item_id": "https://lms.example/api/lti/courses/7/line_items/1",
-                                  "service_key": lt_key}})
-        edlink: dict[str, Any] = {**score, "destination": DEST["edlink"], "learner_id": f"edlink-person-{i}",
-                                  "target": {"class_id": "class-demo", "assignment_id": "assignment-demo"}}
-        if i == 0:  # the learner whose person token the sandbox knows also submits an attempt
-            edlink["learner_id"] = DEMO_PERSON_ID
-            edlink["target"]["person_token"] = DEMO_CREDENTIALS["edlink"]["person_token"]
-            edlink["attachments"] = [{"type": "link", "url": "https://work.example/essay"}]
-        events.append(edlink)
-        events.append({**score, "destination": DEST["thoughtindustries"], "learner_id": str(uuid.uuid4()),
-                       "target": {"assignment_id": "123e4567-e89b-12d3-a456-426614174000"}})
-        # LTI AGS straight to the platform: the line item is found by resource link, created once
-        events.append({**score, "destination": DEST["lti_ags"], "learner_id": f"lti-user-{i}",
-                       "target": {"lineitems_url": f"{lti_url}/mod/lti/services.php/7/lineitems?type_id=1",
-                                  "resource_link_id": "demo-resource-link", "label": "Demo quiz"}})
+        for vendor, sample in samples.items():
+            events.append({"destination": DEST[vendor], **sample(i, {"lti_ags": lti_url})})
     # a line item the LMS does not know: refused for good, lands in the dead-letter queue
     events.append({"destination": DEST["ltiaas"], "learner_id": "lti-user-gone", "score_given": 5,
                    "score_maximum": 10, "target": {"line_item_id": "https://lms.example/line_items/unknown-42",
@@ -122,6 +106,11 @@ def sample_events(n: int, lti_url: str = "http://127.0.0.1:8805") -> list[dict[s
     events.append({**stale, "score_given": 90, "occurred_at": now.isoformat()})
     events.append({**stale, "score_given": 40, "occurred_at": (now - timedelta(hours=1)).isoformat()})
     return events
+
+
+def _attr(path: str) -> Any:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def outage_events(n: int) -> list[dict[str, Any]]:
