@@ -15,11 +15,14 @@ checking that the published JWK's thumbprint is that ``kid``.
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import structlog
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from producers.settings import Settings
+from producers.settings import Destination, Settings
+from producers.vendors import spec
 from producers.vendors.lti import LtiAgsDestination
 from worker.adapters.base import Cache
 from worker.adapters.lti_jwks import NAMESPACE, local_keys, published_jwk
@@ -28,11 +31,17 @@ CACHE_CONTROL = "public, max-age=300"
 log = structlog.get_logger("gradesync.jwks")
 
 
+def publishes_jwks(d: Destination) -> TypeGuard[LtiAgsDestination]:
+    """Does the destination's vendor publish the tool's keys (the vendor table's ``publishes_jwks``)?"""
+    row = spec(d.vendor)
+    return row is not None and row.publishes_jwks and isinstance(d, LtiAgsDestination)
+
+
 def document(settings: Settings, cache: Cache | None) -> dict[str, list[dict[str, str]]]:
     """The JWK Set: per ``kid`` named in the file, the local key or else the one a worker published."""
     seen: dict[str, dict[str, str]] = {}
     for name, d in sorted(settings.destinations().items()):
-        if not isinstance(d, LtiAgsDestination):
+        if not publishes_jwks(d):
             continue
         for kid, key in local_keys(d):
             if kid in seen:
