@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from producers.settings import ConfigError, Settings
+from producers.settings import CommonSettings, ConfigError
 
 PREFIX = "fernet:"
 ENV = "GRADESYNC_SECRET_KEY"
@@ -60,7 +60,7 @@ class WireCipher:
         return cls([k.strip() for k in value.split(",") if k.strip()])
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> WireCipher:
+    def from_settings(cls, settings: CommonSettings) -> WireCipher:
         """The configured cipher; :class:`ConfigError` saying what to do when the key is missing or bad."""
         cipher = cls.optional(settings)
         if cipher is None:
@@ -72,7 +72,7 @@ class WireCipher:
         return cipher
 
     @classmethod
-    def optional(cls, settings: Settings) -> WireCipher | None:
+    def optional(cls, settings: CommonSettings) -> WireCipher | None:
         """The configured cipher, None when no key is set; :class:`ConfigError` when a key is malformed."""
         value = settings.secret_key.get_secret_value() if settings.secret_key is not None else ""
         if not value.strip():

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from producers import safejson
 from producers.events import GradeEvent
 from producers.publish import InvalidEvents, Publisher, PublishError
-from producers.settings import Settings
+from producers.settings import ServerSettings
 
 EVENT_SCHEMA_REF = "#/components/schemas/{model}"
 
@@ -121,7 +121,7 @@ _REQUEST_BODY = {
 
 
 def ingest_router(
-    settings: Settings, publisher: Publisher, *, dependencies: Sequence[Depends] = ()
+    settings: ServerSettings, publisher: Publisher, *, dependencies: Sequence[Depends] = ()
 ) -> APIRouter:
     """``POST /v1/events`` publishing through ``publisher``; ``dependencies`` guard it (authentication)."""
     router = APIRouter(prefix="/v1", tags=["ingest"], dependencies=list(dependencies))

@@ -99,3 +99,21 @@ def test_the_vendor_table_is_the_one_source() -> None:
         assert set(row.secrets) <= set(row.destination.model_fields)
         assert set(row.secrets.values()) <= set(row.destination.model_fields)
     assert VENDOR_RATE_LIMITS == {"thoughtindustries": 120.0}  # the only vendor documenting a limit
+
+
+def test_event_validation_takes_the_vendor_map_explicitly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from producers.events import GradeEvent, format_errors
+
+    # a configured destinations file is NOT consulted behind the caller's back
+    monkeypatch.setenv("CFG_LS_SECRET", "0123456789abcdef")
+    monkeypatch.setenv("GRADESYNC_DESTINATIONS", str(_file(tmp_path, 5.0)))
+    data = {"destination": "ls", "learner_id": "u1", "target": {"course_id": "c", "item_id": "i"}}
+    with pytest.raises(ValidationError) as info:
+        GradeEvent.model_validate(data)
+    assert any("vendor map" in line for line in format_errors(info.value))
+    event = GradeEvent.validate_for(data, {"ls": "learningstudio"})
+    assert event.vendor == "learningstudio" and event.item_key() == "c/i"
+    with pytest.raises(ValidationError, match="unknown destination 'ls'"):
+        GradeEvent.validate_for(data, {"other": "learningstudio"})

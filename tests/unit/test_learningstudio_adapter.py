@@ -399,7 +399,7 @@ def test_secrets_never_reach_errors(fake: FakeLearningStudio) -> None:
 @pytest.mark.parametrize("secret", [None, "too-short", "x" * 20])
 def test_bad_secret_is_a_configuration_error(secret: str | None) -> None:
     if secret is not None and len(secret) not in (16, 24, 32):
-        # the settings refuse such a key (test_bad_secret_is_refused_by_the_settings); the adapter guards
+        # the settings refuse such a key (tests/unit/test_config_rules.py); the adapter guards
         # a destination built without them
         with pytest.raises(ValidationError, match="16, 24 or 32 bytes") as refused:
             destination(secret)
