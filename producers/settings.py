@@ -1,7 +1,10 @@
-"""The one typed settings object, and the destinations file it points at.
+"""The typed settings objects, and the destinations file they point at.
 
-Nothing else in gradesync reads the environment: every other module receives a :class:`Settings`
-(from :func:`get_settings`, read once per process) or one of its :class:`Destination` entries.
+Nothing else in gradesync reads the environment: every other module receives settings —
+:class:`WorkerSettings`, :class:`ServerSettings` or :class:`ProducerSettings`, each a
+:class:`CommonSettings` over the same ``GRADESYNC_*`` variables; :class:`Settings` (from
+:func:`get_settings`, read once per process) has them all — or one of their :class:`Destination` entries.
+What a destination is, per vendor, comes from the vendor table (:mod:`producers.vendors`).
 
 ``destinations.toml`` names each LMS destination, its vendor, endpoint, retry policy and credentials.
 A credential key ending in ``_env`` names an environment variable holding the secret, so secrets are
@@ -22,7 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from producers.vendors import TABLE, VENDORS, DestinationBase, tagged_union
 
-#: the vendor names, and which credential field each ``*_env`` key of a vendor resolves into
+#: which credential field each ``*_env`` key of a vendor resolves into
 SECRET_KEYS: dict[str, dict[str, str]] = {row.name: dict(row.secrets) for row in TABLE}
 
 #: documented default rate limits (requests/minute) and bursts per vendor, from the vendor table
