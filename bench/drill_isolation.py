@@ -13,7 +13,7 @@ import argparse
 import statistics
 import time
 
-from flow_harness import drill, lt_destination, lt_events, machine, ti_destination, ti_events
+from harness import drill, lt_destination, lt_events, machine, ti_destination, ti_events
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from flow_harness import drill, machine, ti_destination, ti_events
+from harness import drill, machine, ti_destination, ti_events
 
 
 def main() -> None:

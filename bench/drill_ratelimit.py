@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from flow_harness import drill, machine, ti_destination, ti_events
+from harness import drill, machine, ti_destination, ti_events
 
 
 def run(mode: str, events: int, per_minute: float, burst: int, workers: int, concurrency: int,

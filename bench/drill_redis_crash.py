@@ -32,10 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from harness import ti_events, ti_rig
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.harness import Rig
 from sandbox.localredis import EmbeddedRedis, free_port
 
 TOKEN = "drill-redis-crash-token-4f8a2c6e9b1d3f5a7c"
@@ -84,20 +82,21 @@ def main() -> int:
     data = tmp / "redis"
     server = EmbeddedRedis.start(data)
     port = server.port
-    rig = Rig(server.url, tmp, GRADESYNC_VISIBILITY_TIMEOUT="30", GRADESYNC_API_TOKEN=TOKEN,
+    rig = ti_rig(server.url, tmp, GRADESYNC_VISIBILITY_TIMEOUT="30", GRADESYNC_API_TOKEN=TOKEN,
               GRADESYNC_STRANDED_AFTER=str(args.stranded_after))
     api_port = free_port()
     api_log = open(tmp / "api.log", "wb")  # noqa: SIM115 - closed at the end
     api = subprocess.Popen([sys.executable, "-m", "worker.ops.serve", "--port", str(api_port)], env=rig.env,
                            stdout=api_log, stderr=subprocess.STDOUT)
     api_url = f"http://127.0.0.1:{api_port}"
+    ti = rig.vendors["thoughtindustries"]
     try:
         fsync = rig.redis.config_get("appendfsync")["appendfsync"]
         aof = rig.redis.config_get("appendonly")["appendonly"]
         _wait_http(f"{api_url}/healthz")
-        rig.ti.fault(latency=args.latency, times=-1)  # attempts are in flight when Redis dies
+        ti.fault(latency=args.latency, times=-1)  # attempts are in flight when Redis dies
         worker = rig.start_worker(32)
-        events = rig.events(args.events, "crash")
+        events = ti_events("ti", args.events, "crash")
         for e in events:
             e["event_id"] = str(uuid.uuid4())
         client = Client(api_url, events, args.rate)
@@ -110,13 +109,13 @@ def main() -> int:
         time.sleep(args.down)
         server = EmbeddedRedis.start(data, port=port)
         restarted_at = time.time()
-        rig.ti.clear_faults()  # the first matching fault applies: the next ten requests fail (their retries
-        rig.ti.fault(status=503, times=10)  # go through the pump), then the latency again
-        rig.ti.fault(latency=args.latency, times=-1)
+        ti.clear_faults()  # the first matching fault applies: the next ten requests fail (their retries
+        ti.fault(status=503, times=10)  # go through the pump), then the latency again
+        ti.fault(latency=args.latency, times=-1)
         client.join(timeout=600)
         health_after = httpx.get(f"{api_url}/healthz", timeout=10).status_code
         ids = list(client.acked)
-        final = rig.wait_terminal(ids, 600)
+        final = rig.wait_states(ids, 600)
         writes = rig.writes_per_learner()
         learner_of = {str(e["event_id"]): str(e["learner_id"]) for e in events}
         retried = sum(1 for eid in ids if int(rig.redis.hget(f"{rig.settings.key_prefix}:event:{eid}", "attempts")
@@ -159,7 +158,7 @@ def main() -> int:
         api.terminate()
         api.wait(timeout=30)
         api_log.close()
-        rig.stop()
+        rig.close()
         server.stop()
 
 

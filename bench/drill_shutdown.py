@@ -14,14 +14,12 @@ import argparse
 import json
 import os
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from harness import learners, ti_events, ti_rig
 
-from bench.harness import Rig, learners
 from sandbox.localredis import EmbeddedRedis
 
 
@@ -33,10 +31,11 @@ def main() -> int:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="drill-shutdown-"))
     server = EmbeddedRedis.start(tmp / "redis")
-    rig = Rig(server.url, tmp, GRADESYNC_SHUTDOWN_GRACE=str(args.grace))
+    rig = ti_rig(server.url, tmp, GRADESYNC_SHUTDOWN_GRACE=str(args.grace))
+    ti = rig.vendors["thoughtindustries"]
     try:
-        rig.ti.fault(latency=args.latency, times=-1)
-        events = rig.events(args.events, "drill")
+        ti.fault(latency=args.latency, times=-1)
+        events = ti_events("ti", args.events, "drill")
         ids = rig.publisher.publish_many(events)
         worker = rig.start_worker(args.events)
         inflight_key = f"{rig.settings.key_prefix}:inflight:ti"
@@ -54,9 +53,9 @@ def main() -> int:
         exit_s = time.monotonic() - t0
         after_stop = rig.states(ids)
         written_at_stop = sum(rig.writes_per_learner().values())
-        rig.ti.clear_faults()
+        ti.clear_faults()
         rig.start_worker(32)
-        final = rig.wait_terminal(ids, 180)
+        final = rig.wait_states(ids, 180)
         writes = rig.writes_per_learner()
         per_event = [writes.get(learner, 0) for learner in learners(events)]
         handbacks = sum(int(rig.redis.hget(f"{rig.settings.key_prefix}:event:{e}", "handbacks") or 0) for e in ids)
@@ -82,7 +81,7 @@ def main() -> int:
         print("PASS" if ok else "FAIL")
         return 0 if ok else 1
     finally:
-        rig.stop()
+        rig.close()
         server.stop()
 
 

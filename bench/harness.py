@@ -1,69 +1,126 @@
-"""What the drills share: a sandboxed Thought Industries simulator, a destinations file pointing at it,
-`gradesync worker` processes and a publisher against a private redis-server (never the machine's Redis).
+"""What every drill needs: a private redis-server (or the drill's own), vendor simulators on free ports,
+a destinations file pointing at them, real `gradesync worker` processes, a publisher — and clean-up.
 
-Thought Industries is the drills' vendor because it is the one that is *not* idempotent: every POST the
-simulator records is a write, so "exactly once" is counted vendor-side, per learner (one per event).
+Thought Industries is the reliability drills' vendor (:func:`ti_rig`) because it is the one that is
+*not* idempotent: every POST the simulator records is a write, so "exactly once" is counted vendor-side,
+per learner (one per event).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import redis
-from pydantic import SecretStr
-
 from producers.crypto import generate_key
 from producers.publish import Publisher
-from producers.settings import Settings
+from producers.settings import Settings, reset_settings
 from sandbox import DEMO_CREDENTIALS, Running, make_app, start
 from sandbox.control import SandboxClient
+from sandbox.localredis import EmbeddedRedis
+from worker.store import Store
 
-TERMINAL = {"succeeded", "superseded", "dead_lettered"}
-TI_KEY_ENV = "DRILL_TI_KEY"
+ROOT = Path(__file__).resolve().parent.parent
+SECRETS = {
+    "DRILL_TI_KEY": DEMO_CREDENTIALS["thoughtindustries"]["api_key"],
+    "DRILL_LTIAAS_KEY": DEMO_CREDENTIALS["ltiaas"]["api_key"],
+}
+TERMINAL = ("succeeded", "superseded", "dead_lettered")
 
 
-class Rig:
-    """One TI simulator, worker processes and a publisher sharing ``redis_url``."""
+def ti_destination(name: str, url: str, **knobs: Any) -> str:
+    lines = [f"[destinations.{name}]", 'vendor = "thoughtindustries"', f'base_url = "{url}"',
+             'api_key_env = "DRILL_TI_KEY"']
+    lines += [f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in knobs.items()]
+    return "\n".join(lines).replace("'", '"') + "\n\n"
 
-    def __init__(self, redis_url: str, workdir: Path, *, timeout: float = 10.0, **env: str) -> None:
-        self.workdir = workdir
-        self.vendor: Running = start(make_app("thoughtindustries"))
-        self.ti = SandboxClient(self.vendor.url)
-        self.destinations = workdir / "destinations.toml"
-        self.destinations.write_text(
-            f'[destinations.ti]\nvendor = "thoughtindustries"\nbase_url = "{self.vendor.url}"\n'
-            f'api_key_env = "{TI_KEY_ENV}"\ntimeout = {timeout}\nmax_attempts = 20\nretry_base_delay = 0.5\n'
-            "retry_max_delay = 2.0\n")
-        os.environ[TI_KEY_ENV] = DEMO_CREDENTIALS["thoughtindustries"]["api_key"]
-        key = os.environ.get("GRADESYNC_SECRET_KEY") or generate_key()  # stored events are encrypted at rest
-        self.env = {**os.environ, "GRADESYNC_REDIS_URL": redis_url, "GRADESYNC_DESTINATIONS": str(self.destinations),
-                    "GRADESYNC_LOG_FORMAT": "json", "GRADESYNC_SECRET_KEY": key,
-                    "GRADESYNC_WORKER_PROCESSES": "1", **env}  # one process per worker: the drills signal it
-        self.settings = Settings(redis_url=redis_url, destinations_file=self.destinations, secret_key=SecretStr(key))
-        self.publisher = Publisher(self.settings)
-        self.redis = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
+
+def lt_destination(name: str, url: str, **knobs: Any) -> str:
+    lines = [f"[destinations.{name}]", 'vendor = "ltiaas"', f'base_url = "{url}"', 'api_key_env = "DRILL_LTIAAS_KEY"']
+    lines += [f"{k} = {v}" for k, v in knobs.items()]
+    return "\n".join(lines) + "\n\n"
+
+
+def ti_events(destination: str, n: int, tag: str = "drill") -> list[dict[str, Any]]:
+    return [{"destination": destination, "learner_id": str(uuid.uuid4()), "score_given": i % 50,
+             "score_maximum": 50, "target": {"assignment_id": str(uuid.uuid4())}, "comment": f"{tag}-{i}"}
+            for i in range(n)]
+
+
+def lt_events(destination: str, n: int) -> list[dict[str, Any]]:
+    return [{"destination": destination, "learner_id": f"learner-{i}", "score_given": 7, "score_maximum": 10,
+             "target": {"line_item_id": "https://lms.example/api/lti/courses/1/line_items/1",
+                        "service_key": "demo-service-key"}} for i in range(n)]
+
+
+def learners(events: list[dict[str, Any]]) -> list[str]:
+    return [str(e["learner_id"]) for e in events]
+
+
+def tally(states: dict[str, str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for s in states.values():
+        counts[s] = counts.get(s, 0) + 1
+    return counts
+
+
+class Drill:
+    """Simulators of ``vendors``, worker processes and a publisher sharing one Redis: a private one, or the
+    drill's own ``redis_url`` (a drill that crashes its Redis owns the server); logs go to ``workdir``."""
+
+    def __init__(self, vendors: tuple[str, ...], *, redis_url: str | None = None,
+                 workdir: Path | None = None) -> None:
+        self.tmp = workdir or Path(tempfile.mkdtemp(prefix="gradesync-drill-"))
+        self._own_tmp = workdir is None
+        self.server = None if redis_url else EmbeddedRedis.start(self.tmp / "redis", persist=False)
+        self.redis_url = redis_url or self.server.url  # type: ignore[union-attr]
+        self.sandboxes: dict[str, Running] = {v: start(make_app(v)) for v in vendors}
+        self.vendors = {v: SandboxClient(r.url) for v, r in self.sandboxes.items()}
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.destinations = self.tmp / "destinations.toml"
+        self.publisher: Publisher | None = None
+        self.store: Store | None = None
 
-    def start_worker(self, concurrency: int, *, wait: bool = True) -> subprocess.Popen[bytes]:
+    def url(self, vendor: str) -> str:
+        return self.sandboxes[vendor].url
+
+    def configure(self, toml: str, **env: str) -> None:
+        """Write the destinations file; ``env``: more settings of the worker processes."""
+        self.destinations.write_text(toml)
+        os.environ.update(SECRETS)
+        os.environ.setdefault("GRADESYNC_SECRET_KEY", generate_key())  # stored events are encrypted at rest
+        reset_settings()
+        self.settings = Settings(redis_url=self.redis_url, destinations_file=self.destinations)
+        self.publisher = Publisher(self.settings)
+        self.store = Store.connect(self.settings)
+        self.redis = self.store.redis
+        self.env = {**os.environ, **SECRETS, "GRADESYNC_REDIS_URL": self.redis_url,
+                    "GRADESYNC_DESTINATIONS": str(self.destinations), "GRADESYNC_LOG_FORMAT": "json",
+                    "PYTHONPATH": str(ROOT),
+                    "GRADESYNC_WORKER_PROCESSES": "1", **env}  # one process per worker: drills signal it
+
+    def start_worker(self, concurrency: int = 16, *, wait: bool = True) -> subprocess.Popen[bytes]:
         n = len(self.workers)
-        log = open(self.workdir / f"worker{n}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        log = open(self.tmp / f"worker{n}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "-c", str(concurrency),
                                  "-n", f"drill{n}-{os.getpid()}@%h"], env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
         self.workers.append(proc)
         if wait:
             self.wait_log(n, "worker_ready", 60)
         return proc
 
     def log(self, n: int) -> str:
-        return (self.workdir / f"worker{n}.log").read_text(errors="replace")
+        return (self.tmp / f"worker{n}.log").read_text(errors="replace")
 
     def wait_log(self, n: int, text: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -71,47 +128,98 @@ class Rig:
             if text in self.log(n):
                 return
             if self.workers[n].poll() is not None:
-                raise RuntimeError(f"worker {n} exited:\n{self.log(n)[-3000:]}")
+                raise SystemExit(f"worker {n} exited:\n{self.log(n)[-3000:]}")
             time.sleep(0.1)
-        raise RuntimeError(f"worker {n}: no {text!r} within {timeout}s:\n{self.log(n)[-3000:]}")
+        raise SystemExit(f"worker {n}: no {text!r} within {timeout}s:\n{self.log(n)[-3000:]}")
 
-    def events(self, n: int, tag: str) -> list[dict[str, Any]]:
-        return [{"destination": "ti", "learner_id": str(uuid.uuid4()), "score_given": i % 50, "score_maximum": 50,
-                 "target": {"assignment_id": str(uuid.uuid4())}, "comment": f"{tag}-{i}"} for i in range(n)]
+    def publish(self, events: list[dict[str, Any]]) -> list[str]:
+        assert self.publisher is not None
+        ids: list[str] = []
+        for i in range(0, len(events), 500):
+            ids += self.publisher.publish_many(events[i : i + 500])
+        return ids
+
+    def field(self, ids: list[str], name: str) -> list[bytes | None]:
+        """One ledger field of each event."""
+        assert self.store is not None
+        with self.store.redis.pipeline(transaction=False) as pipe:
+            for eid in ids:
+                pipe.hget(self.store.keys.event(eid), name)
+            return list(pipe.execute())
 
     def states(self, ids: list[str]) -> dict[str, str]:
-        with self.redis.pipeline(transaction=False) as pipe:
-            for eid in ids:
-                pipe.hget(f"{self.settings.key_prefix}:event:{eid}", "state")
-            raw = pipe.execute()
-        return {eid: (s.decode() if s else "missing") for eid, s in zip(ids, raw, strict=True)}
+        return {eid: (s.decode() if s else "missing") for eid, s in zip(ids, self.field(ids, "state"), strict=True)}
 
-    def wait_terminal(self, ids: list[str], timeout: float) -> dict[str, str]:
+    def finished_at(self, ids: list[str]) -> list[float]:
+        return [float(x) for x in self.field(ids, "finished_at") if x]
+
+    def wait_states(self, ids: list[str], timeout: float, *, every: float = 0.25,
+                    progress: bool = False) -> dict[str, str]:
+        """Each event's state once all are terminal (or at the deadline)."""
         deadline = time.monotonic() + timeout
+        last = time.monotonic()
         states = self.states(ids)
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not all(s in TERMINAL for s in states.values()):
+            if progress and time.monotonic() - last > 15:
+                last = time.monotonic()
+                print(f"  ... {tally(states)}", flush=True)
+            time.sleep(every)
             states = self.states(ids)
-            if all(s in TERMINAL for s in states.values()):
-                break
-            time.sleep(0.25)
         return states
 
-    def writes_per_learner(self) -> dict[str, int]:
+    def wait_terminal(self, ids: list[str], timeout: float, *, every: float = 1.0,
+                      progress: bool = True) -> dict[str, int]:
+        """How many events ended in each state, once all are terminal (or at the deadline)."""
+        return tally(self.wait_states(ids, timeout, every=every, progress=progress))
+
+    def writes_per_learner(self, vendor: str = "thoughtindustries") -> dict[str, int]:
         """Vendor-side count of recorded activities per learner (one learner per event)."""
         counts: dict[str, int] = {}
-        for activity in self.ti.state()["activities"]:
+        for activity in self.vendors[vendor].state()["activities"]:
             counts[activity["learnerId"]] = counts.get(activity["learnerId"], 0) + 1
         return counts
 
-    def stop(self) -> None:
+    def close(self) -> None:
         for p in self.workers:
             if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
+        for p in self.workers:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
-        self.publisher.close()
-        self.ti.close()
-        self.vendor.stop()
+        if self.publisher is not None:
+            self.publisher.close()
+        for c in self.vendors.values():
+            c.close()
+        for r in self.sandboxes.values():
+            r.stop()
+        if self.server is not None:
+            self.server.stop()
+        if self._own_tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def learners(events: list[dict[str, Any]]) -> list[str]:
-    return [str(e["learner_id"]) for e in events]
+@contextlib.contextmanager
+def drill(*vendors: str) -> Iterator[Drill]:
+    d = Drill(vendors)
+    try:
+        yield d
+    finally:
+        d.close()
+
+
+def ti_rig(redis_url: str, workdir: Path, *, timeout: float = 10.0, **env: str) -> Drill:
+    """The reliability drills' rig: one Thought Industries destination ``ti`` on the drill's Redis."""
+    d = Drill(("thoughtindustries",), redis_url=redis_url, workdir=workdir)
+    d.configure(ti_destination("ti", d.url("thoughtindustries"), timeout=timeout, max_attempts=20,
+                               retry_base_delay=0.5, retry_max_delay=2.0), **env)
+    return d
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    load = os.getloadavg()
+    return f"{cpus} CPU cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (shared with other jobs)"
