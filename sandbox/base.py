@@ -35,12 +35,13 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from producers.vendors import BY_NAME
 from sandbox.ratelimit import TokenBucket
 
 _DROP = object()
@@ -121,10 +122,41 @@ class Fault:
 Handler = Callable[[Request, "re.Match[str]"], Response]
 
 
+def demo_score(i: int) -> dict[str, Any]:
+    """The score part of the demo's ``i``-th grade event (every vendor's the same)."""
+    return {"score_given": 60 + (i * 7) % 40, "score_maximum": 100, "comment": f"Demo attempt {i + 1}"}
+
+
 class SandboxApp:
-    """One simulated vendor API."""
+    """One simulated vendor API.
+
+    A simulator also says how the demo and the tests use it (the class attributes and class methods
+    below), so that a vendor's sandbox side is its one module plus its row in the vendor table.
+    """
 
     vendor = "vendor"
+    #: credentials the simulator accepts by default (the demo's and the tests' destinations use them)
+    DEMO_CREDENTIALS: ClassVar[dict[str, str]] = {}
+    #: the name of its destination in the demo
+    DEMO_DESTINATION: ClassVar[str] = ""
+
+    @classmethod
+    def demo_secret(cls) -> str:
+        """The value of the demo destination's secret environment variable."""
+        (field,) = BY_NAME[cls.vendor].secrets.values()
+        return cls.DEMO_CREDENTIALS[field]
+
+    @classmethod
+    def destination_keys(cls, url: str, secret_env: str, *, lti_kid: str | None = None) -> str:
+        """The vendor's own keys of a ``[destinations.<name>]`` table pointing at this simulator."""
+        (key,) = BY_NAME[cls.vendor].secrets
+        return f'{key} = "{secret_env}"\n'
+
+    @classmethod
+    def demo_event(cls, i: int, urls: Mapping[str, str]) -> dict[str, Any]:
+        """The demo's ``i``-th ordinary grade event of this vendor, without ``destination``: addressed so
+        that this simulator (with :attr:`DEMO_CREDENTIALS`) accepts it; ``urls``: vendor -> simulator URL."""
+        raise NotImplementedError
 
     def __init__(self) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []

@@ -10,7 +10,6 @@ parked events drain. Everything keeps running for you to explore until Ctrl-C, w
 
 from __future__ import annotations
 
-import importlib
 import os
 import secrets
 import signal
@@ -32,26 +31,22 @@ from producers.crypto import generate_key
 from producers.publish import Publisher
 from producers.safetext import printable
 from producers.settings import Settings, environ_value, reset_settings
-from producers.vendors import TABLE
+from producers.vendors import VENDORS
 from producers.vendors.learningstudio import LearningStudioDestination
-from sandbox import DEMO_CREDENTIALS
+from sandbox import DEMO_CREDENTIALS, simulator
 from sandbox import destinations_toml as sandbox_destinations_toml
 from sandbox.control import SandboxClient
 from sandbox.localredis import EmbeddedRedis, find_or_start, free_port
-from sandbox.lti_demo import demo_key, demo_pem
+from sandbox.lti_demo import demo_key
 from sandbox.rehearsal import RehearsalError, start_outage
 from worker.flow.status import FlowStatus
 from worker.store import Store
 from worker.store.ledger import RUNNABLE
 
-VENDORS = tuple(row.name for row in TABLE)
-DEST = {"learningstudio": "demo-ls", "ltiaas": "demo-ltiaas", "edlink": "demo-edlink",
-        "thoughtindustries": "demo-ti", "lti_ags": "demo-lti"}
-SECRET_ENV = {"DEMO_LS_SECRET": DEMO_CREDENTIALS["learningstudio"]["shared_secret"],
-              "DEMO_LTIAAS_KEY": DEMO_CREDENTIALS["ltiaas"]["api_key"],
-              "DEMO_EDLINK_TOKEN": DEMO_CREDENTIALS["edlink"]["integration_token"],
-              "DEMO_TI_KEY": DEMO_CREDENTIALS["thoughtindustries"]["api_key"],
-              "DEMO_LTI_KEY": demo_pem()}  # generated for this run; the platform reads its JWKS from serve
+#: each vendor's demo destination, and the environment variable holding its secret
+DEST = {v: simulator(v).DEMO_DESTINATION for v in VENDORS}
+SECRET_VAR = {v: f"DEMO_{v.upper()}_SECRET" for v in VENDORS}
+SECRET_ENV = {SECRET_VAR[v]: simulator(v).demo_secret() for v in VENDORS}
 STYLE = {"queued": "white", "in_progress": "cyan", "retrying": "yellow", "succeeded": "green",
          "superseded": "blue", "dead_lettered": "red", "parked": "magenta"}
 FLOW_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red", "paused": "magenta"}
@@ -75,9 +70,8 @@ def dev_secret_key(data_dir: Path) -> str:
 
 
 def destinations_toml(ports: dict[str, int]) -> str:
-    envs = dict(zip(VENDORS, SECRET_ENV, strict=True))
     text = "# written by `gradesync demo`: the five sandbox vendors\n" + sandbox_destinations_toml(
-        {v: f"http://127.0.0.1:{ports[v]}" for v in VENDORS}, DEST, envs,
+        {v: f"http://127.0.0.1:{ports[v]}" for v in VENDORS}, DEST, SECRET_VAR,
         timeout=5.0, max_attempts=4, retry_base_delay=1.0, retry_max_delay=10.0, lti_kid=demo_key().kid,
     )
     # short breaker cool-downs for the outage phase (only the knobs this version's settings know)
@@ -91,10 +85,9 @@ def sample_events(n: int, lti_url: str = "http://127.0.0.1:8805") -> list[dict[s
     now = datetime.now(UTC)
     events: list[dict[str, Any]] = []
     lt_key = DEMO_CREDENTIALS["ltiaas"]["service_key"]
-    samples = {row.name: _attr(row.demo_sample) for row in TABLE}  # each vendor's demo event
     for i in range(n):
-        for vendor, sample in samples.items():
-            events.append({"destination": DEST[vendor], **sample(i, {"lti_ags": lti_url})})
+        for vendor in VENDORS:
+            events.append({"destination": DEST[vendor], **simulator(vendor).demo_event(i, {"lti_ags": lti_url})})
     # a line item the LMS does not know: refused for good, lands in the dead-letter queue
     events.append({"destination": DEST["ltiaas"], "learner_id": "lti-user-gone", "score_given": 5,
                    "score_maximum": 10, "target": {"line_item_id": "https://lms.example/line_items/unknown-42",
@@ -106,11 +99,6 @@ def sample_events(n: int, lti_url: str = "http://127.0.0.1:8805") -> list[dict[s
     events.append({**stale, "score_given": 90, "occurred_at": now.isoformat()})
     events.append({**stale, "score_given": 40, "occurred_at": (now - timedelta(hours=1)).isoformat()})
     return events
-
-
-def _attr(path: str) -> Any:
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def outage_events(n: int) -> list[dict[str, Any]]:

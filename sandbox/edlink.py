@@ -23,10 +23,11 @@ import hmac
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from sandbox.base import Request, Response, SandboxApp
+from sandbox.base import Request, Response, SandboxApp, demo_score
 
 DEMO_PERSON_ID = "00000000-0000-4000-8000-000000000001"
 SUBMITTABLE = ("created", "reclaimed")
@@ -99,6 +100,19 @@ def _attachment_problems(items: object) -> list[str]:
 
 class EdlinkSandbox(SandboxApp):
     vendor = "edlink"
+    DEMO_CREDENTIALS: ClassVar[dict[str, str]] = {
+        "integration_token": "demo-edlink-integration-token", "person_token": "demo-person-token"}
+    DEMO_DESTINATION = "demo-edlink"
+
+    @classmethod
+    def demo_event(cls, i: int, urls: Mapping[str, str]) -> dict[str, Any]:
+        event: dict[str, Any] = {**demo_score(i), "learner_id": f"edlink-person-{i}",
+                                 "target": {"class_id": "class-demo", "assignment_id": "assignment-demo"}}
+        if i == 0:  # the learner whose person token the sandbox knows also submits an attempt
+            event["learner_id"] = DEMO_PERSON_ID
+            event["target"]["person_token"] = cls.DEMO_CREDENTIALS["person_token"]
+            event["attachments"] = [{"type": "link", "url": "https://work.example/essay"}]
+        return event
 
     def __init__(self, integration_token: str, person_token: str, person_id: str = DEMO_PERSON_ID) -> None:
         self.integration_token = integration_token

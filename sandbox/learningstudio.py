@@ -34,11 +34,12 @@ import re
 import time
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
-from sandbox.base import Handler, Request, Response, SandboxApp
+from sandbox.base import Handler, Request, Response, SandboxApp, demo_score
 from worker.adapters import oauth1_cmac
 
 _SEG = r"[^/]+"
@@ -63,6 +64,23 @@ def _number(value: float) -> int | float:
 
 class LearningStudioSandbox(SandboxApp):
     vendor = "learningstudio"
+    DEMO_CREDENTIALS: ClassVar[dict[str, str]] = {
+        "application_id": "demo-application-id",
+        "consumer_key": "demo-consumer-key",
+        "shared_secret": "demo-secret-0016",  # AES-CMAC key: 16, 24 or 32 bytes
+    }
+    DEMO_DESTINATION = "demo-ls"
+
+    @classmethod
+    def destination_keys(cls, url: str, secret_env: str, *, lti_kid: str | None = None) -> str:
+        creds = cls.DEMO_CREDENTIALS
+        return (f'application_id = "{creds["application_id"]}"\nconsumer_key = "{creds["consumer_key"]}"\n'
+                f'shared_secret_env = "{secret_env}"\n')
+
+    @classmethod
+    def demo_event(cls, i: int, urls: Mapping[str, str]) -> dict[str, Any]:
+        return {**demo_score(i), "learner_id": f"{28456671 + i}",
+                "target": {"course_id": "31388494", "item_id": "100561235546"}}
 
     def __init__(
         self, *, application_id: str, consumer_key: str, shared_secret: str, max_skew: float = 300.0

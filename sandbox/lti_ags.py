@@ -35,11 +35,13 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
-from sandbox.base import Request, Response
+from sandbox.base import Request, Response, demo_score
+from sandbox.lti_demo import demo_pem
 from sandbox.lti_platform import AGS, LtiPlatformAuth
 
 CONTAINER_TYPE = "application/vnd.ims.lis.v2.lineitemcontainer+json"
@@ -83,6 +85,27 @@ def is_stale(style: str, incoming: datetime, stored: datetime | None) -> bool:
 
 class LtiAgsSandbox(LtiPlatformAuth):
     vendor = "lti_ags"
+    # the tool's key pair is generated per run (sandbox.lti_demo); the platform gets its JWKS
+    DEMO_CREDENTIALS: ClassVar[dict[str, str]] = {"client_id": "demo-lti-client-id",
+                                                  "deployment_id": "demo-deployment-1"}
+    DEMO_DESTINATION = "demo-lti"
+
+    @classmethod
+    def demo_secret(cls) -> str:
+        return demo_pem()  # generated for this run; the platform reads its JWKS from `gradesync serve`
+
+    @classmethod
+    def destination_keys(cls, url: str, secret_env: str, *, lti_kid: str | None = None) -> str:
+        return (f'client_id = "{cls.DEMO_CREDENTIALS["client_id"]}"\ntoken_url = "{url}/login/oauth2/token"\n'
+                f'private_key_env = "{secret_env}"\nkid = "{lti_kid}"\n')
+
+    @classmethod
+    def demo_event(cls, i: int, urls: Mapping[str, str]) -> dict[str, Any]:
+        # LTI AGS straight to the platform: the line item is found by resource link, created once
+        lti_url = urls.get("lti_ags", "http://127.0.0.1:8805")
+        return {**demo_score(i), "learner_id": f"lti-user-{i}",
+                "target": {"lineitems_url": f"{lti_url}/mod/lti/services.php/7/lineitems?type_id=1",
+                           "resource_link_id": "demo-resource-link", "label": "Demo quiz"}}
 
     def __init__(self, client_id: str, deployment_id: str = "1", **auth: Any) -> None:
         #: line item number -> record

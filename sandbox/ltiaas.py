@@ -27,12 +27,13 @@ from __future__ import annotations
 import hmac
 import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
-from sandbox.base import Request, Response, SandboxApp
+from sandbox.base import Request, Response, SandboxApp, demo_score
 
 ACTIVITY_PROGRESS = ("Initialized", "Initiated", "Started", "InProgress", "Submitted", "Completed")
 GRADING_PROGRESS = ("FullyGraded", "Pending", "PendingManual", "Failed", "NotReady")
@@ -70,6 +71,15 @@ def _parse_timestamp(value: object) -> datetime | None:
 
 class LtiaasSandbox(SandboxApp):
     vendor = "ltiaas"
+    DEMO_CREDENTIALS: ClassVar[dict[str, str]] = {
+        "api_key": "demo-ltiaas-api-key", "service_key": "demo-service-key", "ltik": "demo-ltik"}
+    DEMO_DESTINATION = "demo-ltiaas"
+
+    @classmethod
+    def demo_event(cls, i: int, urls: Mapping[str, str]) -> dict[str, Any]:
+        return {**demo_score(i), "learner_id": f"lti-user-{i}",
+                "target": {"line_item_id": "https://lms.example/api/lti/courses/7/line_items/1",
+                           "service_key": cls.DEMO_CREDENTIALS["service_key"]}}
 
     def __init__(self, api_key: str, service_key: str, ltik: str) -> None:
         self.api_key = api_key

@@ -24,13 +24,14 @@ import json
 import re
 import time
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from jwt import PyJWS
 from jwt.algorithms import HMACAlgorithm
 from jwt.exceptions import InvalidTokenError
 
-from sandbox.base import Request, Response, SandboxApp
+from sandbox.base import Request, Response, SandboxApp, demo_score
 
 IAT_WINDOW = 500
 DEFAULT_RETRY_AFTER = 60
@@ -73,6 +74,13 @@ def _is_uuid(value: object) -> bool:
 
 class ThoughtIndustriesSandbox(SandboxApp):
     vendor = "thoughtindustries"
+    DEMO_CREDENTIALS: ClassVar[dict[str, str]] = {"api_key": "demo-ti-api-key"}
+    DEMO_DESTINATION = "demo-ti"
+
+    @classmethod
+    def demo_event(cls, i: int, urls: Mapping[str, str]) -> dict[str, Any]:
+        return {**demo_score(i), "learner_id": str(uuid.uuid4()),
+                "target": {"assignment_id": "123e4567-e89b-12d3-a456-426614174000"}}
 
     def __init__(self, api_key: str) -> None:
         self.api_key = api_key

@@ -28,7 +28,6 @@ TABLE: tuple[VendorSpec, ...] = (
         adapter="worker.adapters.learningstudio:LearningStudioAdapter",
         secrets={"shared_secret_env": "shared_secret"},
         simulator="sandbox.learningstudio:LearningStudioSandbox", sandbox_port=8801,
-        demo_sample="sandbox.samples:learningstudio",
         target_shape="{course_id, item_id}",
     ),
     VendorSpec(
@@ -36,7 +35,6 @@ TABLE: tuple[VendorSpec, ...] = (
         adapter="worker.adapters.ltiaas:LtiaasAdapter",
         secrets={"api_key_env": "api_key"},
         simulator="sandbox.ltiaas:LtiaasSandbox", sandbox_port=8802,
-        demo_sample="sandbox.samples:ltiaas",
         target_shape="{line_item_id, service_key|ltik}",
     ),
     VendorSpec(
@@ -44,7 +42,6 @@ TABLE: tuple[VendorSpec, ...] = (
         adapter="worker.adapters.edlink:EdlinkAdapter",
         secrets={"integration_token_env": "integration_token"},
         simulator="sandbox.edlink:EdlinkSandbox", sandbox_port=8803,
-        demo_sample="sandbox.samples:edlink",
         target_shape="{class_id, assignment_id, person_token?}",
     ),
     # documented limits (../shared/reference/vendors.md): the standard plan allows 120/min, burst 20;
@@ -54,7 +51,6 @@ TABLE: tuple[VendorSpec, ...] = (
         adapter="worker.adapters.thoughtindustries:ThoughtIndustriesAdapter",
         secrets={"api_key_env": "api_key"},
         simulator="sandbox.thoughtindustries:ThoughtIndustriesSandbox", sandbox_port=8804,
-        demo_sample="sandbox.samples:thoughtindustries",
         target_shape="{assignment_id} (UUID)",
         rate_limit_per_minute=120.0, burst=20, learner_id_is_uuid=True,
     ),
@@ -64,7 +60,6 @@ TABLE: tuple[VendorSpec, ...] = (
         adapter="worker.adapters.lti_ags:LtiAgsAdapter",
         secrets={"private_key_env": "private_key"},
         simulator="sandbox.lti_ags:LtiAgsSandbox", sandbox_port=8805,
-        demo_sample="sandbox.samples:lti_ags",
         target_shape="{line_item_url} or {lineitems_url, resource_link_id, resource_id?, tag?, label?, "
                      "score_maximum?}",
         publishes_jwks=True,

@@ -57,10 +57,9 @@ class VendorSpec:
     adapter: str
     #: each ``*_env`` key -> the credential field it resolves into
     secrets: Mapping[str, str]
-    #: ``"module:attr"`` of its simulator and of its demo event (the sandbox package; never imported by
-    #: the runtime)
+    #: ``"module:Class"`` of its simulator (the sandbox package, never imported by the runtime), which also
+    #: holds the vendor's demo credentials, demo destination and demo event
     simulator: str
-    demo_sample: str
     #: the documented rate limit (requests/minute) and burst, when the vendor documents one
     rate_limit_per_minute: float | None = None
     burst: int | None = None
