@@ -18,9 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from celery import Celery
-
-from producers.publish import Delivery, dispatch, new_token
+from worker.dispatch import Delivery, Dispatcher, new_token
 from worker.store import EventRecord, Store
 
 AUDIT_MAXLEN = 10_000
@@ -93,9 +91,9 @@ class ActionReport:
 
 
 class DeadLetterQueue:
-    def __init__(self, store: Store, app: Celery | None = None) -> None:
+    def __init__(self, store: Store, dispatcher: Dispatcher | None = None) -> None:
         self.store = store
-        self.app = app
+        self.dispatcher = dispatcher
         self.r = store.redis
         self.keys = store.keys
 
@@ -172,8 +170,8 @@ class DeadLetterQueue:
         chosen, skipped = self._select(event_ids, flt)
         report = ActionReport("requeue", matched=len(chosen), dry_run=dry_run, skipped=skipped)
         if not dry_run:
-            if self.app is None:
-                raise RuntimeError("requeue needs a Celery app to queue messages")
+            if self.dispatcher is None:
+                raise RuntimeError("requeue needs a dispatcher to queue messages")
             started = time.monotonic()
             for i, rec in enumerate(chosen):
                 if rate:
@@ -185,7 +183,7 @@ class DeadLetterQueue:
                 if state != "queued":
                     report.skipped[rec.event_id] = f"not dead-lettered (state {state})"
                     continue
-                dispatch(self.app, [Delivery(rec.event_id, rec.destination, token)])
+                self.dispatcher.send(Delivery(rec.event_id, rec.destination, token))
                 report.done += 1
                 report.event_ids.append(rec.event_id)
                 if progress:

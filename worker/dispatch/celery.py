@@ -1,0 +1,151 @@
+"""The Celery dispatcher: delivery messages through Celery / kombu to Redis or RabbitMQ, and the broker
+queues' depths. With :mod:`worker.celery_app` and :mod:`worker.tasks` the only modules that import
+Celery or kombu.
+
+Sending: ``send_many`` publishes a batch through one producer in kombu's batched mode (pipelined round
+trips). On Redis a message to the anonymous exchange is an LPUSH onto the list named like the queue: no
+binding is needed, so kombu's per-message declare is skipped; AMQP needs the queue declared (kombu
+caches it). A broker error becomes :class:`~worker.dispatch.BrokerUnavailable`.
+
+Depth: on Redis the length of each destination's list, summed over kombu's priority lists of it
+(``<queue>\\x06\\x16<p>`` for priority p > 0); on RabbitMQ the ready-message count of each quorum queue,
+read with a passive ``queue.declare`` (it neither creates nor changes the queue; the number
+``rabbitmqctl list_queues messages_ready`` and KEDA's RabbitMQ scaler read). Messages a worker already
+took but did not acknowledge are not counted: the depth is the backlog *waiting* for a worker. A queue
+never declared has depth 0; when RabbitMQ does not answer the depths are unknown (``{}``: the gauge is
+left out of the scrape, alert ``GradesyncQueueDepthMissing``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import redis
+import structlog
+from celery import Celery
+from kombu.exceptions import OperationalError
+from kombu.transport.redis import PRIORITY_STEPS
+from kombu.transport.redis import Channel as RedisChannel
+
+from producers.connections import is_amqp_url, redis_client
+from producers.keys import DELIVER_TASK, Keys
+from producers.settings import Settings, is_redis_url, without_credentials
+from worker.celery_app import make_client_app
+from worker.dispatch import BrokerUnavailable, Delivery
+
+log = structlog.get_logger("gradesync.dispatch")
+
+_NOT_FOUND = 404
+
+
+def priority_lists(queue: str) -> list[str]:
+    """The Redis lists kombu keeps one queue's messages in (one per priority step)."""
+    return [queue if step == 0 else f"{queue}{RedisChannel.sep}{step}" for step in PRIORITY_STEPS]
+
+
+def redis_queue_depths(broker: redis.Redis, destinations: Iterable[str]) -> dict[str, int]:
+    """LLEN of each destination's broker queue (all of kombu's priority lists of it), one round trip."""
+    names = list(destinations)
+    n = len(PRIORITY_STEPS)
+    with broker.pipeline(transaction=False) as pipe:
+        for name in names:
+            for key in priority_lists(Keys.queue(name)):
+                pipe.llen(key)
+        lengths = pipe.execute()
+    return {name: sum(int(x) for x in lengths[i * n : (i + 1) * n]) for i, name in enumerate(names)}
+
+
+def amqp_queue_depths(app: Celery, destinations: Iterable[str]) -> dict[str, int]:
+    """Ready messages per destination queue; ``{}`` when the broker cannot be read."""
+    names = list(destinations)
+    depths: dict[str, int] = {}
+    try:
+        conn: Any = app.connection_for_read()  # kombu is untyped
+        with conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+            channel = conn.channel()
+            try:
+                for name in names:
+                    try:
+                        ok = channel.queue_declare(queue=Keys.queue(name), passive=True)
+                        depths[name] = int(ok.message_count)
+                    except Exception as exc:
+                        if getattr(exc, "code", None) != _NOT_FOUND:
+                            raise
+                        depths[name] = 0  # never declared: nothing waits in it
+                        channel = conn.channel()  # the broker closed the channel with the 404
+            finally:
+                channel.close()
+    except Exception as exc:  # any kombu / amqp / socket error: the depths are unknown this scrape
+        log.warning("amqp_queue_depth_failed", broker=without_credentials(str(app.conf.broker_url)),
+                    error=type(exc).__name__)
+        return {}
+    return depths
+
+
+class CeleryDispatcher:
+    """Sends through a send-only Celery app (pooled, thread-safe); reads depths from the broker.
+
+    ``client``: a Redis client to reuse for depths when the broker is the ledger's Redis."""
+
+    def __init__(self, settings: Settings, *, app: Celery | None = None, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.app = app or make_client_app(settings)
+        url = settings.broker
+        self.kind = "redis" if is_redis_url(url) else "amqp" if is_amqp_url(url) else "other"
+        self._own_broker = False
+        self.broker_redis: redis.Redis | None = None
+        if self.kind == "redis":
+            if client is not None and url == settings.redis_url:
+                self.broker_redis = client
+            else:
+                self.broker_redis = redis_client(url, socket_timeout=5, socket_connect_timeout=3)
+                self._own_broker = True
+
+    def send(self, delivery: Delivery) -> None:
+        self.send_many([delivery])
+
+    def send_many(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        routing: dict[str, Any] = {"exchange": "", "declare": []} if self.kind == "redis" else {}
+        try:
+            with self.app.producer_or_acquire() as producer, producer.batch(max_size=1000):
+                for d in deliveries:
+                    queue = Keys.queue(d.destination)
+                    self.app.send_task(
+                        DELIVER_TASK,
+                        args=[d.event_id],
+                        kwargs={"token": d.token, "destination": d.destination},
+                        queue=queue,
+                        routing_key=queue,
+                        **routing,
+                        producer=producer,
+                        ignore_result=True,
+                        shadow=f"{DELIVER_TASK}:{d.destination}",
+                        argsrepr=repr([d.event_id]),
+                        kwargsrepr=repr({"destination": d.destination}),
+                    )
+        except OperationalError as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+
+    def depths(self, destinations: Iterable[str]) -> dict[str, int]:
+        if self.broker_redis is not None:
+            return redis_queue_depths(self.broker_redis, destinations)
+        if self.kind == "amqp":
+            return amqp_queue_depths(self.app, destinations)
+        return {}
+
+    def ping(self) -> None:
+        if self.broker_redis is not None:
+            self.broker_redis.ping()
+            return
+        conn: Any = self.app.connection_for_write()  # kombu is untyped
+        with conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+
+    def close(self) -> None:
+        if self._own_broker and self.broker_redis is not None:
+            self.broker_redis.close()
+            self._own_broker = False
