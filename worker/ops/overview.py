@@ -19,8 +19,9 @@ from worker.dispatch.celery import CeleryDispatcher
 from worker.ops.views import iso
 from worker.store import Store
 from worker.store.deadletters import DeadLetterQueue
+from worker.store.ledger import EventState
 
-WINDOW_OUTCOMES = ("succeeded", "dead_lettered", "retried", "superseded")
+WINDOW_OUTCOMES = (EventState.SUCCEEDED, EventState.DEAD_LETTERED, "retried", EventState.SUPERSEDED)
 
 
 class OpsContext:
@@ -116,5 +117,7 @@ def overview_json(ctx: OpsContext) -> dict[str, Any]:
     return {
         "generated_at": iso(now),
         "broker": ctx.dispatcher.kind,
+        # the ledger's state names, so the dashboard's JavaScript has no list of its own
+        "states": {state.name: state.value for state in EventState},
         "destinations": [row.as_dict(now) for row in rows],
     }

@@ -20,6 +20,7 @@ from typing import Any
 
 from worker.dispatch import Delivery, Dispatcher, new_token
 from worker.store import EventRecord, Store
+from worker.store.ledger import EventState
 
 AUDIT_MAXLEN = 10_000
 
@@ -33,7 +34,7 @@ class DLQFilter:
     since: float | None = None  # dead-lettered at or after (epoch seconds)
 
     def matches(self, rec: EventRecord) -> bool:
-        if rec.state != "dead_lettered":
+        if rec.state != EventState.DEAD_LETTERED:
             return False
         if self.destination and rec.destination != self.destination:
             return False
@@ -143,7 +144,7 @@ class DeadLetterQueue:
 
     def get(self, event_id: str) -> EventRecord | None:
         rec = self.store.ledger.load(event_id)
-        return rec if rec is not None and rec.state == "dead_lettered" else None
+        return rec if rec is not None and rec.state == EventState.DEAD_LETTERED else None
 
     def _select(self, event_ids: Iterable[str] | None, flt: DLQFilter) -> tuple[list[EventRecord], dict[str, str]]:
         if event_ids is None:
@@ -154,7 +155,7 @@ class DeadLetterQueue:
         for eid, rec in zip(ids, self.store.ledger.load_many(ids), strict=True):
             if rec is None:
                 skipped[eid] = "unknown event"
-            elif rec.state != "dead_lettered":
+            elif rec.state != EventState.DEAD_LETTERED:
                 skipped[eid] = f"not dead-lettered (state {rec.state})"
             elif not flt.matches(rec):
                 skipped[eid] = "does not match the filters"
@@ -180,7 +181,7 @@ class DeadLetterQueue:
                         time.sleep(wait)
                 token = new_token()
                 state = self.store.ledger.requeue(rec, token)
-                if state != "queued":
+                if state != EventState.QUEUED:
                     report.skipped[rec.event_id] = f"not dead-lettered (state {state})"
                     continue
                 self.dispatcher.send(Delivery(rec.event_id, rec.destination, token))
