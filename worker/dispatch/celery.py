@@ -45,6 +45,8 @@ from worker.dispatch import BrokerUnavailable, Delivery
 log = structlog.get_logger("gradesync.dispatch")
 
 _NOT_FOUND = 404
+#: messages per LPUSH command
+PUSH_CHUNK = 1000
 #: the third element of a protocol-2 body: no callbacks, errbacks, chain or chord
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
@@ -154,12 +156,18 @@ class CeleryDispatcher:
         self._publish(deliveries)
 
     def _push(self, broker: redis.Redis, deliveries: Sequence[Delivery]) -> None:
-        """All LPUSHes of the batch in one pipelined round trip (no transaction: each message stands alone)."""
+        """The batch in one pipelined round trip (no transaction: each message stands alone): one LPUSH of
+        many values per queue — pushed in order, so the workers' BRPOP takes them in order."""
         origin, reply_to = anon_nodename(), str(self.app.thread_oid)
+        by_queue: dict[str, list[str]] = {}
+        for d in deliveries:
+            queue, payload = redis_message(d, origin=origin, reply_to=reply_to)
+            by_queue.setdefault(queue, []).append(payload)
         try:
             with broker.pipeline(transaction=False) as pipe:
-                for d in deliveries:
-                    pipe.lpush(*redis_message(d, origin=origin, reply_to=reply_to))
+                for queue, payloads in by_queue.items():
+                    for start in range(0, len(payloads), PUSH_CHUNK):
+                        pipe.lpush(queue, *payloads[start : start + PUSH_CHUNK])
                 pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BrokerUnavailable(str(exc)) from exc

@@ -42,21 +42,34 @@ RUNNABLE = (EventState.QUEUED, EventState.RETRYING, EventState.IN_PROGRESS)
 #: the states an event ends in (until a dead letter is requeued)
 TERMINAL = (EventState.SUCCEEDED, EventState.SUPERSEDED, EventState.DEAD_LETTERED)
 
-# Creation. KEYS: event, published counter, queued ; ARGV: wire, destination, vendor, token, now, ttl,
-# learner id, occurred_at, event id. Records the event unless it exists (and indexes it in ``queued`` for
-# the stranded-event sweeper of worker.sweeper, should the producer die before its message is queued);
-# returns {created, token, state}.
+# Creation of a batch. KEYS: published counter, queued, then each event's key ; ARGV: now, ttl, then 7 per
+# event: wire, destination, vendor, token, learner id, occurred_at, event id. Records each event unless it
+# exists (and indexes it in ``queued`` for the stranded-event sweeper of worker.sweeper, should the
+# producer die before its message is queued); returns token, state of each event (as found or created).
+# One script call per chunk of events, not per event: the per-command cost was most of publishing's.
 _REGISTER = """
-local existing = redis.call('HMGET', KEYS[1], 'token', 'state')
-if existing[2] then return {0, existing[1], existing[2]} end
-redis.call('HSET', KEYS[1], 'wire', ARGV[1], 'destination', ARGV[2], 'vendor', ARGV[3], 'token', ARGV[4],
-  'state', 'queued', 'attempts', 0, 'created_at', ARGV[5], 'updated_at', ARGV[5], 'learner_id', ARGV[7],
-  'occurred_at', ARGV[8])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[9])
-return {1, ARGV[4], 'queued'}
+local out = {}
+for i = 3, #KEYS do
+  local a = 2 + (i - 3) * 7
+  local existing = redis.call('HMGET', KEYS[i], 'token', 'state')
+  if existing[2] then
+    out[#out + 1] = existing[1]
+    out[#out + 1] = existing[2]
+  else
+    redis.call('HSET', KEYS[i], 'wire', ARGV[a + 1], 'destination', ARGV[a + 2], 'vendor', ARGV[a + 3],
+      'token', ARGV[a + 4], 'state', 'queued', 'attempts', 0, 'created_at', ARGV[1], 'updated_at', ARGV[1],
+      'learner_id', ARGV[a + 5], 'occurred_at', ARGV[a + 6])
+    redis.call('EXPIRE', KEYS[i], ARGV[2])
+    redis.call('HINCRBY', KEYS[1], ARGV[a + 2], 1)
+    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a + 7])
+    out[#out + 1] = ARGV[a + 4]
+    out[#out + 1] = 'queued'
+  end
+end
+return out
 """
+#: events per register script call (a call runs alone in Redis: a bounded batch keeps it short)
+REGISTER_CHUNK = 500
 
 # KEYS: event, inflight, queued ; ARGV: token, now, event id
 _START = """
@@ -236,18 +249,19 @@ class Ledger:
         """Record each event unless it exists, in one transaction; (token, state) of each as found or
         created — an existing event keeps its token and state (publishing is idempotent per event id)."""
         now = f"{time.time():.6f}"
-        ttl = str(self.ttl)
-        published = self.keys.stats("published")
+        fixed = [self.keys.stats("published"), self.keys.queued]
         with self.r.pipeline(transaction=True) as pipe:
-            for e in events:
+            for start in range(0, len(events), REGISTER_CHUNK):
+                chunk = events[start : start + REGISTER_CHUNK]
                 self._register(
-                    keys=[self.keys.event(e.event_id), published, self.keys.queued],
-                    args=[e.stored_wire, e.destination, e.vendor, e.token, now, ttl, e.learner_id, e.occurred_at,
-                          e.event_id],
+                    keys=fixed + [self.keys.event(e.event_id) for e in chunk],
+                    args=[now, self.ttl, *(x for e in chunk for x in (
+                        e.stored_wire, e.destination, e.vendor, e.token, e.learner_id, e.occurred_at, e.event_id))],
                     client=pipe,
                 )
-            results = pipe.execute()
-        return [(_s(token), _s(state)) for _created, token, state in results]
+            replies = pipe.execute()
+        flat = [_s(x) if x is not None else "" for reply in replies for x in reply]
+        return list(zip(flat[0::2], flat[1::2], strict=True))
 
     # -- transitions ------------------------------------------------------------------------------
     def start(self, record: EventRecord, token: str) -> int:
