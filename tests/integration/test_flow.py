@@ -1,6 +1,6 @@
-"""Flow control per destination with real Redis, real worker processes and the simulators over HTTP: the
-limiter shared by two workers, the breaker's open → park → probe → close → drain, a manual pause, 429s
-that spend no attempt, and ``max_event_age``."""
+"""Flow control per destination with real Redis and the simulators over HTTP, on in-process workers (the
+in-memory dispatcher) except the limiter shared by two worker processes: the breaker's open → park → probe
+→ close → drain, a manual pause, 429s that spend no attempt, and ``max_event_age``."""
 
 from __future__ import annotations
 
@@ -75,26 +75,26 @@ def test_the_rate_limit_holds_across_two_worker_processes(cluster: Cluster,
     assert all(h["outcome"] == "succeeded" for h in deferred)  # waiting for a slot is never an attempt
 
 
-def test_breaker_opens_parks_probes_closes_and_drains(cluster: Cluster, vendors: dict[str, SandboxClient]) -> None:
-    tune(cluster, "ti", breaker_failures=2, breaker_cooldown=1.0, breaker_max_cooldown=2.0, max_attempts=2,
+def test_breaker_opens_parks_probes_closes_and_drains(local: Cluster, vendors: dict[str, SandboxClient]) -> None:
+    tune(local, "ti", breaker_failures=2, breaker_cooldown=1.0, breaker_max_cooldown=2.0, max_attempts=2,
          rate_limit_per_minute=6000, burst=50)
     ti = vendors["thoughtindustries"]
     ti.outage(6.0)
-    cluster.start_worker(concurrency=4)
-    ids = cluster.publisher.publish_many([ti_event() for _ in range(12)])
-    flow = cluster.store.keys.flow("ti")
-    parked = cluster.store.keys.parked("ti")
-    wait_until(lambda: cluster.store.redis.hget(flow, "breaker") == b"open", what="the breaker to open")
-    wait_until(lambda: cluster.store.redis.zcard(parked) > 0, what="parked events")
-    reason = cluster.store.redis.hget(flow, "breaker_reason")
-    assert reason is not None and b"2 consecutive transient failures" in reason
-    assert set(cluster.wait_for(ids, timeout=90).values()) == {"succeeded"}  # no dead letter with 2 attempts
-    assert cluster.store.redis.zcard(parked) == 0
-    assert cluster.store.redis.hget(flow, "breaker") == b"closed"
-    log = cluster.log()
-    assert '"breaker_opened"' in log and '"breaker_probe"' in log and '"breaker_closed"' in log
+    flow = local.store.keys.flow("ti")
+    parked = local.store.keys.parked("ti")
+    with capture_logs() as logs:
+        local.start_local(concurrency=4)
+        ids = local.publisher.publish_many([ti_event() for _ in range(12)])
+        wait_until(lambda: local.store.redis.hget(flow, "breaker") == b"open", what="the breaker to open")
+        wait_until(lambda: local.store.redis.zcard(parked) > 0, what="parked events")
+        reason = local.store.redis.hget(flow, "breaker_reason")
+        assert reason is not None and b"2 consecutive transient failures" in reason
+        assert set(local.wait_for(ids, timeout=90).values()) == {"succeeded"}  # no dead letter with 2 attempts
+    assert local.store.redis.zcard(parked) == 0
+    assert local.store.redis.hget(flow, "breaker") == b"closed"
+    assert {"breaker_opened", "breaker_probe", "breaker_closed"} <= {entry["event"] for entry in logs}
     for eid in ids:
-        assert counted(cluster.store.ledger.history(eid)) <= 2
+        assert counted(local.store.ledger.history(eid)) <= 2
     statuses = [r["status"] for r in ti.requests(method="POST")]
     assert statuses.count(302) == 12
     # parked events made no calls: far fewer 503s than 12 events x 2 attempts
