@@ -118,7 +118,8 @@ def test_manual_pause_parks_and_resume_drains(local: Cluster, vendors: dict[str,
 
 
 def test_a_429_never_spends_an_attempt(local: Cluster, vendors: dict[str, SandboxClient]) -> None:
-    tune(local, "ti", max_attempts=1)
+    # a configured rate: the 429s halve it (AIMD) from there, not from the 6/min floor an unknown rate falls to
+    tune(local, "ti", max_attempts=1, rate_limit_per_minute=6000, burst=50)
     vendors["thoughtindustries"].fault(status=429, times=2, retry_after=1)
     local.start_local(concurrency=2)
     [eid] = local.publisher.publish_many([ti_event()])
