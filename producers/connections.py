@@ -10,7 +10,8 @@ settings are built here, so a URL means the same thing everywhere:
   follow it after a failover. The password is the master's; ``?sentinel_password=…`` sets the sentinels'
   own password when they have one. The state store uses redis-py's :class:`redis.sentinel.Sentinel`, the
   broker kombu's ``sentinel://`` transport (``master_name`` transport option), both built from this URL.
-* ``amqp://…`` (broker only): RabbitMQ, with quorum queues and publisher confirms (:mod:`producers.queues`).
+* ``amqp://…`` (broker only): RabbitMQ, with quorum queues and publisher confirms
+  (:func:`worker.celery_app.broker_queues`).
 """
 
 from __future__ import annotations
@@ -98,9 +99,7 @@ def broker_url(url: str) -> str:
     """The URL kombu understands for ``url`` (a Sentinel URL becomes kombu's ``sentinel://a;sentinel://b/db``)."""
     if not is_sentinel_url(url):
         return url
-    from producers import kombu_sentinel
-
-    kombu_sentinel.install()  # kombu's sentinel transport with a guard for failovers (see that module)
+    # kombu resolves ``sentinel://`` to the guarded transport worker.celery_app registers on import
     s = SentinelURL.parse(url)
     cred = ""
     if s.password or s.username:

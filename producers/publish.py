@@ -3,8 +3,9 @@ message per event on its destination's queue.
 
 The event itself (with its per-event credentials) is kept in Redis, not in the broker message: the
 message carries only the event id, its destination and a dispatch token, so Flower and broker tooling
-never show a secret. ``publish_many`` does both steps in pipelined round trips (one Redis pipeline for
-the records, kombu's batched publishing for the messages), not one round trip per event.
+never show a secret. ``publish_many`` does both steps in pipelined round trips (one Redis transaction for
+the records, which the ledger creates — :meth:`worker.store.ledger.Ledger.register_many` — and one batched
+send through the broker seam, :mod:`worker.dispatch`), not one round trip per event.
 
 A short Redis or broker blip is retried (tenacity); when it lasts, :class:`PublishError` is raised and
 says which events were confirmed published (only those).
@@ -13,42 +14,27 @@ says which events were confirmed published (only those).
 from __future__ import annotations
 
 import json
-import secrets
-import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import redis
-from celery import Celery
-from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from producers.connections import broker_transport_options, broker_url, is_amqp_url, redis_client
+from producers.connections import redis_client
 from producers.crypto import WireCipher
 from producers.events import DEFAULT_MAX_FUTURE_SKEW, GradeEvent, format_errors
-from producers.keys import DELIVER_TASK, Keys
-from producers.queues import broker_queues
-from producers.settings import Settings, get_settings, is_redis_url, without_credentials
+from producers.keys import Keys
+from producers.settings import Settings, get_settings, without_credentials
+from worker.dispatch import Delivery, Dispatcher, new_token
+from worker.dispatch import celery as celery_dispatch  # a module, not a name: it imports producers too
+from worker.store.ledger import EventState, Ledger, NewEvent
 
-_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, OperationalError, ConnectionError, TimeoutError)
-
-# Records the event unless it exists (and indexes it in `queued` for the stranded-event sweeper of
-# worker.sweeper, should this process die before its message is queued); returns {created, token, state}.
-_REGISTER = """
-local existing = redis.call('HMGET', KEYS[1], 'token', 'state')
-if existing[2] then return {0, existing[1], existing[2]} end
-redis.call('HSET', KEYS[1], 'wire', ARGV[1], 'destination', ARGV[2], 'vendor', ARGV[3], 'token', ARGV[4],
-  'state', 'queued', 'attempts', 0, 'created_at', ARGV[5], 'updated_at', ARGV[5], 'learner_id', ARGV[7],
-  'occurred_at', ARGV[8])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-redis.call('ZADD', KEYS[3], ARGV[5], ARGV[9])
-return {1, ARGV[4], 'queued'}
-"""
-
+# BrokerUnavailable (what a dispatcher raises) is a ConnectionError
+_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
+__all__ = ["Delivery", "InvalidEvents", "PublishError", "Publisher", "new_token", "publish", "publish_many",
+           "validate_all"]
 
 class PublishError(RuntimeError):
     """Publishing failed; ``published`` lists the event ids that were confirmed published."""
@@ -65,61 +51,6 @@ class InvalidEvents(ValueError):
         self.errors = errors
         lines = [f"item {i}: {reason}" for i, reasons in sorted(errors.items()) for reason in reasons]
         super().__init__("invalid grade events, nothing published:\n" + "\n".join(lines))
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One delivery message: run ``event_id``'s next attempt if its ledger still holds ``token``."""
-
-    event_id: str
-    destination: str
-    token: str
-
-
-def new_token() -> str:
-    return secrets.token_hex(8)
-
-
-def make_client_app(settings: Settings) -> Celery:
-    """A Celery app that only sends delivery messages (the worker's app consumes them)."""
-    app = Celery("gradesync-producer", broker=broker_url(settings.broker), set_as_current=False)
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout,
-                                  **broker_transport_options(settings.broker)},
-        broker_connection_retry_on_startup=True,
-        # on RabbitMQ declared exactly as the worker declares them (quorum queues: producers.queues); a
-        # Redis list needs no declaration
-        task_queues=broker_queues(settings.destinations(), settings.broker) if is_amqp_url(settings.broker) else None,
-        task_create_missing_queues=True,
-    )
-    return app
-
-
-def dispatch(app: Celery, deliveries: Sequence[Delivery]) -> None:
-    """Queue the delivery messages, batched into pipelined round trips where the broker allows it."""
-    if not deliveries:
-        return
-    # On Redis a message to the anonymous exchange is an LPUSH onto the list named like the queue: no
-    # binding is needed, so skip kombu's per-message declare. AMQP needs the queue declared (kombu caches it).
-    on_redis = is_redis_url(str(app.conf.broker_url or ""))
-    routing: dict[str, Any] = {"exchange": "", "declare": []} if on_redis else {}
-    with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
-        for d in deliveries:
-            app.send_task(
-                DELIVER_TASK,
-                args=[d.event_id],
-                kwargs={"token": d.token, "destination": d.destination},
-                queue=Keys.queue(d.destination),
-                routing_key=Keys.queue(d.destination),
-                **routing,
-                producer=producer,
-                ignore_result=True,
-                shadow=f"{DELIVER_TASK}:{d.destination}",
-                argsrepr=repr([d.event_id]),
-                kwargsrepr=repr({"destination": d.destination}),
-            )
 
 
 def _fingerprint(item: GradeEvent | Mapping[str, Any], event: GradeEvent) -> str:
@@ -194,15 +125,17 @@ def validate_all(
 
 
 class Publisher:
-    """Publishes events with one Redis client and one broker client (both pooled, thread-safe)."""
+    """Publishes events with one Redis client and one dispatcher (both pooled, thread-safe); the default
+    dispatcher is Celery's (:class:`~worker.dispatch.celery.CeleryDispatcher`)."""
 
-    def __init__(self, settings: Settings, *, app: Celery | None = None) -> None:
+    def __init__(self, settings: Settings, *, dispatcher: Dispatcher | None = None) -> None:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.redis = redis_client(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-        self.app = app or make_client_app(settings)
+        self._own_dispatcher = dispatcher is None
+        self.dispatcher: Dispatcher = dispatcher or celery_dispatch.CeleryDispatcher(settings, client=self.redis)
         self.cipher = WireCipher.from_settings(settings)  # the event is encrypted before it leaves us
-        self._register = self.redis.register_script(_REGISTER)
+        self.ledger = Ledger(self.redis, self.keys, settings.ledger_ttl_seconds)
 
     def publish(self, event: GradeEvent | Mapping[str, Any]) -> str:
         return self.publish_many([event])[0]
@@ -237,26 +170,14 @@ class Publisher:
         reraise=True,
     )
     def _record(self, events: Sequence[GradeEvent]) -> list[Delivery]:
-        now = f"{time.time():.6f}"
-        ttl = str(self.settings.ledger_ttl_seconds)
-        published_key = self.keys.stats("published")
-        with self.redis.pipeline(transaction=True) as pipe:
-            for e in events:
-                eid = str(e.event_id)
-                self._register(
-                    keys=[self.keys.event(eid), published_key, self.keys.queued],
-                    args=[self.cipher.encrypt(e.to_wire()), e.destination, e.vendor, new_token(), now, ttl,
-                          e.learner_id, e.occurred_at_iso, eid],
-                    client=pipe,
-                )
-            results = pipe.execute()
-        deliveries = []
-        for e, (_created, token, state) in zip(events, results, strict=True):
-            # a duplicate of an event still queued is sent again (harmless: one attempt runs);
-            # one already in progress, retrying or finished is not
-            if _text(state) == "queued":
-                deliveries.append(Delivery(str(e.event_id), e.destination, _text(token)))
-        return deliveries
+        found = self.ledger.register_many([
+            NewEvent(str(e.event_id), e.destination, e.vendor, self.cipher.encrypt(e.to_wire()), e.learner_id,
+                     e.occurred_at_iso, new_token())
+            for e in events])
+        # a duplicate of an event still queued is sent again (harmless: one attempt runs);
+        # one already in progress, retrying or finished is not
+        return [Delivery(str(e.event_id), e.destination, token)
+                for e, (token, state) in zip(events, found, strict=True) if state == EventState.QUEUED]
 
     @retry(
         retry=retry_if_exception_type(_TRANSIENT),
@@ -265,14 +186,12 @@ class Publisher:
         reraise=True,
     )
     def _send(self, deliveries: Sequence[Delivery]) -> None:
-        dispatch(self.app, deliveries)
+        self.dispatcher.send_many(deliveries)
 
     def close(self) -> None:
+        if self._own_dispatcher:
+            self.dispatcher.close()
         self.redis.close()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @lru_cache(maxsize=1)

@@ -1,5 +1,3 @@
-"""The gradesync worker: `celery -A worker worker` finds the Celery app here."""
-
-from worker.celery_app import app
-
-__all__ = ["app"]
+"""The gradesync worker. The Celery app is :mod:`worker.celery_app` (``celery -A worker.celery_app
+worker``); importing :mod:`worker` or any module that needs no broker (``worker.errors``, ``worker.retry``,
+the adapters, the store) does not load Celery."""

@@ -1,6 +1,12 @@
 """The Celery app: Redis (or AMQP) broker, one queue per destination, settings chosen for I/O-bound
 delivery with at-least-once semantics. Configuration is computed lazily from :class:`Settings` on first
-use, so importing :mod:`worker` has no side effects.
+use, so importing this module has no side effects beyond registering the guarded sentinel transport.
+``celery -A worker.celery_app ...`` (and ``gradesync worker`` / ``gradesync flower``) find the app here;
+``import worker`` does not load Celery.
+
+This is one of the three modules that import Celery / kombu (with :mod:`worker.tasks` and
+:mod:`worker.dispatch.celery`): besides the worker's app it holds the producers' send-only app
+(:func:`make_client_app`), the queue declarations, the sentinel transport and the kombu Redis guard.
 
 Why each setting (see also README "Operations"):
 
@@ -20,7 +26,7 @@ Why each setting (see also README "Operations"):
   the dashboard and ``/metrics`` already say what happened to every event.
 * the broker URL and transport options come from :mod:`producers.connections`: a ``redis+sentinel://``
   URL becomes kombu's sentinel transport (it follows the master after a failover); on RabbitMQ the
-  queues are quorum queues (:mod:`producers.queues`: replicated, they survive a node) and publishing
+  queues are quorum queues (:func:`broker_queues`: replicated, they survive a node) and publishing
   waits for the broker's confirm (``confirm_publish``).
 * ``worker_cancel_long_running_tasks_on_connection_loss``: after a broker connection loss the broker will
   re-deliver those messages anyway, so running them on would duplicate work.
@@ -28,15 +34,128 @@ Why each setting (see also README "Operations"):
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterable
 from typing import Any
 
+import redis
+import structlog
 from celery import Celery
+from kombu.entity import Exchange, Queue
+from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import redis as kombu_redis
+from kombu.transport.redis import SentinelChannel, SentinelTransport
 
 from producers.connections import broker_transport_options, broker_url, is_amqp_url
-from producers.queues import broker_queues
+from producers.keys import Keys
 from producers.settings import Settings, get_settings
 
+log = structlog.get_logger("gradesync.broker")
 
+# -- the broker queues ---------------------------------------------------------------------------------
+# Declared the same way by every side (worker, producer, ops app, requeue). On Redis a queue is a plain
+# list ``grades.<destination>`` (KEDA's Redis-list scaler reads its length). On RabbitMQ every queue is a
+# **quorum queue** (``x-queue-type: quorum``): replicated with Raft across the cluster's nodes, so a queue
+# survives the loss of a node (RabbitMQ 4 removed classic mirrored queues). RabbitMQ refuses to re-declare
+# a queue with other arguments (PRECONDITION_FAILED), which is why producers must declare exactly what the
+# worker declares: both take their queues from :func:`broker_queues`.
+
+QUORUM_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum"}
+#: on RabbitMQ every destination queue is bound to this one direct exchange by its own name, so the
+#: binding does not depend on which destination sorts first (Celery's default exchange would)
+AMQP_EXCHANGE = "gradesync"
+
+
+def queue_arguments(broker: str) -> dict[str, Any] | None:
+    """The ``x-*`` arguments a destination queue is declared with on this broker."""
+    return dict(QUORUM_ARGUMENTS) if is_amqp_url(broker) else None
+
+
+def broker_queue(destination: str, broker: str) -> Queue:
+    name = Keys.queue(destination)
+    if not is_amqp_url(broker):
+        return Queue(name, routing_key=name)  # type: ignore[no-untyped-call]
+    exchange = Exchange(AMQP_EXCHANGE, type="direct", durable=True)  # type: ignore[no-untyped-call]
+    return Queue(name, exchange, routing_key=name, durable=True,  # type: ignore[no-untyped-call]
+                 queue_arguments=queue_arguments(broker))
+
+
+def broker_queues(destinations: Iterable[str], broker: str) -> list[Queue]:
+    return [broker_queue(d, broker) for d in destinations]
+
+
+# -- the sentinel transport --------------------------------------------------------------------------------
+# kombu's Redis Sentinel transport with one guard, used for every ``sentinel://`` broker URL. Found by
+# ``bench/drill_sentinel_failover.py``: when the master dies, the worker's consumer closes its broker
+# channel, and kombu's sentinel channel, having dropped its connection pool, rebuilds one to put the
+# unacknowledged messages back — from a connection whose client is already gone. That raised
+# ``AttributeError: 'NoneType' object has no attribute 'hostname'``, which Celery treats as unrecoverable:
+# the worker process stopped (in one drill run of two). Raising a connection error instead lets kombu
+# ignore it as it ignores the other errors of a closing connection; the consumer reconnects through the
+# sentinels, and the unacknowledged messages are put back by the restore sweep after the visibility
+# timeout, as after a ``kill -9``.
+
+
+class GuardedSentinelChannel(SentinelChannel):
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        if self.connection.client is None:
+            raise redis.ConnectionError("the broker connection is closed")
+        params: dict[str, Any] = super()._connparams(asynchronous)  # type: ignore[no-untyped-call]
+        return params
+
+
+class GuardedSentinelTransport(SentinelTransport):
+    Channel = GuardedSentinelChannel
+
+
+def install_sentinel_transport() -> None:
+    """Make ``sentinel://`` URLs use :class:`GuardedSentinelTransport` (idempotent; done on import)."""
+    TRANSPORT_ALIASES["sentinel"] = f"{__name__}:GuardedSentinelTransport"
+
+
+install_sentinel_transport()
+
+# -- the kombu Redis guard -----------------------------------------------------------------------------------
+# When the broker connection drops, Celery closes the old connection and opens a new one. Two things then
+# touch the *old* channel, whose connection kombu has already released: closing it puts its unacknowledged
+# messages back (``QoS.restore_unacked``), and the acknowledgements of tasks that finish after the drop
+# (late ack: ``QoS.ack`` / ``QoS.reject``) still run on it. Either can raise
+# ``AttributeError: 'NoneType' object has no attribute 'hostname'`` / ``'client'`` (from kombu's
+# ``_connparams``; the kombu#582 / #970 family). That is not one of the connection errors Celery ignores,
+# so the worker stopped with "Unrecoverable error" instead of reconnecting — seen in the Redis-crash drill
+# and its integration test, roughly one run in three. :func:`harden_kombu_redis` wraps those three ``QoS``
+# methods so that this one failure is logged and skipped. Nothing is lost by skipping it: the messages are
+# still in Redis's ``unacked`` hash, and kombu's visibility-timeout sweep (``unacked_restore_interval``,
+# every 5 s here) puts them back after ``GRADESYNC_VISIBILITY_TIMEOUT``; the dispatch token makes a copy
+# whose attempt was recorded a no-op.
+
+GUARDED = ("restore_unacked", "ack", "reject")
+
+
+def _guard(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except AttributeError as exc:  # the channel's connection is already gone (Redis went away)
+            log.warning("broker_channel_gone", operation=name, error=str(exc),
+                        message="left in Redis's unacked set; re-delivered after the visibility timeout")
+            return None
+
+    guarded.__gradesync_guard__ = True  # type: ignore[attr-defined]
+    return guarded
+
+
+def harden_kombu_redis() -> None:
+    """Install the guard (idempotent)."""
+    qos: Any = kombu_redis.QoS
+    for name in GUARDED:
+        method = getattr(qos, name)
+        if not getattr(method, "__gradesync_guard__", False):
+            setattr(qos, name, _guard(name, method))
+
+
+# -- the apps ------------------------------------------------------------------------------------------------
 def build_config(settings: Settings) -> dict[str, Any]:
     queues = broker_queues(settings.destinations(), settings.broker)
     time_limit = settings.visibility_timeout - 15
@@ -53,7 +172,7 @@ def build_config(settings: Settings) -> dict[str, Any]:
             "health_check_interval": 30,
             **broker_transport_options(settings.broker),  # Sentinel master name / RabbitMQ confirms
         },
-        # RabbitMQ: quorum queues (producers.queues), also for any queue Celery creates on demand
+        # RabbitMQ: quorum queues (broker_queues), also for any queue Celery creates on demand
         **({"task_default_queue_type": "quorum"} if is_amqp_url(settings.broker) else {}),
         "task_queues": queues,
         "task_default_queue": queues[0].name if queues else "grades.default",
@@ -84,3 +203,20 @@ def build_config(settings: Settings) -> dict[str, Any]:
 
 app = Celery("gradesync", set_as_current=True, include=["worker.tasks"])
 app.add_defaults(lambda: build_config(get_settings()))
+
+
+def make_client_app(settings: Settings) -> Celery:
+    """A Celery app that only sends delivery messages (the worker's app consumes them)."""
+    client = Celery("gradesync-producer", broker=broker_url(settings.broker), set_as_current=False)
+    client.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout,
+                                  **broker_transport_options(settings.broker)},
+        broker_connection_retry_on_startup=True,
+        # on RabbitMQ declared exactly as the worker declares them (quorum queues); a Redis list needs no
+        # declaration
+        task_queues=broker_queues(settings.destinations(), settings.broker) if is_amqp_url(settings.broker) else None,
+        task_create_missing_queues=True,
+    )
+    return client

@@ -89,7 +89,7 @@ def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str 
                processes: int | None, task_events: bool | None) -> None:
     """Run a worker on the destination queues (threads pool, late acknowledgement, one process per core)."""
     from producers.keys import Keys
-    from worker import app
+    from worker.celery_app import app
 
     settings = get_settings()
     _settings_or_exit()

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import structlog
-from celery import Celery
 
-from producers.publish import Delivery, dispatch
+from producers.settings import Settings
+from worker.dispatch import Delivery, Dispatcher
 from worker.flow.drain import FlowPump
+from worker.flow.store import FlowStore
 from worker.store import Store
 from worker.store.ledger import RUNNABLE
 
@@ -19,11 +21,11 @@ log = structlog.get_logger("gradesync.pump")
 
 
 class RetryPump:
-    def __init__(self, store: Store, app: Celery, *, interval: float = 1.0, batch: int = 500,
+    def __init__(self, store: Store, dispatcher: Dispatcher, *, interval: float = 1.0, batch: int = 500,
                  flow: FlowPump | None = None) -> None:
         self.store = store
         self.flow = flow
-        self.app = app
+        self.dispatcher = dispatcher
         self.interval = interval
         self.batch = batch
         self._stop = threading.Event()
@@ -49,7 +51,7 @@ class RetryPump:
             # here would strand the event in_progress. The token and the lease keep a live one single.
             if rec is not None and rec.state in RUNNABLE and rec.token
         ]
-        dispatch(self.app, deliveries)
+        self.dispatcher.send_many(deliveries)
         if deliveries:  # dispatched, not started: the stranded-event sweeper's index (worker.sweeper)
             self.store.redis.zadd(self.store.keys.queued, {d.event_id: now for d in deliveries})
         self.store.schedule.done(ids)
@@ -80,3 +82,18 @@ class RetryPump:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def waiting_since(store: Store) -> Callable[[list[str]], list[float | None]]:
+    """When each event began waiting (published or requeued), for the flow pump's max_event_age check."""
+
+    def since(ids: list[str]) -> list[float | None]:
+        return [None if rec is None else max(rec.get_float("created_at") or 0.0, rec.get_float("requeued_at") or 0.0)
+                for rec in store.ledger.load_many(ids)]
+    return since
+
+
+def build_pump(store: Store, dispatcher: Dispatcher, settings: Settings) -> RetryPump:
+    """The retry pump with the flow pump, as every worker process runs it."""
+    flow = FlowPump(FlowStore(store.redis, store.keys), settings.destinations, waiting_since(store))
+    return RetryPump(store, dispatcher, flow=flow)

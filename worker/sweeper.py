@@ -9,10 +9,11 @@ as unacknowledged in a second command) is covered too, for first attempts and re
 still in it after ``GRADESYNC_STRANDED_AFTER`` seconds (default 300) is probably
 stranded — or its message is just waiting in a long queue. So, per destination:
 
-* while its broker queue is **empty** (Redis broker: the list lengths), an event queued that long has no
-  message waiting: it is swept after ``stranded_after``;
-* while the queue is **not empty** (or its depth is unknown: AMQP) the sweep waits 4x longer, so a backlog
-  is not answered with a second copy of itself.
+* while its broker queue is **empty** (the depth the dispatcher reads: the list lengths on Redis, the
+  ready count on RabbitMQ), an event queued that long has no message waiting: it is swept after
+  ``stranded_after``;
+* while the queue is **not empty** (or its depth is unknown) the sweep waits 4x longer, so a backlog is
+  not answered with a second copy of itself.
 
 Sweeping is safe either way: one Lua script per event checks it is still waiting (``queued``, or
 ``retrying`` and no longer in the retry schedule) and gives it a **fresh
@@ -28,13 +29,10 @@ import time
 from collections import defaultdict
 from typing import Any, cast
 
-import redis
 import structlog
-from celery import Celery
 
-from producers.connections import redis_client
-from producers.publish import Delivery, dispatch, new_token
-from producers.settings import Settings, is_redis_url
+from producers.settings import Settings
+from worker.dispatch import Delivery, Dispatcher, new_token
 from worker.store import Store
 
 log = structlog.get_logger("gradesync.sweeper")
@@ -73,10 +71,10 @@ def _s(value: object) -> str:
 
 
 class Sweeper:
-    def __init__(self, store: Store, app: Celery, settings: Settings, *, owner: str | None = None,
+    def __init__(self, store: Store, dispatcher: Dispatcher, settings: Settings, *, owner: str | None = None,
                  batch: int = 500) -> None:
         self.store = store
-        self.app = app
+        self.dispatcher = dispatcher
         self.settings = settings
         self.age = settings.stranded_after
         self.interval = max(1.0, min(30.0, self.age / 4))
@@ -84,10 +82,6 @@ class Sweeper:
         self.owner = owner or new_token()
         self._reissue = store.redis.register_script(_REISSUE)
         self._lead = store.redis.register_script(_LEAD)
-        self._broker: redis.Redis | None = None
-        if is_redis_url(settings.broker):
-            self._broker = (store.redis if settings.broker == settings.redis_url
-                            else redis_client(settings.broker, socket_timeout=5, socket_connect_timeout=3))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -96,12 +90,9 @@ class Sweeper:
         return bool(self._lead(keys=[self.store.keys.sweeper_lock], args=[self.owner, lease_ms]))
 
     def _busy(self, destinations: set[str]) -> set[str]:
-        """The destinations whose broker queue is not known to be empty."""
-        if self._broker is None:
-            return set(destinations)
-        from worker.ops.overview import queue_depths  # the same LLEN the dashboard shows
-
-        return {name for name, depth in queue_depths(self._broker, sorted(destinations)).items() if depth > 0}
+        """The destinations whose broker queue is not known to be empty (the depth the dashboard shows)."""
+        depths = self.dispatcher.depths(sorted(destinations))
+        return {name for name in destinations if depths.get(name, 1) > 0}
 
     def tick(self, now: float | None = None) -> int:
         """One sweep; returns how many stranded events were queued again."""
@@ -133,7 +124,7 @@ class Sweeper:
                                       args=[token, f"{now:.6f}", eid])
                 if found:
                     deliveries.append(Delivery(eid, _s(found), token))
-        dispatch(self.app, deliveries)
+        self.dispatcher.send_many(deliveries)
         if deliveries:
             log.warning("stranded_events_queued", count=len(deliveries),
                         destinations=sorted({d.destination for d in deliveries}))
@@ -154,5 +145,3 @@ class Sweeper:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if self._broker is not None and self._broker is not self.store.redis:
-            self._broker.close()

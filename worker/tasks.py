@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,21 +15,19 @@ from producers.crypto import WireCipher
 from producers.keys import DELIVER_TASK
 from producers.settings import get_settings
 from worker import logs, shutdown
-from worker.brokerfix import harden_kombu_redis
-from worker.celery_app import app
+from worker.celery_app import app, harden_kombu_redis
 from worker.delivery import AdapterPool, Deliverer
-from worker.flow.drain import FlowPump
+from worker.dispatch.celery import CeleryDispatcher
 from worker.flow.share import FairShare
-from worker.flow.store import FlowStore
 from worker.heartbeat import Heartbeat
 from worker.known_secrets import register_destinations
-from worker.pump import RetryPump
+from worker.pump import RetryPump, build_pump
 from worker.store import Store
 from worker.store.durability import redis_risks, worker_client
 from worker.sweeper import Sweeper
 
 log = structlog.get_logger("gradesync.worker")
-harden_kombu_redis()  # a Redis crash must not stop the worker (see worker.brokerfix)
+harden_kombu_redis()  # a Redis crash must not stop the worker (see worker.celery_app)
 
 
 @dataclass
@@ -83,15 +80,6 @@ def _setup_logging(**_: Any) -> None:
     logs.configure(settings.log_format, settings.log_level)
 
 
-def _waiting_since(store: Store) -> Callable[[list[str]], list[float | None]]:
-    """When each event began waiting (published or requeued), for the flow pump's max_event_age check."""
-
-    def since(ids: list[str]) -> list[float | None]:
-        return [None if rec is None else max(rec.get_float("created_at") or 0.0, rec.get_float("requeued_at") or 0.0)
-                for rec in store.ledger.load_many(ids)]
-    return since
-
-
 @signals.worker_init.connect
 def _pool_size(sender: Any = None, **_: Any) -> None:
     global _slots
@@ -109,15 +97,15 @@ def _pool_size(sender: Any = None, **_: Any) -> None:
 def _start_pump(**_: Any) -> None:
     global _pump, _sweeper
     store = runtime().store
-    flow = FlowPump(FlowStore(store.redis, store.keys), get_settings().destinations, _waiting_since(store))
-    _pump = RetryPump(store, app, flow=flow)
+    dispatcher = CeleryDispatcher(get_settings(), app=app, client=store.redis)  # the worker's own connections
+    _pump = build_pump(store, dispatcher, get_settings())
     _pump.start()
     heartbeat_file = get_settings().heartbeat_file
     if heartbeat_file is not None:  # the liveness probe's file (worker.heartbeat)
         global _heartbeat
         _heartbeat = Heartbeat(heartbeat_file, healthy=_pump.alive)
         _heartbeat.start()
-    _sweeper = Sweeper(runtime().store, app, get_settings(), owner=f"{socket.gethostname()}:{os.getpid()}")
+    _sweeper = Sweeper(runtime().store, dispatcher, get_settings(), owner=f"{socket.gethostname()}:{os.getpid()}")
     _sweeper.start()
     log.info("worker_ready", queues=sorted(q.name for q in app.conf.task_queues))
     try:

@@ -1,5 +1,7 @@
-"""Integration harness: the four vendor simulators over real HTTP, a destinations file pointing at them,
-real `gradesync worker` processes, and a publisher — all against a real Redis."""
+"""Integration harness: the vendor simulators over real HTTP, a destinations file pointing at them, a
+publisher and workers — all against a real Redis. ``cluster`` runs real `gradesync worker` processes on
+the Celery broker (for what only processes show: kill -9, shutdown, logs, Flower, a Redis crash);
+``local`` runs the same pipeline in this process on the in-memory dispatcher (:mod:`worker.dispatch.memory`)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from sandbox import DEMO_CREDENTIALS, Running, serve_all
 from sandbox import destinations_toml as sandbox_destinations_toml
 from sandbox.control import SandboxClient
 from sandbox.lti_demo import demo_jwks, demo_key, demo_pem
+from worker.dispatch.memory import InMemoryDispatcher, LocalWorker
 from worker.store import Store
 
 pytestmark = pytest.mark.integration
@@ -65,9 +68,11 @@ def vendors(sandbox: dict[str, Running]) -> Iterator[dict[str, SandboxClient]]:
 
 
 class Cluster:
-    """Worker processes + publisher + store sharing one Redis and one destinations file."""
+    """Workers + publisher + store sharing one Redis and one destinations file. ``in_memory``: the workers
+    are :class:`LocalWorker` threads of this process and messages go through ``self.memory``."""
 
-    def __init__(self, redis_url: str, workdir: Path, sandbox: dict[str, Running], **policy: Any) -> None:
+    def __init__(self, redis_url: str, workdir: Path, sandbox: dict[str, Running], *, in_memory: bool = False,
+                 **policy: Any) -> None:
         self.redis_url = redis_url
         self.workdir = workdir
         self.destinations = workdir / "destinations.toml"
@@ -85,10 +90,24 @@ class Cluster:
         reset_settings()
         self.settings = Settings(redis_url=redis_url, destinations_file=self.destinations, visibility_timeout=30)
         self.workers: list[subprocess.Popen[bytes]] = []
-        self.publisher = Publisher(self.settings)
+        self.memory = InMemoryDispatcher() if in_memory else None
+        self.local_workers: list[LocalWorker] = []
+        self.publisher = Publisher(self.settings, dispatcher=self.memory)
         self.store = Store.connect(self.settings)
 
+    def start_local(self, concurrency: int = 4, **settings: Any) -> LocalWorker:
+        """A worker in this process (``settings``: overrides, e.g. ``stranded_after``)."""
+        assert self.memory is not None, "start_local needs the `local` fixture"
+        n = len(self.local_workers)
+        reset_settings()
+        fresh = Settings(redis_url=self.redis_url, destinations_file=self.destinations, visibility_timeout=30,
+                         **settings)  # reads the destinations file as it is now (tests tune it)
+        worker = LocalWorker(fresh, self.memory, threads=concurrency, name=f"local{n}-{os.getpid()}")
+        self.local_workers.append(worker.start())
+        return worker
+
     def start_worker(self, concurrency: int = 4, name: str | None = None) -> subprocess.Popen[bytes]:
+        assert self.memory is None, "worker processes consume the Celery broker: use the `cluster` fixture"
         n = len(self.workers)
         log = open(self.workdir / f"worker{n}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
@@ -115,6 +134,9 @@ class Cluster:
         return (self.workdir / f"worker{n}.log").read_text(errors="replace")
 
     def stop_workers(self, sig: int = signal.SIGTERM) -> None:
+        for w in self.local_workers:
+            w.stop()
+        self.local_workers.clear()
         for p in self.workers:
             if p.poll() is None:
                 os.killpg(p.pid, sig)
@@ -137,13 +159,24 @@ class Cluster:
             if all(s in states for s in current.values()):
                 return current
             time.sleep(0.1)
-        raise AssertionError(f"not all in {states} after {timeout}s: {current}\n{self.log()[-4000:]}")
+        logs = self.log()[-4000:] if self.workers else ""
+        raise AssertionError(f"not all in {states} after {timeout}s: {current}\n{logs}")
 
 
 @pytest.fixture
 def cluster(redis_client: redis.Redis, redis_url: str, tmp_path: Path,
             sandbox: dict[str, Running], vendors: dict[str, SandboxClient]) -> Iterator[Cluster]:
     c = Cluster(redis_url, tmp_path, sandbox)
+    yield c
+    c.stop_workers()
+    c.publisher.close()
+
+
+@pytest.fixture
+def local(redis_client: redis.Redis, redis_url: str, tmp_path: Path,
+          sandbox: dict[str, Running], vendors: dict[str, SandboxClient]) -> Iterator[Cluster]:
+    """The pipeline in this process: in-memory dispatcher, :class:`LocalWorker` threads, real Redis."""
+    c = Cluster(redis_url, tmp_path, sandbox, in_memory=True)
     yield c
     c.stop_workers()
     c.publisher.close()

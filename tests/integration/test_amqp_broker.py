@@ -27,6 +27,7 @@ from producers.settings import Settings, reset_settings
 from sandbox.control import SandboxClient
 from tests.integration.conftest import Cluster
 from tests.integration.test_pipeline import ti_event
+from worker.dispatch.celery import CeleryDispatcher
 from worker.ops.metrics import make_registry
 from worker.ops.overview import OpsContext, compute_overview
 
@@ -105,7 +106,9 @@ def test_rabbitmq_broker_delivers_and_retries_on_quorum_queues(
     assert len(vendors["thoughtindustries"].state()["activities"]) == 3
     if vhost:  # the queue is replicated (quorum), not a classic queue
         assert _queue_types(vhost)[f"grades.{dest}"] == "quorum"
-    with cluster.publisher.app.connection_for_write() as conn:  # publisher confirms are on
+    dispatcher = cluster.publisher.dispatcher
+    assert isinstance(dispatcher, CeleryDispatcher) and dispatcher.kind == "amqp"
+    with dispatcher.app.connection_for_write() as conn:  # publisher confirms are on
         assert conn.default_channel.connection.confirm_publish is True
 
 

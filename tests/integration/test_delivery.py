@@ -165,7 +165,7 @@ def test_missing_destination_secret_dead_letters_with_configuration_reason(
 def test_requeued_older_event_is_superseded_by_a_newer_one_delivered_meanwhile(
     env: tuple[Settings, Store, Publisher],
 ) -> None:
-    from producers.publish import make_client_app
+    from worker.dispatch.memory import InMemoryDispatcher
     from worker.store.deadletters import DeadLetterQueue
 
     settings, store, publisher = env
@@ -175,9 +175,12 @@ def test_requeued_older_event_is_superseded_by_a_newer_one_delivered_meanwhile(
     [new] = publisher.publish_many([event(occurred_at="2026-01-01T11:00:00Z", score_given=2)])
     assert d.run(new, store.ledger.load(new).token) == "succeeded"  # type: ignore[union-attr]
 
-    report = DeadLetterQueue(store, make_client_app(settings)).requeue([old], actor="test")
+    memory = InMemoryDispatcher()
+    report = DeadLetterQueue(store, memory).requeue([old], actor="test")
     assert report.done == 1
     rec = store.ledger.load(old)
     assert rec is not None and rec.state == "queued" and rec.attempts == 0
-    assert d.run(old, rec.token) == "superseded"
+    assert memory.depths(["lt"]) == {"lt": 1}
+    assert memory.drain(d) == 1  # the requeued message, run in this process
+    assert store.ledger.load(old).state == "superseded"  # type: ignore[union-attr]
     assert store.ledger.load(old).fields["reason"].startswith(f"a newer event ({new})")  # type: ignore[union-attr]

@@ -1,5 +1,6 @@
 """The ops HTTP app over real HTTP (uvicorn on a free port, or `python -m worker.ops.serve` as a process),
-against a real Redis, the vendor sandboxes and real worker processes."""
+against a real Redis, the vendor sandboxes and workers: in this process on the in-memory dispatcher
+(``local`` / ``local_ops``) where the test is about the API, worker processes where it is about a process."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from sandbox.control import SandboxClient
 from sandbox.localredis import free_port
 from tests.integration.conftest import Cluster
 from worker.ops.api import create_app
+from worker.ops.overview import OpsContext
 from worker.ops.serve import ServerThread
 
 pytestmark = pytest.mark.integration
@@ -82,34 +84,44 @@ def ops(cluster: Cluster) -> Iterator[Ops]:
     o.close()
 
 
+@pytest.fixture
+def local_ops(local: Cluster) -> Iterator[Ops]:
+    """The ops app over the in-process pipeline: it publishes and requeues through ``local``'s dispatcher."""
+    settings = ops_settings(local, max_body_bytes=4096, max_batch=5, auth_fail_limit=1000)
+    ctx = OpsContext(settings, dispatcher=local.memory)
+    o = Ops(ServerThread(create_app(settings, ctx=ctx)).start(), settings)
+    yield o
+    o.close()
+
+
 def event_keys(cluster: Cluster) -> list[bytes]:
     return list(cluster.store.redis.scan_iter(match=f"{cluster.settings.key_prefix}:event:*"))
 
 
 # -- ingest ----------------------------------------------------------------------------------------------
-def test_publish_answers_202_with_ids_and_the_ledger_view_masks_secrets(cluster: Cluster, ops: Ops) -> None:
-    one = ops.http.post("/v1/events", json=lt_event())
+def test_publish_answers_202_with_ids_and_the_ledger_view_masks_secrets(local: Cluster, local_ops: Ops) -> None:
+    one = local_ops.http.post("/v1/events", json=lt_event())
     assert one.status_code == 202, one.text
     [first] = one.json()["event_ids"]
-    many = ops.http.post("/v1/events", json=[lt_event(learner="learner-2"), ti_event()])
+    many = local_ops.http.post("/v1/events", json=[lt_event(learner="learner-2"), ti_event()])
     assert many.status_code == 202, many.text
     ids = many.json()["event_ids"]
     assert len(ids) == 2 and first not in ids
-    assert all(cluster.state(eid) == "queued" for eid in [first, *ids])
+    assert all(local.state(eid) == "queued" for eid in [first, *ids])
 
-    cluster.start_worker()
-    assert cluster.wait_for([first, *ids]) == {eid: "succeeded" for eid in [first, *ids]}
-    view = ops.http.get(f"/v1/events/{first}")
+    local.start_local()
+    assert local.wait_for([first, *ids]) == {eid: "succeeded" for eid in [first, *ids]}
+    view = local_ops.http.get(f"/v1/events/{first}")
     assert view.status_code == 200
     body = view.json()
     assert body["state"] == "succeeded" and body["destination"] == "lt" and body["attempts"] == 1
     assert [h["outcome"] for h in body["history"]] == ["succeeded"]
     assert body["event"]["target"]["service_key"] == "**********"
     assert "demo-service-key" not in view.text
-    assert ops.http.get(f"/v1/events/{first.upper()}").json()["event_id"] == first  # ids are UUIDs
+    assert local_ops.http.get(f"/v1/events/{first.upper()}").json()["event_id"] == first  # ids are UUIDs
 
-    assert ops.http.get(f"/v1/events/{uuid.uuid4()}").status_code == 404
-    assert ops.http.get("/v1/events/not-a-uuid:attempts").status_code == 404
+    assert local_ops.http.get(f"/v1/events/{uuid.uuid4()}").status_code == 404
+    assert local_ops.http.get("/v1/events/not-a-uuid:attempts").status_code == 404
 
 
 def test_an_invalid_batch_is_422_per_item_and_field_and_nothing_is_published(cluster: Cluster, ops: Ops) -> None:
@@ -319,12 +331,12 @@ def make_dead_letters(cluster: Cluster, vendors: dict[str, SandboxClient]) -> di
     return dict(zip(["a", "b", "unknown", "ti"], ids, strict=True))
 
 
-def test_dead_letter_api(cluster: Cluster, vendors: dict[str, SandboxClient], ops: Ops) -> None:
-    cluster.start_worker()
-    dl = make_dead_letters(cluster, vendors)
-    cluster.stop_workers()
+def test_dead_letter_api(local: Cluster, vendors: dict[str, SandboxClient], local_ops: Ops) -> None:
+    local.start_local()
+    dl = make_dead_letters(local, vendors)
+    local.stop_workers()
 
-    listed = ops.http.get("/v1/dead-letters").json()
+    listed = local_ops.http.get("/v1/dead-letters").json()
     assert listed["total"] == 4
     assert {i["event_id"] for i in listed["items"]} == set(dl.values())
     item = next(i for i in listed["items"] if i["event_id"] == dl["a"])
@@ -333,7 +345,7 @@ def test_dead_letter_api(cluster: Cluster, vendors: dict[str, SandboxClient], op
 
     # filters
     def ids_for(**params: Any) -> set[str]:
-        r = ops.http.get("/v1/dead-letters", params=params)
+        r = local_ops.http.get("/v1/dead-letters", params=params)
         assert r.status_code == 200, r.text
         return {i["event_id"] for i in r.json()["items"]}
 
@@ -343,10 +355,10 @@ def test_dead_letter_api(cluster: Cluster, vendors: dict[str, SandboxClient], op
     assert ids_for(error="404") == {dl["unknown"]}
     assert ids_for(since="2000-01-01T00:00:00Z") == set(dl.values())
     assert ids_for(since=str(time.time() + 3600)) == set()
-    assert ops.http.get("/v1/dead-letters", params={"since": "yesterday"}).status_code == 422
+    assert local_ops.http.get("/v1/dead-letters", params={"since": "yesterday"}).status_code == 422
 
     # pagination: newest first, disjoint pages
-    pages = [ops.http.get("/v1/dead-letters", params={"limit": 3, "offset": off}).json() for off in (0, 3)]
+    pages = [local_ops.http.get("/v1/dead-letters", params={"limit": 3, "offset": off}).json() for off in (0, 3)]
     assert [len(p["items"]) for p in pages] == [3, 1] and all(p["total"] == 4 for p in pages)
     seen = [i["event_id"] for p in pages for i in p["items"]]
     assert sorted(seen) == sorted(dl.values())
@@ -354,64 +366,64 @@ def test_dead_letter_api(cluster: Cluster, vendors: dict[str, SandboxClient], op
     assert dead_ats == sorted(dead_ats, reverse=True)
 
     # one entry: attempts, errors, no secret
-    detail = ops.http.get(f"/v1/dead-letters/{dl['unknown']}")
+    detail = local_ops.http.get(f"/v1/dead-letters/{dl['unknown']}")
     assert detail.status_code == 200
     body = detail.json()
     assert body["state"] == "dead_lettered" and body["attempts"] == 1 and len(body["history"]) == 1
     assert body["final_error"]["status"] == 404
     assert "demo-service-key" not in detail.text
-    assert ops.http.get(f"/v1/dead-letters/{uuid.uuid4()}").status_code == 404
+    assert local_ops.http.get(f"/v1/dead-letters/{uuid.uuid4()}").status_code == 404
 
     # requeue: a dry run changes nothing
-    dry = ops.http.post("/v1/dead-letters/requeue", json={"event_ids": [dl["a"]], "dry_run": True}).json()
+    dry = local_ops.http.post("/v1/dead-letters/requeue", json={"event_ids": [dl["a"]], "dry_run": True}).json()
     assert dry["matched"] == 1 and dry["done"] == 0 and dry["dry_run"] is True
-    assert cluster.state(dl["a"]) == "dead_lettered"
+    assert local.state(dl["a"]) == "dead_lettered"
     # bad selections
     bad_selections: list[dict[str, Any]] = [
         {}, {"filter": {}}, {"event_ids": []}, {"event_ids": [dl["a"]], "all": True}, {"event_ids": ["nope"]},
         {"all": True, "rate": 0}, {"filter": {"since": "soon"}}]
     for bad in bad_selections:
-        assert ops.http.post("/v1/dead-letters/requeue", json=bad).status_code == 422, bad
+        assert local_ops.http.post("/v1/dead-letters/requeue", json=bad).status_code == 422, bad
 
     # requeue by filter (learners a and b: their faults are used up), then a worker delivers them
-    real = ops.http.post("/v1/dead-letters/requeue",
+    real = local_ops.http.post("/v1/dead-letters/requeue",
                          json={"filter": {"destination": "lt", "error": "400"}, "rate": 100}).json()
     assert real["matched"] == 2 and real["done"] == 2 and sorted(real["event_ids"]) == sorted([dl["a"], dl["b"]])
-    assert cluster.state(dl["a"]) == "queued"
-    assert ops.http.get("/v1/dead-letters").json()["total"] == 2
-    skipped = ops.http.post("/v1/dead-letters/requeue", json={"event_ids": [dl["a"], str(uuid.uuid4())]}).json()
+    assert local.state(dl["a"]) == "queued"
+    assert local_ops.http.get("/v1/dead-letters").json()["total"] == 2
+    skipped = local_ops.http.post("/v1/dead-letters/requeue", json={"event_ids": [dl["a"], str(uuid.uuid4())]}).json()
     assert skipped["done"] == 0 and len(skipped["skipped"]) == 2
-    cluster.start_worker()
-    assert cluster.wait_for([dl["a"], dl["b"]]) == {dl["a"]: "succeeded", dl["b"]: "succeeded"}
-    assert ops.http.get(f"/v1/events/{dl['a']}").json()["requeues"] == 1
+    local.start_local()
+    assert local.wait_for([dl["a"], dl["b"]]) == {dl["a"]: "succeeded", dl["b"]: "succeeded"}
+    assert local_ops.http.get(f"/v1/events/{dl['a']}").json()["requeues"] == 1
 
     # delete
-    gone = ops.http.delete(f"/v1/dead-letters/{dl['ti']}")
+    gone = local_ops.http.delete(f"/v1/dead-letters/{dl['ti']}")
     assert gone.status_code == 200 and gone.json()["done"] == 1
-    assert cluster.store.ledger.load(dl["ti"]) is None
-    assert ops.http.delete(f"/v1/dead-letters/{dl['ti']}").status_code == 404
-    assert ops.http.delete(f"/v1/dead-letters/{dl['a']}").status_code == 404  # delivered, not a dead letter
-    purge_dry = ops.http.post("/v1/dead-letters/purge", json={"all": True, "dry_run": True}).json()
+    assert local.store.ledger.load(dl["ti"]) is None
+    assert local_ops.http.delete(f"/v1/dead-letters/{dl['ti']}").status_code == 404
+    assert local_ops.http.delete(f"/v1/dead-letters/{dl['a']}").status_code == 404  # delivered, not a dead letter
+    purge_dry = local_ops.http.post("/v1/dead-letters/purge", json={"all": True, "dry_run": True}).json()
     assert purge_dry["matched"] == 1 and purge_dry["event_ids"] == [dl["unknown"]]
-    assert cluster.state(dl["unknown"]) == "dead_lettered"
+    assert local.state(dl["unknown"]) == "dead_lettered"
 
     # audit: every action, actor api
-    audit = ops.http.get("/v1/audit").json()["items"]
+    audit = local_ops.http.get("/v1/audit").json()["items"]
     assert all(a["actor"] == "api" for a in audit)
     assert [(a["action"], a["dry_run"], a["count"]) for a in audit] == [
         ("purge", True, 0), ("purge", False, 1), ("requeue", False, 0), ("requeue", False, 2),
         ("requeue", True, 0)]
     assert audit[3]["filters"] == {"destination": "lt", "error": "400"} and audit[3]["selection"] == "filter"
-    assert ops.http.get("/v1/audit", params={"limit": 2}).json()["items"] == audit[:2]
+    assert local_ops.http.get("/v1/audit", params={"limit": 2}).json()["items"] == audit[:2]
 
 
 # -- dashboard session and CSRF over plain HTTP ------------------------------------------------------------
-def test_dashboard_login_session_and_csrf(cluster: Cluster, vendors: dict[str, SandboxClient], ops: Ops) -> None:
-    cluster.start_worker()
+def test_dashboard_login_session_and_csrf(local: Cluster, vendors: dict[str, SandboxClient], local_ops: Ops) -> None:
+    local.start_local()
     vendors["thoughtindustries"].fault(status=400, times=1, method="POST")
-    [eid] = cluster.publisher.publish_many([ti_event()])
-    cluster.wait_for([eid], {"dead_lettered"})
-    browser = httpx.Client(base_url=ops.server.url, timeout=30)
+    [eid] = local.publisher.publish_many([ti_event()])
+    local.wait_for([eid], {"dead_lettered"})
+    browser = httpx.Client(base_url=local_ops.server.url, timeout=30)
     try:
         first = browser.get("/")
         assert first.status_code == 303 and first.headers["location"] == "/login"
@@ -446,20 +458,20 @@ def test_dashboard_login_session_and_csrf(cluster: Cluster, vendors: dict[str, S
                             headers={"X-CSRF-Token": "forged"}).status_code == 403
         assert browser.post("/ui/api/dead-letters/requeue", json=requeue,
                             headers={"X-CSRF-Token": csrf, "Origin": "https://evil.example"}).status_code == 403
-        assert cluster.state(eid) == "dead_lettered"
+        assert local.state(eid) == "dead_lettered"
         purge = browser.post("/ui/api/dead-letters/purge", json={"event_ids": [eid]}, headers={"X-CSRF-Token": csrf})
         assert purge.status_code == 422 and "confirm" in purge.text
-        assert cluster.state(eid) == "dead_lettered"
+        assert local.state(eid) == "dead_lettered"
 
         tampered = browser.cookies["gradesync_session"][:-2] + "AA"
-        forged = httpx.get(f"{ops.server.url}/ui/api/overview", cookies={"gradesync_session": tampered})
+        forged = httpx.get(f"{local_ops.server.url}/ui/api/overview", cookies={"gradesync_session": tampered})
         assert forged.status_code == 401
 
         done = browser.post("/ui/api/dead-letters/requeue", json=requeue,
-                            headers={"X-CSRF-Token": csrf, "Origin": ops.server.url})
+                            headers={"X-CSRF-Token": csrf, "Origin": local_ops.server.url})
         assert done.status_code == 200 and done.json()["done"] == 1
-        assert cluster.wait_for([eid]) == {eid: "succeeded"}
-        [entry] = ops.http.get("/v1/audit").json()["items"]
+        assert local.wait_for([eid]) == {eid: "succeeded"}
+        [entry] = local_ops.http.get("/v1/audit").json()["items"]
         assert entry["actor"] == "dashboard" and entry["action"] == "requeue" and entry["count"] == 1
 
         assert browser.post("/logout", data={"csrf_token": "forged"}).status_code == 403

@@ -61,21 +61,21 @@ def test_two_workers_deliver_scores_create_one_line_item_and_share_one_token(
 
 
 def test_outage_is_retried_and_a_refused_scope_is_dead_lettered_with_its_name(
-        cluster: Cluster, vendors: dict[str, SandboxClient], sandbox: dict[str, Running]) -> None:
+        local: Cluster, vendors: dict[str, SandboxClient], sandbox: dict[str, Running]) -> None:
     lti = vendors["lti_ags"]
     url = sandbox["lti_ags"].url
     (item,) = lti.configure(seed=[{"host": url.split("://")[1], "course": "3", "resourceLinkId": "rl-1",
                                    "label": "A", "scoreMaximum": 10}])["seeded"]
     lti.fault(method="POST", path="/scores$", status=503, retry_after=0, times=2)
-    cluster.start_worker(concurrency=2)
-    ok = cluster.publisher.publish(lti_event({"line_item_url": item}))
-    assert cluster.wait_for([ok]) == {ok: "succeeded"}
-    assert [h["outcome"] for h in cluster.store.ledger.history(ok)] == ["retry", "retry", "succeeded"]
-    cluster.store.redis.delete(*cluster.store.redis.keys("gradesync:cache:lti_token:*"))
+    local.start_local(concurrency=2)
+    ok = local.publisher.publish(lti_event({"line_item_url": item}))
+    assert local.wait_for([ok]) == {ok: "succeeded"}
+    assert [h["outcome"] for h in local.store.ledger.history(ok)] == ["retry", "retry", "succeeded"]
+    local.store.redis.delete(*local.store.redis.keys("gradesync:cache:lti_token:*"))
     lti.configure(allowed_scopes=[f"{AGS}lineitem"])
-    refused = cluster.publisher.publish(lti_event({"line_item_url": item}, learner_id="lti-learner-2"))
-    assert cluster.wait_for([refused]) == {refused: "dead_lettered"}
-    record = cluster.store.ledger.load(refused)
+    refused = local.publisher.publish(lti_event({"line_item_url": item}, learner_id="lti-learner-2"))
+    assert local.wait_for([refused]) == {refused: "dead_lettered"}
+    record = local.store.ledger.load(refused)
     assert record is not None
     final = record.json_field("final_error") or record.json_field("last_error")
     assert final["error_class"] == "Forbidden" and f"{AGS}score" in final["message"]

@@ -1,4 +1,5 @@
-"""/metrics after real deliveries by a worker process; and no secret in any page or API answer."""
+"""/metrics after real deliveries by a worker process; and no secret in any page or API answer (after
+deliveries by an in-process worker)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from sandbox.control import SandboxClient
 from sandbox.localredis import free_port
 from tests.integration.conftest import SECRETS, Cluster
 from worker.ops.api import create_app
+from worker.ops.overview import OpsContext
 from worker.ops.serve import ServerThread
 from worker.store.stats import BUCKETS
 
@@ -49,6 +51,15 @@ def ti_event() -> dict[str, Any]:
 def server(cluster: Cluster) -> Iterator[ServerThread]:
     settings = cluster.settings.model_copy(update={"api_token": SecretStr(TOKEN)})
     s = ServerThread(create_app(settings)).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def local_server(local: Cluster) -> Iterator[ServerThread]:
+    """The ops app over the in-process pipeline (``local``'s dispatcher)."""
+    settings = local.settings.model_copy(update={"api_token": SecretStr(TOKEN)})
+    s = ServerThread(create_app(settings, ctx=OpsContext(settings, dispatcher=local.memory))).start()
     yield s
     s.stop()
 
@@ -172,17 +183,17 @@ def test_metrics_without_redis_say_so(cluster: Cluster) -> None:
     assert not series(s, "gradesync_dead_letters")
 
 
-def test_no_secret_in_any_page_or_api_answer(cluster: Cluster, vendors: dict[str, SandboxClient],
-                                             server: ServerThread) -> None:
-    cluster.start_worker()
+def test_no_secret_in_any_page_or_api_answer(local: Cluster, vendors: dict[str, SandboxClient],
+                                             local_server: ServerThread) -> None:
+    local.start_local()
     vendors["ltiaas"].fault(status=401, times=1, path="/scores")
-    [dead] = cluster.publisher.publish_many([lt_event("s-1")])
-    [ok] = cluster.publisher.publish_many([ti_event()])
-    cluster.wait_for([dead, ok])
-    assert cluster.state(dead) == "dead_lettered"
+    [dead] = local.publisher.publish_many([lt_event("s-1")])
+    [ok] = local.publisher.publish_many([ti_event()])
+    local.wait_for([dead, ok])
+    assert local.state(dead) == "dead_lettered"
 
-    api = httpx.Client(base_url=server.url, headers=AUTH, timeout=30)
-    ui = httpx.Client(base_url=server.url, timeout=30)
+    api = httpx.Client(base_url=local_server.url, headers=AUTH, timeout=30)
+    ui = httpx.Client(base_url=local_server.url, timeout=30)
     try:
         bodies: dict[str, str] = {}
         for path in ("/metrics", "/healthz", "/openapi.json", "/v1/overview", "/v1/dead-letters", "/v1/audit",

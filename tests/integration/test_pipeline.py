@@ -40,16 +40,16 @@ def ti_event(**over: object) -> dict[str, object]:
 
 
 def test_events_reach_their_vendor_and_the_ledger_says_succeeded(
-    cluster: Cluster, vendors: dict[str, SandboxClient]
+    local: Cluster, vendors: dict[str, SandboxClient]
 ) -> None:
-    cluster.start_worker()
-    ids = cluster.publisher.publish_many([lt_event(), ti_event()])
-    states = cluster.wait_for(ids)
+    local.start_local()
+    ids = local.publisher.publish_many([lt_event(), ti_event()])
+    states = local.wait_for(ids)
     assert states == {ids[0]: "succeeded", ids[1]: "succeeded"}
     posts = vendors["ltiaas"].requests(method="POST", path="/scores$")
     assert len(posts) == 1
     assert json.loads(posts[0]["body"])["scoreGiven"] == 7
     assert len(vendors["thoughtindustries"].requests(method="POST")) == 1
-    history = cluster.store.ledger.history(ids[1])
+    history = local.store.ledger.history(ids[1])
     assert [h["outcome"] for h in history] == ["succeeded"]
     assert history[0]["status"] == 302

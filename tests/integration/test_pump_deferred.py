@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from producers.keys import Keys
 from tests.integration.conftest import Cluster
 from tests.integration.test_pipeline import ti_event
 from worker.pump import RetryPump
@@ -16,19 +15,22 @@ from worker.pump import RetryPump
 pytestmark = pytest.mark.integration
 
 
-def test_pump_requeues_a_deferred_in_progress_event(cluster: Cluster) -> None:
-    [eid] = cluster.publisher.publish_many([ti_event()])
-    r, keys = cluster.store.redis, cluster.store.keys
-    r.delete(Keys.queue("ti"))  # the first message was taken by a worker that then died
+def test_pump_requeues_a_deferred_in_progress_event(local: Cluster) -> None:
+    memory = local.memory
+    assert memory is not None
+    [eid] = local.publisher.publish_many([ti_event()])
+    r, keys = local.store.redis, local.store.keys
+    assert memory.clear() == 1  # the first message was taken by a worker that then died
     r.hset(keys.event(eid), "state", "in_progress")
-    record = cluster.store.ledger.load(eid)
+    record = local.store.ledger.load(eid)
     assert record is not None
-    cluster.store.ledger.defer(record, time.time() - 1)  # what the re-delivered message did (lease busy)
-    pump = RetryPump(cluster.store, cluster.publisher.app)
+    local.store.ledger.defer(record, time.time() - 1)  # what the re-delivered message did (lease busy)
+    pump = RetryPump(local.store, memory)
     assert pump.tick() == 1
-    assert r.llen(Keys.queue("ti")) == 1  # a message for it again, with the ledger's token
+    [again] = [memory.take()]  # a message for it again, with the ledger's token
+    assert again is not None and again.token == record.token and memory.take() is None
     assert r.zscore(keys.scheduled, eid) is None
 
     r.hset(keys.event(eid), "state", "succeeded")  # a finished event deferred earlier is not re-sent
-    cluster.store.ledger.defer(record, time.time() - 1)
+    local.store.ledger.defer(record, time.time() - 1)
     assert pump.tick() == 0

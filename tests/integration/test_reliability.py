@@ -1,5 +1,7 @@
-"""Retries, dead letters, requeue, idempotency, the stale guard and crash recovery — real Redis, real
-worker processes, vendor simulators over HTTP."""
+"""Retries, dead letters, requeue, idempotency, the stale guard and crash recovery — real Redis, vendor
+simulators over HTTP; an in-process worker on the in-memory dispatcher (``local``) except where only
+worker processes on the real broker show it (``cluster``: kill -9, the broker's visibility timeout, the
+worker's log output)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import pytest
 from sandbox.control import SandboxClient
 from tests.integration.conftest import SECRETS, Cluster
 from tests.integration.test_pipeline import lt_event, ti_event
+from worker.store.deadletters import DeadLetterQueue
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +28,12 @@ def gradesync(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120)
 
 
-def test_transient_failures_then_success_write_once(cluster: Cluster, vendors: dict[str, SandboxClient]) -> None:
+def test_transient_failures_then_success_write_once(local: Cluster, vendors: dict[str, SandboxClient]) -> None:
     vendors["thoughtindustries"].fault(status=503, times=2)
-    cluster.start_worker()
-    [eid] = cluster.publisher.publish_many([ti_event()])
-    assert cluster.wait_for([eid]) == {eid: "succeeded"}
-    history = cluster.store.ledger.history(eid)
+    local.start_local()
+    [eid] = local.publisher.publish_many([ti_event()])
+    assert local.wait_for([eid]) == {eid: "succeeded"}
+    history = local.store.ledger.history(eid)
     assert [h["outcome"] for h in history] == ["retry", "retry", "succeeded"]
     assert [h["status"] for h in history] == [503, 503, 302]
     assert history[0]["error_class"] == "VendorUnavailable"
@@ -39,29 +42,29 @@ def test_transient_failures_then_success_write_once(cluster: Cluster, vendors: d
     assert len(vendors["thoughtindustries"].state()["activities"]) == 1
 
 
-def test_retry_after_is_respected(cluster: Cluster, vendors: dict[str, SandboxClient]) -> None:
+def test_retry_after_is_respected(local: Cluster, vendors: dict[str, SandboxClient]) -> None:
     vendors["ltiaas"].fault(status=429, times=1, retry_after=3)
-    cluster.start_worker()
-    [eid] = cluster.publisher.publish_many([lt_event()])
-    assert cluster.wait_for([eid]) == {eid: "succeeded"}
-    first, _second = cluster.store.ledger.history(eid)
+    local.start_local()
+    [eid] = local.publisher.publish_many([lt_event()])
+    assert local.wait_for([eid]) == {eid: "succeeded"}
+    first, _second = local.store.ledger.history(eid)
     assert first["error_class"] == "RateLimited" and first["outcome"] == "retry"
     assert first["retry_in"] >= 3.0  # the backoff alone would be <= 1 s with this destination's policy
     posts = vendors["ltiaas"].requests(method="POST")
     assert posts[1]["t"] - posts[0]["t"] >= 3.0
 
 
-def test_permanent_error_dead_letters_after_one_attempt(cluster: Cluster, vendors: dict[str, SandboxClient]) -> None:
-    cluster.start_worker()
+def test_permanent_error_dead_letters_after_one_attempt(local: Cluster, vendors: dict[str, SandboxClient]) -> None:
+    local.start_local()
     unknown = "https://lms.example/api/lti/courses/1/line_items/unknown"
-    [eid] = cluster.publisher.publish_many([lt_event(target={"line_item_id": unknown,
+    [eid] = local.publisher.publish_many([lt_event(target={"line_item_id": unknown,
                                                              "service_key": "demo-service-key"})])
-    assert cluster.wait_for([eid]) == {eid: "dead_lettered"}
-    rec = cluster.store.ledger.load(eid)
+    assert local.wait_for([eid]) == {eid: "dead_lettered"}
+    rec = local.store.ledger.load(eid)
     assert rec is not None and rec.attempts == 1
     assert rec.fields["reason"].startswith("permanent: HTTP 404")
     assert len(vendors["ltiaas"].requests(method="POST")) == 1
-    out = gradesync(cluster, "dlq", "list", "--json")
+    out = gradesync(local, "dlq", "list", "--json")
     listed = json.loads(out.stdout)
     assert listed["total"] == 1 and listed["items"][0]["event_id"] == eid
     assert "NotFound" in json.dumps(listed["items"][0]["error"])
@@ -69,61 +72,62 @@ def test_permanent_error_dead_letters_after_one_attempt(cluster: Cluster, vendor
 
 
 def test_exhausted_event_dead_letters_with_all_attempts_then_requeue_delivers(
-    cluster: Cluster, vendors: dict[str, SandboxClient]
+    local: Cluster, vendors: dict[str, SandboxClient]
 ) -> None:
     vendors["ltiaas"].fault(status=502, times=3)
-    cluster.start_worker()
-    [eid] = cluster.publisher.publish_many([lt_event()])
-    assert cluster.wait_for([eid]) == {eid: "dead_lettered"}
-    history = cluster.store.ledger.history(eid)
+    local.start_local()
+    [eid] = local.publisher.publish_many([lt_event()])
+    assert local.wait_for([eid]) == {eid: "dead_lettered"}
+    history = local.store.ledger.history(eid)
     assert [h["outcome"] for h in history] == ["retry", "retry", "dead_letter"]
-    assert cluster.store.ledger.load(eid).fields["reason"].startswith("exhausted after 3 attempts")  # type: ignore[union-attr]
+    assert local.store.ledger.load(eid).fields["reason"].startswith("exhausted after 3 attempts")  # type: ignore[union-attr]
 
-    shown = gradesync(cluster, "dlq", "show", eid, "--json")
+    shown = gradesync(local, "dlq", "show", eid, "--json")
     assert shown.returncode == 0
     view = json.loads(shown.stdout)
     assert len(view["history"]) == 3
     assert view["event"]["target"]["service_key"] == "**********"
 
-    dry = gradesync(cluster, "dlq", "requeue", "--all", "--dry-run")
+    dry = gradesync(local, "dlq", "requeue", "--all", "--dry-run")
     assert "1 dead letter(s) would be requeued" in dry.stdout
-    assert cluster.state(eid) == "dead_lettered"
+    assert local.state(eid) == "dead_lettered"
 
-    done = gradesync(cluster, "dlq", "requeue", eid)
-    assert done.returncode == 0, done.stderr
-    assert cluster.wait_for([eid]) == {eid: "succeeded"}
-    rec = cluster.store.ledger.load(eid)
+    # the requeue `gradesync dlq requeue` runs, here through the in-process worker's dispatcher
+    done = DeadLetterQueue(local.store, local.memory).requeue([eid], actor="cli")
+    assert done.done == 1
+    assert local.wait_for([eid]) == {eid: "succeeded"}
+    rec = local.store.ledger.load(eid)
     assert rec is not None and rec.attempts == 1 and rec.fields["requeues"] == "1"
-    assert [h["outcome"] for h in cluster.store.ledger.history(eid)][-1] == "succeeded"
+    assert [h["outcome"] for h in local.store.ledger.history(eid)][-1] == "succeeded"
     # the score sent after the requeue carries the event's original timestamp
     body = json.loads(vendors["ltiaas"].requests(method="POST")[-1]["body"])
     assert body["timestamp"] == json.loads(rec.wire)["occurred_at"].replace("Z", "+00:00") or body["timestamp"]
-    audit = json.loads(gradesync(cluster, "dlq", "audit", "--json").stdout)
+    audit = json.loads(gradesync(local, "dlq", "audit", "--json").stdout)
     assert [(a["action"], a["dry_run"], a["count"]) for a in audit] == [("requeue", False, 1), ("requeue", True, 0)]
 
 
-def test_duplicate_event_id_is_written_once(cluster: Cluster, vendors: dict[str, SandboxClient]) -> None:
+def test_duplicate_event_id_is_written_once(local: Cluster, vendors: dict[str, SandboxClient]) -> None:
     event = ti_event(event_id=str(uuid.uuid4()))
-    ids = cluster.publisher.publish_many([event])
-    ids += cluster.publisher.publish_many([event])  # published twice before any worker runs
-    cluster.start_worker()
-    assert cluster.wait_for(ids[:1]) == {ids[0]: "succeeded"}
-    cluster.publisher.publish_many([event])  # and again after it was delivered
+    ids = local.publisher.publish_many([event])
+    ids += local.publisher.publish_many([event])  # published twice before any worker runs
+    local.start_local()
+    assert local.wait_for(ids[:1]) == {ids[0]: "succeeded"}
+    local.publisher.publish_many([event])  # and again after it was delivered
     time.sleep(2)
     assert len(vendors["thoughtindustries"].state()["activities"]) == 1
-    assert len(cluster.store.ledger.history(ids[0])) == 1
+    assert len(local.store.ledger.history(ids[0])) == 1
 
 
-def test_older_event_after_newer_is_superseded(cluster: Cluster, vendors: dict[str, SandboxClient]) -> None:
-    cluster.start_worker()
+def test_older_event_after_newer_is_superseded(local: Cluster, vendors: dict[str, SandboxClient]) -> None:
+    local.start_local()
     now = datetime.now(UTC)
-    [newer] = cluster.publisher.publish_many([lt_event(occurred_at=now.isoformat(), score_given=9)])
-    assert cluster.wait_for([newer]) == {newer: "succeeded"}
-    [older] = cluster.publisher.publish_many([lt_event(occurred_at=(now - timedelta(minutes=5)).isoformat(),
+    [newer] = local.publisher.publish_many([lt_event(occurred_at=now.isoformat(), score_given=9)])
+    assert local.wait_for([newer]) == {newer: "succeeded"}
+    [older] = local.publisher.publish_many([lt_event(occurred_at=(now - timedelta(minutes=5)).isoformat(),
                                                        score_given=3)])
-    assert cluster.wait_for([older]) == {older: "superseded"}
+    assert local.wait_for([older]) == {older: "superseded"}
     assert len(vendors["ltiaas"].requests(method="POST")) == 1  # the stale one was never sent
-    rec = cluster.store.ledger.load(older)
+    rec = local.store.ledger.load(older)
     assert rec is not None and newer in rec.fields["reason"]
 
 

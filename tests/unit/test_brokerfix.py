@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kombu.transport import redis as kombu_redis
 
-from worker.brokerfix import harden_kombu_redis
+from worker.celery_app import harden_kombu_redis
 
 
 def _gone(*_: Any, **__: Any) -> Any:

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from producers.connections import SentinelURL, broker_transport_options, broker_url, is_sentinel_url
-from producers.queues import broker_queue
 from producers.settings import Settings, is_redis_url
-from worker.celery_app import build_config
+from worker.celery_app import broker_queue, build_config
 
 
 def test_sentinel_url_parsing() -> None:
@@ -70,18 +69,18 @@ def test_sentinel_urls_use_the_guarded_transport() -> None:
     import redis
     from kombu.transport import resolve_transport
 
-    from producers import kombu_sentinel
+    from worker import celery_app  # installs it on import
 
-    broker_url("redis+sentinel://s1:26379/m/0")  # installs it
-    assert resolve_transport("sentinel") is kombu_sentinel.Transport
-    transport = kombu_sentinel.Transport
-    assert transport.Channel is kombu_sentinel.GuardedSentinelChannel
+    broker_url("redis+sentinel://s1:26379/m/0")
+    assert resolve_transport("sentinel") is celery_app.GuardedSentinelTransport
+    transport = celery_app.GuardedSentinelTransport
+    assert transport.Channel is celery_app.GuardedSentinelChannel
 
     class Closed:  # a channel whose kombu connection was already closed (client detached)
         class connection:
             client = None
 
     with pytest.raises(redis.ConnectionError):
-        kombu_sentinel.GuardedSentinelChannel._connparams(Closed())  # type: ignore[arg-type]
+        celery_app.GuardedSentinelChannel._connparams(Closed())  # type: ignore[arg-type]
     # ... an error kombu ignores while closing a connection, instead of an AttributeError that stops Celery
     assert redis.ConnectionError in transport.connection_errors

@@ -31,7 +31,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from producers.http import event_schemas, ingest_router
 from producers.publish import Publisher
-from producers.settings import ConfigError, Settings, get_settings, is_redis_url, without_credentials
+from producers.settings import ConfigError, Settings, get_settings, without_credentials
 from worker.known_secrets import register_destinations
 from worker.ops import actions
 from worker.ops.auth import AuthLimiter, SessionStore, TrustedProxies, check_token
@@ -100,12 +100,7 @@ def check_redis(ctx: OpsContext) -> str | None:
 def check_broker(ctx: OpsContext) -> str | None:
     url = ctx.settings.broker
     try:
-        if ctx.broker_redis is not None:
-            ctx.broker_redis.ping()
-        elif not is_redis_url(url):
-            conn: Any = ctx.celery.connection_for_write()  # kombu is untyped
-            with conn:
-                conn.ensure_connection(max_retries=1, timeout=3)
+        ctx.dispatcher.ping()
     except Exception as exc:  # kombu / amqp / redis connection errors of every kind
         log.warning("health_broker_failed", broker=without_credentials(url), error=type(exc).__name__)
         return f"broker unavailable ({type(exc).__name__})"
@@ -248,7 +243,7 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
     if token is None:
         log.warning("insecure_dev", message=INSECURE_WARNING)
     ctx = ctx or OpsContext(settings)
-    publisher = Publisher(settings, app=ctx.celery)
+    publisher = Publisher(settings, dispatcher=ctx.dispatcher)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

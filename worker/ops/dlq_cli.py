@@ -11,9 +11,9 @@ from typing import Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from producers.publish import make_client_app
 from producers.safetext import printable
 from producers.settings import get_settings
+from worker.dispatch.celery import CeleryDispatcher
 from worker.known_secrets import register_destinations
 from worker.ops import actions
 from worker.ops.views import event_view, iso
@@ -50,7 +50,7 @@ def _flt(destination: str | None, vendor: str | None, error: str | None, learner
 def _dlq() -> DeadLetterQueue:
     settings = get_settings()
     register_destinations(settings)  # their credentials are masked by value in everything shown
-    return DeadLetterQueue(Store.connect(settings), make_client_app(settings))
+    return DeadLetterQueue(Store.connect(settings), CeleryDispatcher(settings))
 
 
 def _age(ts: float) -> str:

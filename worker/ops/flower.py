@@ -5,7 +5,7 @@ Flower 2.x protects its pages and API with ``@tornado.web.authenticated`` (``--b
 basic auth on, ``/metrics`` — worker names, task names and rates — is still public (its docs say
 ``/metrics`` and ``/healthcheck`` skip auth). No Flower option changes that. This command swaps that one
 route of Flower's URL table for :class:`AuthenticatedMetrics` (the same handler, authenticated) and then
-runs Flower exactly as ``celery -A worker flower`` would, with every Flower option passed through.
+runs Flower exactly as ``celery -A worker.celery_app flower`` would, with every Flower option passed through.
 ``/healthcheck`` stays public: it answers only "OK".
 
 It also refuses to start without authentication (``--basic-auth``/``FLOWER_BASIC_AUTH`` or
@@ -67,6 +67,6 @@ def flower_cmd(flower_args: tuple[str, ...]) -> None:
             "Flower needs authentication: pass --basic-auth=user:password (or set FLOWER_BASIC_AUTH), or OAuth "
             "--auth; set GRADESYNC_INSECURE_DEV=1 to run it open on a development machine")
     protect_metrics()
-    from worker import app
+    from worker.celery_app import app
 
     app.start(["flower", *flower_args])

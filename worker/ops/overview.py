@@ -1,5 +1,5 @@
 """What the ops surface reads: one :class:`OpsContext` per web process (settings, store, dead-letter queue,
-broker connection) and the per-destination overview shared by the dashboard, the API and ``/metrics``.
+broker dispatcher) and the per-destination overview shared by the dashboard, the API and ``/metrics``.
 
 Everything is read from Redis at request / scrape time, so the numbers are right whatever the number of
 worker processes and hosts.
@@ -12,39 +12,26 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import redis
-from celery import Celery
-
-from producers.connections import is_amqp_url, redis_client
 from producers.keys import Keys
-from producers.publish import make_client_app
-from producers.settings import Settings, is_redis_url
-from worker.ops.amqp_depth import amqp_queue_depths
+from producers.settings import Settings
+from worker.dispatch import Dispatcher
+from worker.dispatch.celery import CeleryDispatcher
 from worker.ops.views import iso
 from worker.store import Store
 from worker.store.deadletters import DeadLetterQueue
+from worker.store.ledger import EventState
 
-#: kombu's Redis transport keeps a queue's messages of priority p > 0 in the list ``<queue>\x06\x16<p>``
-_KOMBU_PRIORITY_SEP = "\x06\x16"
-_KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
-WINDOW_OUTCOMES = ("succeeded", "dead_lettered", "retried", "superseded")
+WINDOW_OUTCOMES = (EventState.SUCCEEDED, EventState.DEAD_LETTERED, "retried", EventState.SUPERSEDED)
 
 
 class OpsContext:
     """The connections one web process uses (all thread-safe, pooled)."""
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None, dispatcher: Dispatcher | None = None) -> None:
         self.settings = settings
         self.store = store or Store.connect(settings)
-        self.celery: Celery = make_client_app(settings)
-        self.dlq = DeadLetterQueue(self.store, self.celery)
-        self.broker_redis: redis.Redis | None = None
-        if is_redis_url(settings.broker):
-            self.broker_redis = (
-                self.store.redis
-                if settings.broker == settings.redis_url
-                else redis_client(settings.broker, socket_timeout=5, socket_connect_timeout=3)
-            )
+        self.dispatcher: Dispatcher = dispatcher or CeleryDispatcher(settings, client=self.store.redis)
+        self.dlq = DeadLetterQueue(self.store, self.dispatcher)
 
     @property
     def keys(self) -> Keys:
@@ -54,8 +41,7 @@ class OpsContext:
         return self.settings.vendors()
 
     def close(self) -> None:
-        if self.broker_redis is not None and self.broker_redis is not self.store.redis:
-            self.broker_redis.close()
+        self.dispatcher.close()
         self.store.redis.close()
 
 
@@ -81,19 +67,6 @@ class DestinationOverview:
         return data
 
 
-def queue_depths(broker: redis.Redis, destinations: Iterable[str]) -> dict[str, int]:
-    """LLEN of each destination's broker queue (all of kombu's priority lists of it)."""
-    names = list(destinations)
-    with broker.pipeline(transaction=False) as pipe:
-        for name in names:
-            queue = Keys.queue(name)
-            for step in _KOMBU_PRIORITY_STEPS:
-                pipe.llen(queue if step == 0 else f"{queue}{_KOMBU_PRIORITY_SEP}{step}")
-        lengths = pipe.execute()
-    n = len(_KOMBU_PRIORITY_STEPS)
-    return {name: sum(int(x) for x in lengths[i * n : (i + 1) * n]) for i, name in enumerate(names)}
-
-
 def scheduled_by_destination(store: Store, destinations: Iterable[str]) -> dict[str, int]:
     """Scheduled retries per destination: one ZCARD of each ``scheduled:{dest}`` (no scan of the events)."""
     names = list(destinations)
@@ -115,8 +88,7 @@ def compute_overview(ctx: OpsContext, *, windows: bool = True) -> list[Destinati
             pipe.zcard(keys.dlq_of(name))
             pipe.zrange(keys.dlq_of(name), 0, 0, withscores=True)
         raw = pipe.execute()
-    depths = queue_depths(ctx.broker_redis, names) if ctx.broker_redis is not None else (
-        amqp_queue_depths(ctx.celery, names) if is_amqp_url(ctx.settings.broker) else {})
+    depths = ctx.dispatcher.depths(names)
     scheduled = scheduled_by_destination(ctx.store, names)
     counts: dict[str, dict[tuple[str, str], int]] = {}
     if windows:
@@ -144,6 +116,8 @@ def overview_json(ctx: OpsContext) -> dict[str, Any]:
     rows = compute_overview(ctx)
     return {
         "generated_at": iso(now),
-        "broker": "redis" if ctx.broker_redis is not None else "amqp" if is_amqp_url(ctx.settings.broker) else "other",
+        "broker": ctx.dispatcher.kind,
+        # the ledger's state names, so the dashboard's JavaScript has no list of its own
+        "states": {state.name: state.value for state in EventState},
         "destinations": [row.as_dict(now) for row in rows],
     }

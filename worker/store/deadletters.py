@@ -18,10 +18,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from celery import Celery
-
-from producers.publish import Delivery, dispatch, new_token
+from worker.dispatch import Delivery, Dispatcher, new_token
 from worker.store import EventRecord, Store
+from worker.store.ledger import EventState
 
 AUDIT_MAXLEN = 10_000
 
@@ -35,7 +34,7 @@ class DLQFilter:
     since: float | None = None  # dead-lettered at or after (epoch seconds)
 
     def matches(self, rec: EventRecord) -> bool:
-        if rec.state != "dead_lettered":
+        if rec.state != EventState.DEAD_LETTERED:
             return False
         if self.destination and rec.destination != self.destination:
             return False
@@ -93,9 +92,9 @@ class ActionReport:
 
 
 class DeadLetterQueue:
-    def __init__(self, store: Store, app: Celery | None = None) -> None:
+    def __init__(self, store: Store, dispatcher: Dispatcher | None = None) -> None:
         self.store = store
-        self.app = app
+        self.dispatcher = dispatcher
         self.r = store.redis
         self.keys = store.keys
 
@@ -145,7 +144,7 @@ class DeadLetterQueue:
 
     def get(self, event_id: str) -> EventRecord | None:
         rec = self.store.ledger.load(event_id)
-        return rec if rec is not None and rec.state == "dead_lettered" else None
+        return rec if rec is not None and rec.state == EventState.DEAD_LETTERED else None
 
     def _select(self, event_ids: Iterable[str] | None, flt: DLQFilter) -> tuple[list[EventRecord], dict[str, str]]:
         if event_ids is None:
@@ -156,7 +155,7 @@ class DeadLetterQueue:
         for eid, rec in zip(ids, self.store.ledger.load_many(ids), strict=True):
             if rec is None:
                 skipped[eid] = "unknown event"
-            elif rec.state != "dead_lettered":
+            elif rec.state != EventState.DEAD_LETTERED:
                 skipped[eid] = f"not dead-lettered (state {rec.state})"
             elif not flt.matches(rec):
                 skipped[eid] = "does not match the filters"
@@ -172,8 +171,8 @@ class DeadLetterQueue:
         chosen, skipped = self._select(event_ids, flt)
         report = ActionReport("requeue", matched=len(chosen), dry_run=dry_run, skipped=skipped)
         if not dry_run:
-            if self.app is None:
-                raise RuntimeError("requeue needs a Celery app to queue messages")
+            if self.dispatcher is None:
+                raise RuntimeError("requeue needs a dispatcher to queue messages")
             started = time.monotonic()
             for i, rec in enumerate(chosen):
                 if rate:
@@ -182,10 +181,10 @@ class DeadLetterQueue:
                         time.sleep(wait)
                 token = new_token()
                 state = self.store.ledger.requeue(rec, token)
-                if state != "queued":
+                if state != EventState.QUEUED:
                     report.skipped[rec.event_id] = f"not dead-lettered (state {state})"
                     continue
-                dispatch(self.app, [Delivery(rec.event_id, rec.destination, token)])
+                self.dispatcher.send(Delivery(rec.event_id, rec.destination, token))
                 report.done += 1
                 report.event_ids.append(rec.event_id)
                 if progress:

@@ -1,7 +1,9 @@
 """The event ledger in Redis: each event's state, its attempts, and the atomic state transitions the
 worker makes after each attempt (success, superseded, retry scheduled, dead-lettered, requeued).
 
-States: ``queued → in_progress → (succeeded | superseded | retrying → in_progress … | dead_lettered)``;
+The ledger owns the record from creation (:meth:`Ledger.register_many`, called by the publisher) to
+purge. States (:class:`EventState`):
+``queued → in_progress → (succeeded | superseded | retrying → in_progress … | dead_lettered)``;
 ``dead_lettered → queued`` on requeue. A delivery message runs only while the ledger holds its dispatch
 token, so duplicate or re-delivered messages never run an attempt twice.
 """
@@ -10,8 +12,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
@@ -20,8 +23,53 @@ import redis
 from producers.crypto import ENV, UndecryptableRecord, WireCipher, is_encrypted
 from producers.keys import Keys
 
+
+class EventState(StrEnum):
+    """An event's state in the ledger: the one list the ledger, the API, the CLI and the dashboard use
+    (the dashboard's JavaScript gets it from the server). A ``StrEnum``, so it is stored, compared and
+    serialised as the plain string."""
+
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    SUPERSEDED = "superseded"
+    DEAD_LETTERED = "dead_lettered"
+
+
 #: the states in which a delivery message may still run an attempt
-RUNNABLE = ("queued", "retrying", "in_progress")
+RUNNABLE = (EventState.QUEUED, EventState.RETRYING, EventState.IN_PROGRESS)
+#: the states an event ends in (until a dead letter is requeued)
+TERMINAL = (EventState.SUCCEEDED, EventState.SUPERSEDED, EventState.DEAD_LETTERED)
+
+# Creation of a batch. KEYS: published counter, queued, then each event's key ; ARGV: now, ttl, then 7 per
+# event: wire, destination, vendor, token, learner id, occurred_at, event id. Records each event unless it
+# exists (and indexes it in ``queued`` for the stranded-event sweeper of worker.sweeper, should the
+# producer die before its message is queued); returns token, state of each event (as found or created).
+# One script call per chunk of events, not per event: the per-command cost was most of publishing's.
+_REGISTER = """
+local out = {}
+for i = 3, #KEYS do
+  local a = 2 + (i - 3) * 7
+  local existing = redis.call('HMGET', KEYS[i], 'token', 'state')
+  if existing[2] then
+    out[#out + 1] = existing[1]
+    out[#out + 1] = existing[2]
+  else
+    redis.call('HSET', KEYS[i], 'wire', ARGV[a + 1], 'destination', ARGV[a + 2], 'vendor', ARGV[a + 3],
+      'token', ARGV[a + 4], 'state', 'queued', 'attempts', 0, 'created_at', ARGV[1], 'updated_at', ARGV[1],
+      'learner_id', ARGV[a + 5], 'occurred_at', ARGV[a + 6])
+    redis.call('EXPIRE', KEYS[i], ARGV[2])
+    redis.call('HINCRBY', KEYS[1], ARGV[a + 2], 1)
+    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a + 7])
+    out[#out + 1] = ARGV[a + 4]
+    out[#out + 1] = 'queued'
+  end
+end
+return out
+"""
+#: events per register script call (a call runs alone in Redis: a bounded batch keeps it short)
+REGISTER_CHUNK = 500
 
 # KEYS: event, inflight, queued ; ARGV: token, now, event id
 _START = """
@@ -86,6 +134,19 @@ def _decrypt(stored: str, cipher: WireCipher | None) -> tuple[str, str | None]:
         return "", str(exc)
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """What :meth:`Ledger.register_many` records for one published event (``stored_wire`` encrypted)."""
+
+    event_id: str
+    destination: str
+    vendor: str
+    stored_wire: str
+    learner_id: str
+    occurred_at: str
+    token: str
+
+
 @dataclass
 class EventRecord:
     """One event's ledger entry. ``wire`` is the event decrypted on first use (secrets included: never
@@ -145,6 +206,7 @@ class Ledger:
         self.ttl = ttl_seconds
         self.cipher = cipher  # decrypts ``wire`` on load (see producers.crypto)
         self.dead_letter_ttl = dead_letter_ttl  # None: dead letters never expire
+        self._register = client.register_script(_REGISTER)
         self._start = client.register_script(_START)
         self._advance = client.register_script(_ADVANCE)
         self._requeue = client.register_script(_REQUEUE)
@@ -182,6 +244,25 @@ class Ledger:
     def release(self, destination: str, learner_id: str, item_key: str, owner: str) -> None:
         self._release(keys=[self.keys.lock(destination, learner_id, item_key)], args=[owner])
 
+    # -- creation -------------------------------------------------------------------------------------
+    def register_many(self, events: Sequence[NewEvent]) -> list[tuple[str, str]]:
+        """Record each event unless it exists, in one transaction; (token, state) of each as found or
+        created — an existing event keeps its token and state (publishing is idempotent per event id)."""
+        now = f"{time.time():.6f}"
+        fixed = [self.keys.stats("published"), self.keys.queued]
+        with self.r.pipeline(transaction=True) as pipe:
+            for start in range(0, len(events), REGISTER_CHUNK):
+                chunk = events[start : start + REGISTER_CHUNK]
+                self._register(
+                    keys=fixed + [self.keys.event(e.event_id) for e in chunk],
+                    args=[now, self.ttl, *(x for e in chunk for x in (
+                        e.stored_wire, e.destination, e.vendor, e.token, e.learner_id, e.occurred_at, e.event_id))],
+                    client=pipe,
+                )
+            replies = pipe.execute()
+        flat = [_s(x) if x is not None else "" for reply in replies for x in reply]
+        return list(zip(flat[0::2], flat[1::2], strict=True))
+
     # -- transitions ------------------------------------------------------------------------------
     def start(self, record: EventRecord, token: str) -> int:
         """Begin the next attempt; its number, or a negative number when this message must not run."""
@@ -203,7 +284,7 @@ class Ledger:
     def succeed(self, record: EventRecord, attempt: dict[str, Any], *, learner_id: str, item_key: str,
                 occurred_ms: int, result: dict[str, Any]) -> None:
         with self.r.pipeline(transaction=True) as pipe:
-            self._finish(pipe, record, attempt, state="succeeded", token="", finished_at=f"{time.time():.6f}",
+            self._finish(pipe, record, attempt, state=EventState.SUCCEEDED, token="", finished_at=f"{time.time():.6f}",
                          result=json.dumps(result))
             self._advance(keys=[self.keys.hwm(record.destination, learner_id, item_key)],
                           args=[occurred_ms, record.event_id], client=pipe)
@@ -212,7 +293,7 @@ class Ledger:
 
     def supersede(self, record: EventRecord, reason: str, attempt: dict[str, Any] | None) -> None:
         with self.r.pipeline(transaction=True) as pipe:
-            self._finish(pipe, record, attempt, state="superseded", token="", finished_at=f"{time.time():.6f}",
+            self._finish(pipe, record, attempt, state=EventState.SUPERSEDED, token="", finished_at=f"{time.time():.6f}",
                          reason=reason)
             self._expire(pipe, record.event_id)
             pipe.execute()
@@ -224,7 +305,7 @@ class Ledger:
 
         ``free``: this attempt does not count toward ``max_attempts`` (a 429; see :mod:`worker.flow`)."""
         with self.r.pipeline(transaction=True) as pipe:
-            fields: dict[str, Any] = {"state": "retrying", "token": token, "next_attempt_at": f"{due:.3f}",
+            fields: dict[str, Any] = {"state": EventState.RETRYING, "token": token, "next_attempt_at": f"{due:.3f}",
                                       **(extra or {})}
             if error is not None:
                 fields["last_error"] = json.dumps(error)
@@ -252,7 +333,7 @@ class Ledger:
         which does not count toward ``max_attempts``; the flow pump drains it when the destination heals."""
         now = time.time()
         with self.r.pipeline(transaction=True) as pipe:
-            self._finish(pipe, record, attempt, state="retrying", token=token, last_error=json.dumps(error),
+            self._finish(pipe, record, attempt, state=EventState.RETRYING, token=token, last_error=json.dumps(error),
                          parked_reason=reason)
             pipe.hincrby(self.keys.event(record.event_id), "uncounted", 1)
             pipe.zadd(self.keys.parked(record.destination), {record.event_id: now})
@@ -264,7 +345,7 @@ class Ledger:
                     error: dict[str, Any] | None) -> float:
         now = time.time()
         with self.r.pipeline(transaction=True) as pipe:
-            self._finish(pipe, record, attempt, state="dead_lettered", token="", dead_at=f"{now:.6f}",
+            self._finish(pipe, record, attempt, state=EventState.DEAD_LETTERED, token="", dead_at=f"{now:.6f}",
                          reason=reason, final_error=json.dumps(error or {"message": reason}))
             pipe.zadd(self.keys.dlq, {record.event_id: now})
             pipe.zadd(self.keys.dlq_of(record.destination), {record.event_id: now})

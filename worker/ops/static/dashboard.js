@@ -16,6 +16,7 @@
     detailId: null,
     lastOk: 0,
     knownDestinations: "",
+    names: {},  // the ledger's state names (EventState), from the overview: no list of our own
   };
 
   // ---- helpers ---------------------------------------------------------------------------------------
@@ -94,6 +95,8 @@
   // ---- overview ----------------------------------------------------------------------------------------
   function renderOverview(data) {
     const rows = data.destinations;
+    state.names = data.states || state.names;
+    const OK = state.names.SUCCEEDED, DEAD = state.names.DEAD_LETTERED;
     const body = $("overview-body");
     const sum = (f) => rows.reduce((a, r) => a + (f(r) || 0), 0);
     const win = (r, w, o) => (r.windows[w] || {})[o] || 0;
@@ -106,10 +109,10 @@
       numCell(r.dead_letters, "bad"),
       el("td", { class: r.oldest_dead_letter_age_seconds ? "num bad" : "num zero" },
         fmtAge(r.oldest_dead_letter_age_seconds)),
-      numCell(win(r, "5m", "succeeded"), "good"),
-      numCell(win(r, "5m", "dead_lettered"), "bad"),
-      numCell(win(r, "60m", "succeeded"), "good"),
-      numCell(win(r, "60m", "dead_lettered"), "bad"),
+      numCell(win(r, "5m", OK), "good"),
+      numCell(win(r, "5m", DEAD), "bad"),
+      numCell(win(r, "60m", OK), "good"),
+      numCell(win(r, "60m", DEAD), "bad"),
     )));
     for (const tr of body.children) {
       const cells = tr.children;
@@ -127,9 +130,9 @@
     $("t-dead").textContent = fmtNum(dead);
     $("tile-dead").classList.toggle("alert", dead > 0);
     $("t-oldest").textContent = oldest.length ? fmtAge(Math.max(...oldest)) : "–";
-    $("t-ok").textContent = `${fmtNum(sum((r) => win(r, "5m", "succeeded")))} / ${fmtNum(sum((r) => win(r, "60m", "succeeded")))}`;
-    const failed5 = sum((r) => win(r, "5m", "dead_lettered"));
-    $("t-failed").textContent = `${fmtNum(failed5)} / ${fmtNum(sum((r) => win(r, "60m", "dead_lettered")))}`;
+    $("t-ok").textContent = `${fmtNum(sum((r) => win(r, "5m", OK)))} / ${fmtNum(sum((r) => win(r, "60m", OK)))}`;
+    const failed5 = sum((r) => win(r, "5m", DEAD));
+    $("t-failed").textContent = `${fmtNum(failed5)} / ${fmtNum(sum((r) => win(r, "60m", DEAD)))}`;
     $("tile-failed").classList.toggle("alert", failed5 > 0);
 
     const key = rows.map((r) => `${r.destination}:${r.vendor}`).join(",");
@@ -338,7 +341,7 @@
       el("td", { class: "num", text: h.n }),
       el("td", { text: fmtTime(h.started_at).slice(11), title: fmtTime(h.started_at) }),
       el("td", { class: "num", text: h.duration_ms !== undefined ? `${h.duration_ms} ms` : "–" }),
-      el("td", {}, el("span", { class: h.outcome === "succeeded" ? "badge ok" : h.outcome === "retry" ? "badge warn" : "badge bad", text: h.outcome || "–" })),
+      el("td", {}, el("span", { class: h.outcome === state.names.SUCCEEDED ? "badge ok" : h.outcome === "retry" ? "badge warn" : "badge bad", text: h.outcome || "–" })),
       el("td", { class: "num", text: h.status || "–" }),
       el("td", { text: h.error_class || "" }),
       el("td", { class: "msg", text: h.vendor_message || h.message || h.detail || "" }),
