@@ -16,7 +16,7 @@ from producers.crypto import WireCipher
 from producers.keys import DELIVER_TASK
 from producers.settings import get_settings
 from worker import logs, shutdown
-from worker.brokerfix import harden_kombu_redis
+from worker.brokerfix import harden_kombu_redis, reuse_kombu_clients
 from worker.celery_app import app
 from worker.delivery import AdapterPool, Deliverer
 from worker.flow.drain import FlowPump
@@ -31,6 +31,7 @@ from worker.sweeper import Sweeper
 
 log = structlog.get_logger("gradesync.worker")
 harden_kombu_redis()  # a Redis crash must not stop the worker (see worker.brokerfix)
+reuse_kombu_clients()  # no redis.Redis built per message taken and acknowledged
 
 
 @dataclass
