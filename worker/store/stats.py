@@ -73,8 +73,11 @@ class _Flusher:
         for stats in pending:
             try:
                 stats.flush()
+                stats.flush_failing = False
             except Exception as exc:  # Redis away: kept in the process, written on a later round
-                log.warning("stats_flush_failed", error=type(exc).__name__)
+                if not stats.flush_failing:  # one line per outage, not one a second
+                    log.warning("stats_flush_failed", error=type(exc).__name__)
+                stats.flush_failing = True
 
     def _loop(self) -> None:
         while True:
@@ -96,6 +99,7 @@ class Stats:
         self.keys = keys
         self._lock = threading.Lock()
         self._requests: dict[str, dict[str, float]] = {}  # series -> histogram field -> increment
+        self.flush_failing = False
 
     def processed(self, destination: str, vendor: str, outcome: str, *, now: float | None = None) -> None:
         minute = int((now or time.time()) // 60)
