@@ -292,8 +292,14 @@ def throughput(bench: Bench, args: argparse.Namespace) -> None:
     table = contenders(args.threads, procs)
     chosen = [c for c in table if not args.only or any(c.startswith(o) for o in args.only.split(","))]
     results: dict[str, Result] = {}
+    # with --repeat, rounds alternate the contenders: a machine that other work keeps busy now and then
+    # slows them all alike, not one of them
+    rounds: dict[str, list[Result]] = {name: [] for name in chosen}
+    for _ in range(args.repeat - 1):
+        for name in chosen:
+            rounds[name].append(bench.run(table[name], args.events, args.timeout))
     for name in chosen:
-        runs = [bench.run(table[name], args.events, args.timeout) for _ in range(args.repeat)]
+        runs = [*rounds[name], bench.run(table[name], args.events, args.timeout)]
         best = statistics.median(r.rate for r in runs)
         results[name] = Result(name, best, statistics.median(r.cpu_per_1000 for r in runs), max(r.rss_mb for r in runs))
         print(f"{name:<14} {best:>8.1f} events/s  {results[name].cpu_per_1000:>6.2f} CPU s / 1 000 events  "
