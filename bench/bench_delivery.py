@@ -8,8 +8,9 @@
 One private redis-server and one LTIAAS sandbox (its own process, answering after ``--latency`` s) serve
 every contender in turn. Each contender is a worker process started idle; then N score events are
 published and drained. Throughput = (N - 1) / (last - first vendor answer), read from the sandbox's own
-request log (for the no-op task, from the task's completion times). CPU seconds per 1 000 events are the
-gradesync worker's own (user + system) CPU from /proc, over its process tree, from ready to drained.
+request log (for the no-op task, from the task's completion times). CPU seconds per 1 000 events are each
+worker's own (user + system) CPU from /proc, over its process tree, from ready to drained (less
+sensitive than events/s to a machine that other work keeps busy).
 
 Contenders (see ``bench/celery_baselines.py``):
   noop-threads / noop-prefork   a Celery task that does nothing (threads -c T / prefork -c 2)
@@ -291,17 +292,25 @@ def throughput(bench: Bench, args: argparse.Namespace) -> None:
     table = contenders(args.threads, procs)
     chosen = [c for c in table if not args.only or any(c.startswith(o) for o in args.only.split(","))]
     results: dict[str, Result] = {}
+    # with --repeat, rounds alternate the contenders: a machine that other work keeps busy now and then
+    # slows them all alike, not one of them
+    rounds: dict[str, list[Result]] = {name: [] for name in chosen}
+    for _ in range(args.repeat - 1):
+        for name in chosen:
+            rounds[name].append(bench.run(table[name], args.events, args.timeout))
     for name in chosen:
-        runs = [bench.run(table[name], args.events, args.timeout) for _ in range(args.repeat)]
+        runs = [*rounds[name], bench.run(table[name], args.events, args.timeout)]
         best = statistics.median(r.rate for r in runs)
         results[name] = Result(name, best, statistics.median(r.cpu_per_1000 for r in runs), max(r.rss_mb for r in runs))
-        print(f"{name:<14} {best:>8.1f} events/s  (median of {args.repeat} x {args.events})", flush=True)
+        print(f"{name:<14} {best:>8.1f} events/s  {results[name].cpu_per_1000:>6.2f} CPU s / 1 000 events  "
+              f"(median of {args.repeat} x {args.events})", flush=True)
     print()
     for g in (r for n, r in results.items() if n.startswith("gradesync")):
         print(f"{g.name}: {g.cpu_per_1000:.2f} CPU s per 1 000 events, worker RSS {g.rss_mb:.0f} MB (all processes)")
         for base in ("thin", "textbook", "noop-threads"):
             if base in results:
-                print(f"ratio {g.name} / {base}: {g.rate / results[base].rate:.2f}x")
+                print(f"ratio {g.name} / {base}: {g.rate / results[base].rate:.2f}x "
+                      f"(CPU per event {g.cpu_per_1000 / results[base].cpu_per_1000:.2f}x)")
     if "gradesync-p1" in results and "gradesync-p2" in results:
         print(f"scaling 1 -> 2 processes: {results['gradesync-p2'].rate / results['gradesync-p1'].rate:.2f}x")
 

@@ -110,12 +110,11 @@ def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str 
     events = settings.task_events if task_events is None else task_events
     nprocs = processes or settings.processes()
     if nprocs > 1:
-        from worker import logs, supervisor
+        from worker import supervisor
 
-        logs.configure(settings.log_format, settings.log_level)
         child = ["--concurrency", str(threads), "--loglevel", (loglevel or settings.log_level).upper(),
                  "--destinations", ",".join(chosen), *(["--task-events"] if events else [])]
-        sys.exit(supervisor.run(nprocs, child, hostname or "gradesync@%h"))
+        supervisor.exec_lean(nprocs, child, hostname or "gradesync@%h", settings.log_format, settings.log_level)
     argv = [
         "worker",
         "--pool", "threads",

@@ -6,6 +6,10 @@
    overlap); if another worker holds it, defer this message a few seconds (durably).
 3. Stale guard: if a newer ``occurred_at`` was already applied for that learner + item, end
    ``superseded`` without calling the vendor.
+
+   Steps 2 and 3, the token check under the lease and — while the destination's flow state is clean —
+   step 4's admission and the start of the attempt are one Redis script, and a success is recorded by
+   another (:mod:`worker.store.attempts`): the common delivery makes two round trips of its own.
 4. Flow control (:mod:`worker.flow`): over its fair share of this process's threads, a destination's
    message is deferred; before the attempt the destination's state may defer it to its rate-limit slot,
    park it (breaker open, paused) or let it be the breaker's probe; after it, the outcome updates the
@@ -24,6 +28,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -36,18 +41,28 @@ from worker import errors, hooks, shutdown
 from worker.adapters import build_adapter
 from worker.adapters.base import Adapter, AdapterContext, DeliveryResult
 from worker.adapters.http import make_client
-from worker.flow.gate import FlowControl
+from worker.flow.gate import FlowControl, Verdict
 from worker.flow.share import FairShare
 from worker.known_secrets import scrub_error, wire_secrets
 from worker.redact import bind_secrets, redact_text
 from worker.retry import Action, RetryPolicy, decide
 from worker.store import EventRecord, Store
+from worker.store.attempts import Attempts, Claim
 from worker.store.ledger import RUNNABLE
 
 log = structlog.get_logger("gradesync.delivery")
 
 #: seconds a message waits when another worker holds the learner + item lease
 LEASE_BUSY_DELAY = 2.0
+
+
+@dataclass(frozen=True)
+class _Lease:
+    """The learner + item lease this run holds: its owner, its key, and the item's stale-guard key."""
+
+    owner: str
+    lock: str
+    hwm: str
 
 
 class AdapterPool:
@@ -100,6 +115,15 @@ class Deliverer:
         self._hand_back = shutdown.HandBack(store.redis, store.keys)
         self.flow = FlowControl(store, rand=rand)
         self.share = share or FairShare(settings.worker_concurrency)
+        self.attempts = Attempts(store.redis, store.keys, store.ledger.ttl)
+        self._config: tuple[dict[str, Destination], dict[str, str]] | None = None
+
+    def _destinations(self) -> tuple[dict[str, Destination], dict[str, str]]:
+        """The destinations and their vendors (read once per process: :meth:`Settings.destinations`)."""
+        if self._config is None:
+            dests = self.settings.destinations()
+            self._config = dests, {name: d.vendor for name, d in dests.items()}
+        return self._config
 
     @property
     def lease_seconds(self) -> float:
@@ -123,24 +147,38 @@ class Deliverer:
             reason = f"cannot decrypt the stored event: {record.wire_error}"
             return self._dead_letter(record, None, reason, {"error_class": "ConfigurationError", "message": reason})
         bind_secrets(wire_secrets(record.wire))  # masked in every record and log line (until logs.clear())
+        destinations, vendors = self._destinations()
         try:
-            event = GradeEvent.from_wire(record.wire, vendors=self.settings.vendors())
+            event = GradeEvent.from_wire(record.wire, vendors=vendors)
         except ValidationError as exc:
             reason = f"event no longer valid for its destination: {exc.errors()[0]['msg']}"
             return self._dead_letter(record, None, reason, {"error_class": "ConfigurationError",
                                                             "message": reason})
-        destination = self.settings.destinations()[event.destination]
+        destination = destinations[event.destination]
         with self.share.slot(destination.name, destination.max_concurrency) as admitted:
             if not admitted:
                 return self._defer(record, self.share.delay(destination.name, self.rand), "over_share_deferred")
             owner = f"{self.worker}:{new_token()}"
             item_key = event.item_key()
-            if not ledger.acquire(record.destination, event.learner_id, item_key, owner, self.lease_seconds):
+            keys = self.store.keys
+            lease = _Lease(owner, keys.lock(record.destination, event.learner_id, item_key),
+                           keys.hwm(record.destination, event.learner_id, item_key))
+            occurred_ms = int(event.occurred_at.timestamp() * 1000)
+            claim = self.attempts.claim(
+                record, token, lock=lease.lock, hwm=lease.hwm, owner=owner, lease=self.lease_seconds,
+                occurred_ms=occurred_ms,
+                fast=destination.rate_limit_per_minute is None and not shutdown.gate.closed)
+            if claim.code == "skipped":  # another message of this event ran meanwhile (or will)
+                return "skipped"
+            if claim.code == "busy":
                 return self._defer(record, LEASE_BUSY_DELAY, "lease_busy_deferred")
+            outcome = ""
             try:
-                return self._run_locked(event, destination, token, item_key)
+                outcome = self._run_claimed(record, event, destination, token, claim, lease, occurred_ms)
+                return outcome
             finally:
-                ledger.release(record.destination, event.learner_id, item_key, owner)
+                if outcome != "succeeded":  # a success released the lease in its own script
+                    ledger.release(record.destination, event.learner_id, item_key, owner)
 
     def _defer(self, record: EventRecord, delay: float, why: str) -> str:
         """Look at this message again in ``delay`` seconds (durably); no attempt was made."""
@@ -148,31 +186,32 @@ class Deliverer:
         log.info(why, delay=delay)
         return "deferred"
 
-    def _run_locked(self, event: GradeEvent, destination: Destination, token: str, item_key: str) -> str:
+    def _run_claimed(self, record: EventRecord, event: GradeEvent, destination: Destination, token: str,
+                     claim: Claim, lease: _Lease, occurred_ms: int) -> str:
+        """The lease is held and the token was still the record's (``record`` as loaded is current: every
+        change of the fields read below also changes the token)."""
         ledger = self.store.ledger
-        event_id = str(event.event_id)
-        record = ledger.load(event_id)  # re-read under the lease: another worker may have finished it
-        if record is None or record.token != token or record.state not in RUNNABLE:
-            return "skipped"
-        occurred_ms = int(event.occurred_at.timestamp() * 1000)
-        newest = ledger.newest_applied(event.destination, event.learner_id, item_key)
-        if newest is not None and newest[1] != event_id and newest[0] >= occurred_ms:
-            reason = f"a newer event ({newest[1]}) was already applied for this learner and item"
+        event_id = record.event_id
+        if claim.code == "stale":
+            reason = f"a newer event ({claim.newest}) was already applied for this learner and item"
             ledger.supersede(record, reason, None)
             self.store.stats.processed(event.destination, event.vendor, "superseded")
             log.info("superseded", reason=reason)
             return "superseded"
-        if shutdown.gate.closed:
-            return self.hand_back(event_id, event.destination, token, started=False)
-        verdict = self.flow.before(record, destination)
-        if not verdict.go:
-            if verdict.result == "expired":
-                return self._dead_letter(record, None, verdict.reason,
-                                         {"error_class": "MaxEventAgeExceeded", "message": verdict.reason})
-            return verdict.result
-        attempt = ledger.start(record, token)
-        if attempt < 0:
-            return "skipped"
+        if claim.code == "started":  # the flow state was clean: admitted, counted and started in the claim
+            verdict, attempt = Verdict(go=True, clean=claim.clean), claim.attempt
+        else:
+            if shutdown.gate.closed:
+                return self.hand_back(event_id, event.destination, token, started=False)
+            verdict = self.flow.before(record, destination)
+            if not verdict.go:
+                if verdict.result == "expired":
+                    return self._dead_letter(record, None, verdict.reason,
+                                             {"error_class": "MaxEventAgeExceeded", "message": verdict.reason})
+                return verdict.result
+            attempt = ledger.start(record, token)
+            if attempt < 0:
+                return "skipped"
         structlog.contextvars.bind_contextvars(attempt=attempt)
         started = time.time()
         entry: dict[str, Any] = {"n": attempt, "started_at": round(started, 3), "worker": self.worker}
@@ -195,7 +234,7 @@ class Deliverer:
             wrapped = errors.RetryableError(f"internal error: {type(exc).__name__}")
             return self._after_failure(record, event, destination, attempt, wrapped, entry, started, None)
         self.flow.succeeded(destination, verdict)
-        return self._succeeded(record, event, attempt, result, entry, started, item_key, occurred_ms)
+        return self._succeeded(record, attempt, result, entry, started, lease, occurred_ms)
 
     def hand_back(self, event_id: str, destination: str, token: str, *, started: bool) -> str:
         """Shutting down: give the event back (due now, fresh token); an attempt that sent nothing is
@@ -210,15 +249,14 @@ class Deliverer:
         now = time.time()
         return {"finished_at": round(now, 3), "duration_ms": round((now - started) * 1000, 1)}
 
-    def _succeeded(self, record: EventRecord, event: GradeEvent, attempt: int, result: DeliveryResult,
-                   entry: dict[str, Any], started: float, item_key: str, occurred_ms: int) -> str:
+    def _succeeded(self, record: EventRecord, attempt: int, result: DeliveryResult, entry: dict[str, Any],
+                   started: float, lease: _Lease, occurred_ms: int) -> str:
+        """Record the success, count it and release the lease: one script (:meth:`Attempts.succeed`)."""
         entry.update(self._timing(started), outcome="succeeded", status=result.status, action=result.action,
                      detail=redact_text(result.detail) if result.detail else result.detail)
-        self.store.ledger.succeed(record, entry, learner_id=event.learner_id, item_key=item_key,
-                                  occurred_ms=occurred_ms,
-                                  result={"status": result.status, "action": result.action,
-                                          "detail": entry["detail"]})
-        self.store.stats.processed(event.destination, event.vendor, "succeeded")
+        self.attempts.succeed(record, entry, lock=lease.lock, hwm=lease.hwm, owner=lease.owner,
+                              occurred_ms=occurred_ms,
+                              result={"status": result.status, "action": result.action, "detail": entry["detail"]})
         log.info("delivered", status=result.status, action=result.action, duration_ms=entry["duration_ms"])
         return "succeeded"
 

@@ -59,6 +59,11 @@ def configure(fmt: str = "auto", level: str = "INFO", stream: TextIO | None = No
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Celery's "Task … received" / "… succeeded in" lines repeat our one "delivered" (or "retry_scheduled",
+    # "dead_lettered") line per event and cost as much CPU again; shown at DEBUG, failures always
+    quiet = logging.getLogger().getEffectiveLevel() > logging.DEBUG
+    for per_task in ("celery.worker.strategy", "celery.app.trace"):
+        logging.getLogger(per_task).setLevel(logging.WARNING if quiet else logging.NOTSET)
 
 
 def bind(**values: Any) -> None:

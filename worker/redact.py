@@ -44,6 +44,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.DOTALL), MASK),
 )
 
+#: what every match of one of :data:`_PATTERNS` contains (case-insensitive): text without any of these
+#: skips the substitutions (they ran on every string of every log line)
+_MAY_MATCH = re.compile(r"(?i)bearer|basic|access_token|service-auth-v1|ltik-auth-v|=|eyj|-----begin")
+
 
 #: known values shorter than this are not masked by value (they would mask ordinary words)
 MIN_SECRET_LENGTH = 6
@@ -118,6 +122,8 @@ def _needles(secrets: frozenset[str]) -> tuple[str, ...]:
 
 def mask_known(text: str, extra: Iterable[str] = ()) -> str:
     """``text`` with every known secret value (and its encodings) replaced by the mask."""
+    if len(text) < MIN_SECRET_LENGTH:  # no masked form is this short
+        return text
     secrets = _process_secrets | _bound_secrets.get()
     extra_set = frozenset(e for e in extra if e and len(e) >= MIN_SECRET_LENGTH)
     if extra_set:
@@ -130,10 +136,15 @@ def mask_known(text: str, extra: Iterable[str] = ()) -> str:
     return text
 
 
+def _patterns(text: str) -> str:
+    if _MAY_MATCH.search(text):
+        for pattern, repl in _PATTERNS:
+            text = pattern.sub(repl, text)
+    return text
+
+
 def redact_text(text: str) -> str:
-    for pattern, repl in _PATTERNS:
-        text = pattern.sub(repl, text)
-    return mask_known(text)
+    return mask_known(_patterns(text))
 
 
 def redact(value: Any, *, extra_secrets: tuple[str, ...] = ()) -> Any:
@@ -151,10 +162,7 @@ def redact(value: Any, *, extra_secrets: tuple[str, ...] = ()) -> Any:
     if isinstance(value, (list, tuple)):
         return [redact(v, extra_secrets=extra_secrets) for v in value]
     if isinstance(value, str):
-        text = value
-        for pattern, repl in _PATTERNS:
-            text = pattern.sub(repl, text)
-        return mask_known(text, extra_secrets)
+        return mask_known(_patterns(value), extra_secrets)
     return value
 
 

@@ -11,17 +11,24 @@ worker (its own consumer, retry pump, adapters and pooled HTTP clients) with its
 The parent only supervises: it starts the children, forwards SIGTERM/SIGINT/SIGQUIT to them (each then
 stops gracefully, see README "Running it"), restarts a child that dies on its own (after a short pause
 that grows while it keeps dying), and exits once every child has exited after a stop signal.
+
+Why :func:`exec_lean`: ``gradesync worker`` has imported the CLI, the Celery app and the ops pages by the
+time it knows it supervises (about 80 MB); the parent replaces itself (same pid, same signals) with this
+module run as a script, which loads only structlog and :mod:`worker.logs` (about 30 MB).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 import structlog
@@ -106,3 +113,29 @@ def run(processes: int, child_argv: Sequence[str], hostname: str) -> int:
     argvs = [[*base, "--hostname", child_hostname(hostname, i + 1)] for i in range(processes)]
     log.info("supervisor_started", processes=processes, pid=os.getpid())
     return Supervisor(argvs).run()
+
+
+def exec_lean(processes: int, child_argv: Sequence[str], hostname: str, log_format: str, log_level: str) -> None:
+    """:func:`run` in this process, re-executed without the CLI and the Celery app (never returns)."""
+    spec = json.dumps({"processes": processes, "child_argv": list(child_argv), "hostname": hostname,
+                       "log_format": log_format, "log_level": log_level})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve()), spec])  # noqa: S606 - an argv, no shell
+
+
+def _lean_main(spec: str) -> int:
+    from worker import logs
+
+    args = json.loads(spec)
+    logs.configure(args["log_format"], args["log_level"])
+    return run(args["processes"], args["child_argv"], args["hostname"])
+
+
+if __name__ == "__main__":  # exec_lean: the worker package without its __init__ (which loads the Celery app)
+    _root = Path(__file__).resolve().parent
+    sys.path[0] = str(_root.parent)
+    _package = types.ModuleType("worker")
+    _package.__path__ = [str(_root)]
+    sys.modules.setdefault("worker", _package)
+    sys.exit(_lean_main(sys.argv[1]))

@@ -15,7 +15,7 @@ from producers.crypto import WireCipher
 from producers.keys import DELIVER_TASK
 from producers.settings import get_settings
 from worker import logs, shutdown
-from worker.celery_app import app, harden_kombu_redis
+from worker.celery_app import app, harden_kombu_redis, reuse_kombu_clients
 from worker.delivery import AdapterPool, Deliverer
 from worker.dispatch.celery import CeleryDispatcher
 from worker.flow.share import FairShare
@@ -28,6 +28,7 @@ from worker.sweeper import Sweeper
 
 log = structlog.get_logger("gradesync.worker")
 harden_kombu_redis()  # a Redis crash must not stop the worker (see worker.celery_app)
+reuse_kombu_clients()  # no redis.Redis built per message taken and acknowledged
 
 
 @dataclass

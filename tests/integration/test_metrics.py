@@ -83,6 +83,25 @@ def series(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], floa
     return {labels: v for (n, labels), v in samples.items() if n == name}
 
 
+def request_counts(samples: Samples) -> dict[tuple[str, str], float]:
+    """Vendor requests per (destination, status class)."""
+    out: dict[tuple[str, str], float] = {}
+    for labels, n in series(samples, "gradesync_vendor_request_duration_seconds_count").items():
+        d = dict(labels)
+        out[(d["destination"], d["status_class"])] = out.get((d["destination"], d["status_class"]), 0) + n
+    return out
+
+
+def scrape_once_written(url: str, want: dict[tuple[str, str], float], timeout: float = 60.0) -> tuple[str, Samples]:
+    """Scrape until the worker wrote its request histograms (it flushes them about every second)."""
+    deadline = time.monotonic() + timeout
+    text, s = scrape(url)
+    while any(request_counts(s).get(k, 0) < v for k, v in want.items()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        text, s = scrape(url)
+    return text, s
+
+
 def test_metrics_after_real_deliveries(cluster: Cluster, vendors: dict[str, SandboxClient],
                                        server: ServerThread) -> None:
     # before any worker runs: messages wait in the broker queues
@@ -113,7 +132,7 @@ def test_metrics_after_real_deliveries(cluster: Cluster, vendors: dict[str, Sand
     cluster.wait_for([slow], {"in_progress"})
 
     before = time.time()
-    text, s = scrape(server.url)
+    text, s = scrape_once_written(server.url, {("lt", "4xx"): 1, ("ti", "5xx"): 2, ("lt", "2xx"): 1})
     after = time.time()
     dead_at = cluster.store.ledger.load(dead_id).get_float("dead_at")  # type: ignore[union-attr]
     assert dead_at is not None

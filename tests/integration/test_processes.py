@@ -51,6 +51,8 @@ def test_processes_deliver_restart_a_dead_child_and_stop_together(cluster: Clust
         wait_until(lambda: log_path.read_text(errors="replace").count("worker_ready") >= 2, "two ready workers")
         first = children(proc.pid)
         assert len(first) == 2
+        # the parent re-executed itself as the lean supervisor (no CLI, no Celery app)
+        assert "supervisor.py" in Path(f"/proc/{proc.pid}/cmdline").read_text()
 
         ids = cluster.publisher.publish_many([lt_event(learner_id=f"p{i}") for i in range(20)])
         assert set(cluster.wait_for(ids).values()) == {"succeeded"}

@@ -1,4 +1,4 @@
-"""The guard around kombu's Redis QoS.restore_unacked (no I/O: the channel is a stand-in)."""
+"""The guards around kombu's Redis QoS.restore_unacked and its client reuse (no I/O: the channel is a stand-in)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import redis
 from kombu.transport import redis as kombu_redis
 
-from worker.celery_app import harden_kombu_redis
+from worker.celery_app import harden_kombu_redis, reuse_kombu_clients
 
 
 def _gone(*_: Any, **__: Any) -> Any:
@@ -34,3 +35,15 @@ def test_other_errors_still_propagate() -> None:
     harden_kombu_redis()
     with pytest.raises(RuntimeError, match="boom"):
         kombu_redis.QoS.restore_unacked(qos)  # type: ignore[arg-type]
+
+
+def test_acknowledgements_reuse_one_client_per_channel_and_pool() -> None:
+    reuse_kombu_clients()
+    reuse_kombu_clients()  # idempotent
+    channel = SimpleNamespace(pool=redis.ConnectionPool(), Client=redis.Redis)
+    create: Any = kombu_redis.Channel._create_client
+    first = create(channel)
+    assert create(channel) is first and first.connection_pool is channel.pool
+    channel.pool = redis.ConnectionPool()  # a reconnect: a new pool, so a new client
+    second = create(channel)
+    assert second is not first and second.connection_pool is channel.pool

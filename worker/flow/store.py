@@ -42,20 +42,25 @@ redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', tat + T))
 return string.format('%.6f', allow)
 """
 
-# KEYS: flow ; ARGV: now, window  -- a sliding-window counter of requests sent while no rate is known
-_COUNT_SENT = """
-local now, w = tonumber(ARGV[1]), tonumber(ARGV[2])
-local t = tonumber(redis.call('HGET', KEYS[1], 'sent_t') or '0') or 0
-if now - t < w then
-  redis.call('HINCRBY', KEYS[1], 'sent_n', 1)
-  return 0
+# Lua: a sliding-window counter of requests sent while no rate is known (flow hash ``key``, window ``w``
+# seconds); also part of the delivery's claim script (worker.store.attempts)
+COUNT_SENT_LUA = """
+local function count_sent(key, now, w)
+  local t = tonumber(redis.call('HGET', key, 'sent_t') or '0') or 0
+  if now - t < w then
+    redis.call('HINCRBY', key, 'sent_n', 1)
+    return 0
+  end
+  local n = tonumber(redis.call('HGET', key, 'sent_n') or '0') or 0
+  local start = now
+  if now - t < 2 * w then start = t + w else n = 0 end
+  redis.call('HSET', key, 'sent_t', string.format('%.3f', start), 'sent_prev', n, 'sent_n', 1)
+  return 1
 end
-local n = tonumber(redis.call('HGET', KEYS[1], 'sent_n') or '0') or 0
-local start = now
-if now - t < 2 * w then start = t + w else n = 0 end
-redis.call('HSET', KEYS[1], 'sent_t', string.format('%.3f', start), 'sent_prev', n, 'sent_n', 1)
-return 1
 """
+
+# KEYS: flow ; ARGV: now, window
+_COUNT_SENT = COUNT_SENT_LUA + "return count_sent(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))"
 
 # Lua shared by the probe scripts: may a probe run now? (open: its cool-down is over; half_open: the
 # probe in flight missed its deadline)
