@@ -8,28 +8,35 @@ import sys
 
 import click
 
-from producers.cli import publish_cmd, schema_cmd
 from producers.crypto import WireCipher
 from producers.safetext import printable
 from producers.settings import ConfigError, Settings, get_settings
-from worker.ops.destinations_cli import destinations_group
-from worker.ops.dlq_cli import dlq_group
-from worker.ops.flower import flower_cmd
-from worker.ops.keys_cli import keys_group
-from worker.ops.lti_cli import lti_check_cmd, lti_keys_generate
-from worker.ops.serve import serve_cmd
 
-#: sub-commands of the development sandbox, as "module:attribute": loaded only when one is run, so
-#: `gradesync worker` never imports the simulators and an install without the ``sandbox`` package (the
-#: production wheel) still has every other command
+#: sub-commands defined in other modules, as "module:attribute", each loaded only when it is run: a
+#: command imports what it uses and no more (`gradesync destinations` needs neither FastAPI nor Celery)
+COMMANDS = {
+    "publish": "producers.cli:publish_cmd",
+    "schema": "producers.cli:schema_cmd",
+    "dlq": "worker.ops.dlq_cli:dlq_group",
+    "keys": "worker.ops.keys_cli:keys_group",
+    "destinations": "worker.ops.destinations_cli:destinations_group",
+    "serve": "worker.ops.serve:serve_cmd",
+    "flower": "worker.ops.flower:flower_cmd",
+}
+#: sub-commands of the development sandbox: `gradesync worker` never imports the simulators, and an
+#: install without the ``sandbox`` package (the production wheel) still has every other command
 SANDBOX_COMMANDS = {"demo": "sandbox.demo:demo_cmd", "sandbox": "sandbox.cli:sandbox_cmd"}
 
 
 class _Cli(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *SANDBOX_COMMANDS])
+        return sorted([*super().list_commands(ctx), *COMMANDS, *SANDBOX_COMMANDS])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            module, _, attr = COMMANDS[cmd_name].partition(":")
+            found: click.Command = getattr(importlib.import_module(module), attr)
+            return found
         if cmd_name not in SANDBOX_COMMANDS:
             return super().get_command(ctx, cmd_name)
         module, _, attr = SANDBOX_COMMANDS[cmd_name].partition(":")
@@ -56,15 +63,6 @@ def cli() -> None:
     """gradesync: deliver normalized grade events to LMS gradebooks, reliably."""
 
 
-cli.add_command(publish_cmd)
-cli.add_command(schema_cmd)
-cli.add_command(dlq_group)
-cli.add_command(keys_group)
-cli.add_command(destinations_group)
-cli.add_command(serve_cmd)
-cli.add_command(flower_cmd)
-keys_group.add_command(lti_keys_generate)
-destinations_group.add_command(lti_check_cmd)  # gradesync destinations check NAME (LTI 1.3)
 
 
 

@@ -157,3 +157,8 @@ def destinations_resume(name: str, as_json: bool) -> None:
     elif status.parked:
         line += f"; {status.parked} parked event(s) drain at the rate limit"
     click.echo(line)
+
+
+from worker.ops.lti_cli import lti_check_cmd  # noqa: E402 - `gradesync destinations check NAME` (LTI 1.3)
+
+destinations_group.add_command(lti_check_cmd)

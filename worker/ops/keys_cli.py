@@ -76,3 +76,8 @@ def keys_rotate() -> None:
                f"{counts['undecryptable']} encrypted with a key not in GRADESYNC_SECRET_KEY")
     if counts["undecryptable"] or counts["changed_meanwhile"]:
         raise SystemExit(1)
+
+
+from worker.ops.lti_cli import lti_keys_generate  # noqa: E402 - `gradesync keys lti-generate`, defined with the LTI tools
+
+keys_group.add_command(lti_keys_generate)
