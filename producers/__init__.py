@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from producers.vendors import TABLE
+
 if TYPE_CHECKING:
     from producers.events import ActivityProgress, GradeEvent, GradingProgress
     from producers.publish import InvalidEvents, Publisher, PublishError, publish, publish_many
@@ -24,10 +26,8 @@ _FROM = {
 }
 
 
-def _targets() -> dict[str, type]:
-    from producers.vendors import TABLE
-
-    return {row.target.__name__: row.target for row in TABLE}
+#: each vendor's target model by its class name (the table is light: pydantic models, no Celery)
+_TARGETS: dict[str, type] = {row.target.__name__: row.target for row in TABLE}
 
 
 def __getattr__(name: str) -> Any:
@@ -36,7 +36,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_FROM[name]), name)
     else:
         try:
-            value = _targets()[name]
+            value = _TARGETS[name]
         except KeyError:
             raise AttributeError(f"module 'producers' has no attribute {name!r}") from None
     globals()[name] = value
@@ -44,7 +44,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_FROM, *_targets()])
+    return sorted([*globals(), *_FROM, *_TARGETS])
 
 
 __all__ = [
@@ -56,5 +56,5 @@ __all__ = [
     "Publisher",
     "publish",
     "publish_many",
-    *_targets(),
+    *_TARGETS,
 ]

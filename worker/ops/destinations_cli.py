@@ -21,6 +21,7 @@ from producers.safetext import printable
 from producers.settings import ConfigError, get_settings, without_credentials
 from worker.flow.status import MAX_REASON, STATES, DestinationStatus, FlowStatus
 from worker.ops.actions import cli_actor
+from worker.ops.lti_cli import lti_check_cmd
 from worker.ops.text import humanize_since, humanize_until
 from worker.store import Store
 
@@ -159,6 +160,4 @@ def destinations_resume(name: str, as_json: bool) -> None:
     click.echo(line)
 
 
-from worker.ops.lti_cli import lti_check_cmd  # noqa: E402 - `gradesync destinations check NAME` (LTI 1.3)
-
-destinations_group.add_command(lti_check_cmd)
+destinations_group.add_command(lti_check_cmd)  # `gradesync destinations check NAME` (LTI 1.3)

@@ -16,6 +16,7 @@ import redis
 
 from producers.crypto import UndecryptableRecord, WireCipher, generate_key
 from producers.settings import ConfigError, get_settings
+from worker.ops.lti_cli import lti_keys_generate
 from worker.store import Store
 
 # KEYS: event ; ARGV: the wire read, the re-encrypted wire -- only if nobody changed it meanwhile
@@ -78,6 +79,4 @@ def keys_rotate() -> None:
         raise SystemExit(1)
 
 
-from worker.ops.lti_cli import lti_keys_generate  # noqa: E402 - `gradesync keys lti-generate`, defined with the LTI tools
-
-keys_group.add_command(lti_keys_generate)
+keys_group.add_command(lti_keys_generate)  # `gradesync keys generate-lti`
