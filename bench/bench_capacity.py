@@ -32,7 +32,7 @@ from producers.crypto import generate_key
 from producers.keys import Keys
 from producers.publish import Publisher
 from producers.settings import Settings
-from sandbox import DEMO_CREDENTIALS, serve_all
+from sandbox import DEFAULT_PORTS, DEMO_CREDENTIALS, serve_all
 from sandbox.control import SandboxClient
 from sandbox.localredis import EmbeddedRedis
 
@@ -91,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gradesync-capacity-"))
     server = EmbeddedRedis.start(tmp / "redis", persist=False)
-    sandbox = serve_all("127.0.0.1", dict.fromkeys(("learningstudio", "ltiaas", "edlink", "thoughtindustries"), 0))
+    sandbox = serve_all("127.0.0.1", dict.fromkeys(DEFAULT_PORTS, 0))  # every simulator on a free port
     ti = SandboxClient(sandbox["thoughtindustries"].url)
     (tmp / "d.toml").write_text(
         f'[destinations.{DEST}]\nvendor = "thoughtindustries"\nbase_url = "{sandbox["thoughtindustries"].url}"\n'

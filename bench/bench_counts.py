@@ -34,7 +34,7 @@ vendor = "ltiaas"
 base_url = "http://127.0.0.1:9"
 api_key_env = "BENCH_KEY"
 """ for name in ("alpha", "beta", "gamma", "delta"))
-TOKEN = "bench-token-0123456789"
+TOKEN = "bench-token-0123456789abcdefghijklmnop"
 
 
 def fill(r: redis.Redis, keys: Keys, parked: int, scheduled: int) -> None:

@@ -27,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     share = args.concurrency if args.no_share else args.concurrency // 2
     with drill("ltiaas", "thoughtindustries") as d:
-        d.configure(lt_destination("slow", d.url("ltiaas"), timeout=60, max_concurrency=share)
+        d.configure(lt_destination("slow", d.url("ltiaas"), timeout=15, max_concurrency=share)
                     + ti_destination("fast", d.url("thoughtindustries"), rate_limit_per_minute=0))
         d.vendors["ltiaas"].fault(latency=args.latency, times=-1)
         d.start_worker(args.concurrency)

@@ -82,7 +82,7 @@ def main() -> int:
     data = tmp / "redis"
     server = EmbeddedRedis.start(data)
     port = server.port
-    rig = ti_rig(server.url, tmp, GRADESYNC_VISIBILITY_TIMEOUT="30", GRADESYNC_API_TOKEN=TOKEN,
+    rig = ti_rig(server.url, tmp, timeout=3.0, GRADESYNC_VISIBILITY_TIMEOUT="30", GRADESYNC_API_TOKEN=TOKEN,
               GRADESYNC_STRANDED_AFTER=str(args.stranded_after))
     api_port = free_port()
     api_log = open(tmp / "api.log", "wb")  # noqa: SIM115 - closed at the end

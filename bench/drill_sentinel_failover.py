@@ -26,7 +26,7 @@ from pathlib import Path
 from producers.crypto import generate_key
 from producers.publish import Publisher, PublishError
 from producers.settings import Settings
-from sandbox import DEMO_CREDENTIALS, serve_all
+from sandbox import DEFAULT_PORTS, DEMO_CREDENTIALS, serve_all
 from sandbox.control import SandboxClient
 from sandbox.localsentinel import EmbeddedSentinel
 from worker.store import Store
@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gradesync-failover-"))
     cluster = EmbeddedSentinel.start(tmp / "sentinel")
-    sandbox = serve_all("127.0.0.1", dict.fromkeys(("learningstudio", "ltiaas", "edlink", "thoughtindustries"), 0))
+    sandbox = serve_all("127.0.0.1", dict.fromkeys(DEFAULT_PORTS, 0))  # every simulator on a free port
     ti = SandboxClient(sandbox["thoughtindustries"].url)
     (tmp / "d.toml").write_text(
         f'[destinations.{DEST}]\nvendor = "thoughtindustries"\nbase_url = "{sandbox["thoughtindustries"].url}"\n'
