@@ -120,20 +120,30 @@ def _needles(secrets: frozenset[str]) -> tuple[str, ...]:
     return tuple(sorted(forms, key=len, reverse=True))
 
 
-def mask_known(text: str, extra: Iterable[str] = ()) -> str:
-    """``text`` with every known secret value (and its encodings) replaced by the mask."""
-    if len(text) < MIN_SECRET_LENGTH:  # no masked form is this short
-        return text
+def _current_needles(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """Every form of every secret known here and now (process, bound to this task, ``extra``), longest
+    first."""
     secrets = _process_secrets | _bound_secrets.get()
-    extra_set = frozenset(e for e in extra if e and len(e) >= MIN_SECRET_LENGTH)
+    extra_set = frozenset(e for e in extra if e and len(e) >= MIN_SECRET_LENGTH) if extra else frozenset()
     if extra_set:
         secrets = secrets | extra_set
-    if not secrets:
+    return _needles(frozenset(secrets)) if secrets else ()
+
+
+def _mask(text: str, needles: tuple[str, ...]) -> str:
+    if len(text) < MIN_SECRET_LENGTH:  # no masked form is this short
         return text
-    for needle in _needles(frozenset(secrets)):
+    for needle in needles:
         if needle in text:
             text = text.replace(needle, MASK)
     return text
+
+
+def mask_known(text: str, extra: Iterable[str] = ()) -> str:
+    """``text`` with every known secret value (and its encodings) replaced by the mask."""
+    if len(text) < MIN_SECRET_LENGTH:
+        return text
+    return _mask(text, _current_needles(extra))
 
 
 def _patterns(text: str) -> str:
@@ -143,6 +153,13 @@ def _patterns(text: str) -> str:
     return text
 
 
+@lru_cache(maxsize=4096)
+def _key(key: str) -> tuple[bool, str]:
+    """A mapping key: whether its value is a secret, and the key with the patterns applied (keys come
+    from a small vocabulary, so both are cached; known values are still masked per call)."""
+    return is_secret_key(key), _patterns(key)
+
+
 def redact_text(text: str) -> str:
     return mask_known(_patterns(text))
 
@@ -150,19 +167,36 @@ def redact_text(text: str) -> str:
 def redact(value: Any, *, extra_secrets: tuple[str, ...] = ()) -> Any:
     """A deep copy of ``value`` with secret-named keys masked and secret-looking or known-secret text
     scrubbed (``extra_secrets``: more values to mask by value)."""
-    if isinstance(value, Mapping):
+    return _redact(value, _current_needles(extra_secrets))
+
+
+_PLAIN = (int, float, bool, type(None))
+
+
+def _redact(value: Any, needles: tuple[str, ...]) -> Any:
+    # exact-type checks first: this runs on every value of every log line, and an isinstance() against
+    # the Mapping ABC costs more than the rest of the work for a number
+    kind = type(value)
+    if kind is str:
+        return _mask(_patterns(value), needles)
+    if kind in _PLAIN:
+        return value
+    if kind is dict or isinstance(value, Mapping):
         out: dict[Any, Any] = {}
         for k, v in value.items():
-            if isinstance(k, str) and is_secret_key(k) and v not in (None, "", MASK):
-                out[k] = MASK
+            if isinstance(k, str):
+                secret_key, cleaned = _key(k)
+                if secret_key and v not in (None, "", MASK):
+                    out[k] = MASK
+                else:
+                    out[_mask(cleaned, needles)] = _redact(v, needles)
             else:
-                out[redact(k, extra_secrets=extra_secrets) if isinstance(k, str) else k] = redact(
-                    v, extra_secrets=extra_secrets)
+                out[k] = _redact(v, needles)
         return out
-    if isinstance(value, (list, tuple)):
-        return [redact(v, extra_secrets=extra_secrets) for v in value]
-    if isinstance(value, str):
-        return mask_known(_patterns(value), extra_secrets)
+    if kind is list or kind is tuple or isinstance(value, (list, tuple)):
+        return [_redact(v, needles) for v in value]
+    if isinstance(value, str):  # a str subclass
+        return _mask(_patterns(value), needles)
     return value
 
 

@@ -32,9 +32,56 @@ USER_AGENT = "gradesync/0.1 (+https://github.com/gradesync)"
 MAX_RETRY_AFTER = 86_400.0
 
 
+#: distinct request paths whose merged URL a vendor client keeps (per client; cleared when full)
+URL_CACHE_SIZE = 4096
+
+
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that keeps nothing from responses."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class VendorClient(httpx.Client):
+    """httpx's client, for one vendor's API, with two costs of the generic client taken out of every
+    request (together about a fifth of a delivery's CPU, measured with cProfile):
+
+    * the merge of ``base_url`` with a request path re-parses both URLs character by character (a
+      line item URL inside a path is long); a destination asks for few distinct paths, so each merged
+      URL is kept (:data:`URL_CACHE_SIZE` per client) and handed to httpx already absolute;
+    * the cookie jar turns every response into a ``urllib`` request/response pair to look for
+      ``Set-Cookie``. The vendor APIs authenticate every request with a header, and cookies kept by one
+      shared client would carry state from one learner's request to the next, so this client keeps none.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._merged: dict[str, httpx.URL] = {}
+        self._no_cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        raise AttributeError("a vendor client keeps no cookies")
+
+    def build_request(self, method: str, url: httpx.URL | str, **kwargs: Any) -> httpx.Request:
+        if isinstance(url, str):
+            merged = self._merged.get(url)
+            if merged is None:
+                if len(self._merged) >= URL_CACHE_SIZE:
+                    self._merged.clear()
+                merged = self._merged[url] = self._merge_url(url)
+            url = merged
+        return super().build_request(method, url, **kwargs)
+
+
 def make_client(destination: Destination, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """The destination's pooled client: its base URL and timeout, keep-alive, redirects never followed."""
-    return httpx.Client(
+    return VendorClient(
         base_url=destination.base_url,
         timeout=httpx.Timeout(destination.timeout),
         follow_redirects=False,
