@@ -35,14 +35,16 @@ Why each setting (see also README "Operations"):
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
 import structlog
 from celery import Celery
+from kombu.asynchronous import get_event_loop
 from kombu.entity import Exchange, Queue
-from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 from kombu.transport.redis import SentinelChannel, SentinelTransport
 
@@ -181,6 +183,76 @@ def reuse_kombu_clients() -> None:
 
     create_client.__gradesync_reuse__ = True  # type: ignore[attr-defined]
     channel._create_client = create_client
+
+
+# -- acknowledgements in batches -----------------------------------------------------------------------------
+# Why: with late acknowledgement Celery runs every ack on the consumer's event loop, the one thread that
+# also takes every message from Redis, and kombu's ack is a MULTI / ZREM / HDEL / EXEC round trip of its
+# own with that loop blocked. Under load the loop is the worker's bottleneck (a GIL profile puts about a
+# quarter of its time in the acks), and each round trip hands the interpreter lock to 64 busy delivery
+# threads and waits to get it back. :func:`batch_kombu_acks` makes an ack that runs on the loop only
+# record its delivery tag; at the end of the loop's pass (the hub's ``on_tick``, before it polls again)
+# one transaction removes every recorded tag from ``unacked`` and its index, then kombu does its own
+# bookkeeping per tag. Nothing is acknowledged earlier than before, only later by at most one pass of the
+# loop; an ack from any other thread (no hub) goes straight through. If the worker dies between the two,
+# the message is still in ``unacked``: the visibility-timeout sweep puts it back and its dispatch token
+# makes it a no-op, as after a ``kill -9`` between the ledger write and the ack. A failed flush leaves
+# the tags for that sweep, and closing the channel flushes first.
+
+_ACKS = "_gradesync_acks"
+_FLUSH = "_gradesync_flush"
+
+
+def flush_acks(qos: Any) -> int:
+    """Acknowledge the delivery tags ``qos`` recorded (one transaction); returns how many."""
+    tags: list[Any] = qos.__dict__.pop(_ACKS, [])
+    flush = qos.__dict__.pop(_FLUSH, None)
+    if flush is not None:
+        hub = get_event_loop()
+        if hub is not None:
+            hub.on_tick.discard(flush)
+    if not tags:
+        return 0
+    try:
+        with qos.pipe_or_acquire() as pipe:
+            pipe.zrem(qos.unacked_index_key, *tags).hdel(qos.unacked_key, *tags).execute()
+    except (AttributeError, redis.RedisError, OSError) as exc:  # the channel's connection is gone
+        log.warning("broker_ack_failed", messages=len(tags), error=f"{type(exc).__name__}: {exc}",
+                    message="left in Redis's unacked set; re-delivered after the visibility timeout")
+        return 0
+    bookkeeping: Any = virtual.QoS.ack  # kombu's own (the prefetch count)
+    for tag in tags:
+        bookkeeping(qos, tag)
+    return len(tags)
+
+
+def batch_kombu_acks() -> None:
+    """Install the batched ``QoS.ack`` (idempotent; after :func:`harden_kombu_redis`)."""
+    qos: Any = kombu_redis.QoS
+    ack, restore = qos.ack, qos.restore_unacked
+    if getattr(ack, "__gradesync_batch__", False):
+        return
+
+    @functools.wraps(ack)
+    def batched_ack(self: Any, delivery_tag: Any) -> Any:
+        hub = get_event_loop()
+        if hub is None or getattr(hub, "_loop_thread", None) != threading.get_ident():
+            return ack(self, delivery_tag)
+        pending = self.__dict__.setdefault(_ACKS, [])
+        pending.append(delivery_tag)
+        if _FLUSH not in self.__dict__:
+            flush = self.__dict__[_FLUSH] = functools.partial(flush_acks, self)
+            hub.on_tick.add(flush)
+        return None
+
+    @functools.wraps(restore)
+    def flushed_restore(self: Any, *args: Any, **kwargs: Any) -> Any:
+        flush_acks(self)  # what was acknowledged is not put back
+        return restore(self, *args, **kwargs)
+
+    batched_ack.__gradesync_batch__ = True  # type: ignore[attr-defined]
+    qos.ack = batched_ack
+    qos.restore_unacked = flushed_restore
 
 
 # -- the apps ------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from producers.crypto import WireCipher
 from producers.keys import DELIVER_TASK
 from producers.settings import get_settings
 from worker import logs, shutdown
-from worker.celery_app import app, harden_kombu_redis, reuse_kombu_clients
+from worker.celery_app import app, batch_kombu_acks, harden_kombu_redis, reuse_kombu_clients
 from worker.delivery import AdapterPool, Deliverer
 from worker.dispatch.celery import CeleryDispatcher
 from worker.flow.share import FairShare
@@ -29,6 +29,7 @@ from worker.sweeper import Sweeper
 log = structlog.get_logger("gradesync.worker")
 harden_kombu_redis()  # a Redis crash must not stop the worker (see worker.celery_app)
 reuse_kombu_clients()  # no redis.Redis built per message taken and acknowledged
+batch_kombu_acks()  # the event loop acknowledges once per pass, not once per message
 
 
 @dataclass
