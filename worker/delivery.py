@@ -24,6 +24,7 @@ back to the durable retry set under a fresh token instead, and runs again on a l
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
@@ -117,6 +118,9 @@ class Deliverer:
         self.share = share or FairShare(settings.worker_concurrency)
         self.attempts = Attempts(store.redis, store.keys, store.ledger.ttl)
         self._config: tuple[dict[str, Destination], dict[str, str]] | None = None
+        #: lease owners: this deliverer's random prefix and a run counter (``next`` on a count is atomic)
+        self._owner = f"{worker}:{new_token()}:"
+        self._runs = itertools.count(1)
 
     def _destinations(self) -> tuple[dict[str, Destination], dict[str, str]]:
         """The destinations and their vendors (read once per process: :meth:`Settings.destinations`)."""
@@ -158,7 +162,7 @@ class Deliverer:
         with self.share.slot(destination.name, destination.max_concurrency) as admitted:
             if not admitted:
                 return self._defer(record, self.share.delay(destination.name, self.rand), "over_share_deferred")
-            owner = f"{self.worker}:{new_token()}"
+            owner = f"{self._owner}{next(self._runs)}"  # unique per run (no urandom call per event)
             item_key = event.item_key()
             keys = self.store.keys
             lease = _Lease(owner, keys.lock(record.destination, event.learner_id, item_key),
