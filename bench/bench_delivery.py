@@ -88,6 +88,12 @@ def tree_cpu(root: int) -> float:
     return total
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all cores: /proc/stat, less idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICK
+
+
 def tree_rss_mb(root: int) -> float:
     total = 0
     for pid in tree_pids(root):
@@ -146,6 +152,10 @@ class Result:
     rate: float
     cpu_per_1000: float
     rss_mb: float
+    #: cores busy while it drained: the whole machine, and of that the simulator and Redis
+    machine_cores: float = 0.0
+    sandbox_cores: float = 0.0
+    redis_cores: float = 0.0
 
 
 class Bench:
@@ -246,6 +256,8 @@ class Bench:
             proc.wait_for(c.ready)
             time.sleep(1.0)  # let every pool thread/process come up
             cpu0 = tree_cpu(proc.popen.pid)
+            side0 = (machine_busy(), tree_cpu(self.sandbox.popen.pid), tree_cpu(self.redis_server.process.pid),
+                     time.monotonic())
             batch = self.events(n, c.name)
             if c.kind == "gradesync":
                 self.publisher.publish_many(batch)
@@ -254,6 +266,8 @@ class Bench:
             deadline = time.monotonic() + timeout
             self.drained(deadline)
             cpu1 = tree_cpu(proc.popen.pid)
+            side1 = (machine_busy(), tree_cpu(self.sandbox.popen.pid), tree_cpu(self.redis_server.process.pid),
+                     time.monotonic())
             rss = tree_rss_mb(proc.popen.pid)
             if c.name.startswith("noop"):
                 proc.stop()  # the no-op tasks write their completion times on shutdown
@@ -263,7 +277,9 @@ class Bench:
         if len(times) < n:
             raise RuntimeError(f"{c.name}: only {len(times)} of {n} delivered in {timeout}s; see {proc.log}")
         rate = (n - 1) / (times[-1] - times[0])
-        return Result(c.name, rate, (cpu1 - cpu0) / n * 1000, rss)
+        wall = side1[3] - side0[3]
+        machine, sandbox, redis_cpu = ((side1[i] - side0[i]) / wall for i in range(3))
+        return Result(c.name, rate, (cpu1 - cpu0) / n * 1000, rss, machine, sandbox, redis_cpu)
 
 
 def contenders(threads: int, processes: list[int]) -> dict[str, Contender]:
@@ -301,9 +317,13 @@ def throughput(bench: Bench, args: argparse.Namespace) -> None:
     for name in chosen:
         runs = [*rounds[name], bench.run(table[name], args.events, args.timeout)]
         best = statistics.median(r.rate for r in runs)
-        results[name] = Result(name, best, statistics.median(r.cpu_per_1000 for r in runs), max(r.rss_mb for r in runs))
-        print(f"{name:<14} {best:>8.1f} events/s  {results[name].cpu_per_1000:>6.2f} CPU s / 1 000 events  "
-              f"(median of {args.repeat} x {args.events})", flush=True)
+        results[name] = r = Result(name, best, statistics.median(r.cpu_per_1000 for r in runs),
+                                   max(r.rss_mb for r in runs), *(statistics.median(getattr(x, f) for x in runs)
+                                                                  for f in ("machine_cores", "sandbox_cores",
+                                                                            "redis_cores")))
+        print(f"{name:<14} {best:>8.1f} events/s  {r.cpu_per_1000:>6.2f} CPU s / 1 000 events  "
+              f"(median of {args.repeat} x {args.events}); machine {r.machine_cores:.2f} of {os.cpu_count()} "
+              f"cores busy (simulator {r.sandbox_cores:.2f}, Redis {r.redis_cores:.2f})", flush=True)
     print()
     for g in (r for n, r in results.items() if n.startswith("gradesync")):
         print(f"{g.name}: {g.cpu_per_1000:.2f} CPU s per 1 000 events, worker RSS {g.rss_mb:.0f} MB (all processes)")
