@@ -193,7 +193,7 @@ def _redact(value: Any, needles: tuple[str, ...]) -> Any:
             else:
                 out[k] = _redact(v, needles)
         return out
-    if kind is list or kind is tuple or isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)):
         return [_redact(v, needles) for v in value]
     if isinstance(value, str):  # a str subclass
         return _mask(_patterns(value), needles)
