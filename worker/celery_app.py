@@ -34,18 +34,14 @@ Why each setting (see also README "Operations"):
 
 from __future__ import annotations
 
-import functools
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import redis
 import structlog
 from celery import Celery
-from kombu.asynchronous import get_event_loop
 from kombu.entity import Exchange, Queue
-from kombu.transport import TRANSPORT_ALIASES, virtual
-from kombu.transport import redis as kombu_redis
+from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.redis import SentinelChannel, SentinelTransport
 
 from producers.connections import broker_transport_options, broker_url, is_amqp_url
@@ -116,144 +112,6 @@ def install_sentinel_transport() -> None:
 
 
 install_sentinel_transport()
-
-# -- the kombu Redis guard -----------------------------------------------------------------------------------
-# When the broker connection drops, Celery closes the old connection and opens a new one. Two things then
-# touch the *old* channel, whose connection kombu has already released: closing it puts its unacknowledged
-# messages back (``QoS.restore_unacked``), and the acknowledgements of tasks that finish after the drop
-# (late ack: ``QoS.ack`` / ``QoS.reject``) still run on it. Either can raise
-# ``AttributeError: 'NoneType' object has no attribute 'hostname'`` / ``'client'`` (from kombu's
-# ``_connparams``; the kombu#582 / #970 family). That is not one of the connection errors Celery ignores,
-# so the worker stopped with "Unrecoverable error" instead of reconnecting — seen in the Redis-crash drill
-# and its integration test, roughly one run in three. :func:`harden_kombu_redis` wraps those three ``QoS``
-# methods so that this one failure is logged and skipped. Nothing is lost by skipping it: the messages are
-# still in Redis's ``unacked`` hash, and kombu's visibility-timeout sweep (``unacked_restore_interval``,
-# every 5 s here) puts them back after ``GRADESYNC_VISIBILITY_TIMEOUT``; the dispatch token makes a copy
-# whose attempt was recorded a no-op.
-
-GUARDED = ("restore_unacked", "ack", "reject")
-
-
-def _guard(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(method)
-    def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(self, *args, **kwargs)
-        except AttributeError as exc:  # the channel's connection is already gone (Redis went away)
-            log.warning("broker_channel_gone", operation=name, error=str(exc),
-                        message="left in Redis's unacked set; re-delivered after the visibility timeout")
-            return None
-
-    guarded.__gradesync_guard__ = True  # type: ignore[attr-defined]
-    return guarded
-
-
-def harden_kombu_redis() -> None:
-    """Install the guard (idempotent)."""
-    qos: Any = kombu_redis.QoS
-    for name in GUARDED:
-        method = getattr(qos, name)
-        if not getattr(method, "__gradesync_guard__", False):
-            setattr(qos, name, _guard(name, method))
-
-
-def reuse_kombu_clients() -> None:
-    """One Redis client object per channel and pool for kombu's acknowledgements (idempotent).
-
-    Why: kombu builds a new ``redis.Redis`` for every ``QoS.append`` (a message taken) and ``QoS.ack``;
-    with redis-py 8 that constructor costs as much as the commands themselves, about 5 % of a worker's
-    CPU. The client holds no connection of its own (it borrows one from the channel's pool per command), so
-    sharing it between threads is what redis-py expects; a new pool (a reconnect) gets a new client.
-    """
-    channel: Any = kombu_redis.Channel
-    create = channel._create_client
-    if getattr(create, "__gradesync_reuse__", False):
-        return
-
-    @functools.wraps(create)
-    def create_client(self: Any, asynchronous: bool = False) -> Any:
-        if asynchronous:
-            return create(self, asynchronous=True)
-        pool = self.pool
-        client = self.__dict__.get("_gradesync_client")
-        if client is None or client.connection_pool is not pool:
-            client = create(self)
-            self.__dict__["_gradesync_client"] = client
-        return client
-
-    create_client.__gradesync_reuse__ = True  # type: ignore[attr-defined]
-    channel._create_client = create_client
-
-
-# -- acknowledgements in batches -----------------------------------------------------------------------------
-# Why: with late acknowledgement Celery runs every ack on the consumer's event loop, the one thread that
-# also takes every message from Redis, and kombu's ack is a MULTI / ZREM / HDEL / EXEC round trip of its
-# own with that loop blocked. Under load the loop is the worker's bottleneck (a GIL profile puts about a
-# quarter of its time in the acks), and each round trip hands the interpreter lock to 64 busy delivery
-# threads and waits to get it back. :func:`batch_kombu_acks` makes an ack that runs on the loop only
-# record its delivery tag; at the end of the loop's pass (the hub's ``on_tick``, before it polls again)
-# one transaction removes every recorded tag from ``unacked`` and its index, then kombu does its own
-# bookkeeping per tag. Nothing is acknowledged earlier than before, only later by at most one pass of the
-# loop; an ack from any other thread (no hub) goes straight through. If the worker dies between the two,
-# the message is still in ``unacked``: the visibility-timeout sweep puts it back and its dispatch token
-# makes it a no-op, as after a ``kill -9`` between the ledger write and the ack. A failed flush leaves
-# the tags for that sweep, and closing the channel flushes first.
-
-_ACKS = "_gradesync_acks"
-_FLUSH = "_gradesync_flush"
-
-
-def flush_acks(qos: Any) -> int:
-    """Acknowledge the delivery tags ``qos`` recorded (one transaction); returns how many."""
-    tags: list[Any] = qos.__dict__.pop(_ACKS, [])
-    flush = qos.__dict__.pop(_FLUSH, None)
-    if flush is not None:
-        hub = get_event_loop()
-        if hub is not None:
-            hub.on_tick.discard(flush)
-    if not tags:
-        return 0
-    try:
-        with qos.pipe_or_acquire() as pipe:
-            pipe.zrem(qos.unacked_index_key, *tags).hdel(qos.unacked_key, *tags).execute()
-    except (AttributeError, redis.RedisError, OSError) as exc:  # the channel's connection is gone
-        log.warning("broker_ack_failed", messages=len(tags), error=f"{type(exc).__name__}: {exc}",
-                    message="left in Redis's unacked set; re-delivered after the visibility timeout")
-        return 0
-    bookkeeping: Any = virtual.QoS.ack  # kombu's own (the prefetch count)
-    for tag in tags:
-        bookkeeping(qos, tag)
-    return len(tags)
-
-
-def batch_kombu_acks() -> None:
-    """Install the batched ``QoS.ack`` (idempotent; after :func:`harden_kombu_redis`)."""
-    qos: Any = kombu_redis.QoS
-    ack, restore = qos.ack, qos.restore_unacked
-    if getattr(ack, "__gradesync_batch__", False):
-        return
-
-    @functools.wraps(ack)
-    def batched_ack(self: Any, delivery_tag: Any) -> Any:
-        hub = get_event_loop()
-        if hub is None or getattr(hub, "_loop_thread", None) != threading.get_ident():
-            return ack(self, delivery_tag)
-        pending = self.__dict__.setdefault(_ACKS, [])
-        pending.append(delivery_tag)
-        if _FLUSH not in self.__dict__:
-            flush = self.__dict__[_FLUSH] = functools.partial(flush_acks, self)
-            hub.on_tick.add(flush)
-        return None
-
-    @functools.wraps(restore)
-    def flushed_restore(self: Any, *args: Any, **kwargs: Any) -> Any:
-        flush_acks(self)  # what was acknowledged is not put back
-        return restore(self, *args, **kwargs)
-
-    batched_ack.__gradesync_batch__ = True  # type: ignore[attr-defined]
-    qos.ack = batched_ack
-    qos.restore_unacked = flushed_restore
-
 
 # -- the apps ------------------------------------------------------------------------------------------------
 def build_config(settings: Settings) -> dict[str, Any]:

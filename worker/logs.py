@@ -24,6 +24,34 @@ def _redact(logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDic
     return cleaned
 
 
+class LineHandler(logging.StreamHandler):
+    """A stream handler that renders a record *before* it takes the handler's lock, and holds the lock only
+    to write the line.
+
+    Why: :class:`logging.StreamHandler` formats inside its lock, and here formatting is the whole
+    structlog chain (redaction, JSON). With 64 delivery threads logging one line per event, a GIL
+    profile showed a tenth of them queued on that lock while its holder waited for the interpreter lock
+    mid-format. Rendering is per record and needs no lock; lines still reach the stream whole and in
+    the order they are written.
+    """
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if not self.filter(record):
+            return False
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return True
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self.stream.write(line)
+                self.flush()
+            except Exception:
+                self.handleError(record)
+        return True
+
+
 def configure(fmt: str = "auto", level: str = "INFO", stream: TextIO | None = None) -> None:
     """Configure structlog and route the standard library's (Celery's) logging through it."""
     out = stream or sys.stderr
@@ -47,7 +75,7 @@ def configure(fmt: str = "auto", level: str = "INFO", stream: TextIO | None = No
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(out)
+    handler = LineHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

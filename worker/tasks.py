@@ -15,21 +15,23 @@ from producers.crypto import WireCipher
 from producers.keys import DELIVER_TASK
 from producers.settings import get_settings
 from worker import logs, shutdown
-from worker.celery_app import app, batch_kombu_acks, harden_kombu_redis, reuse_kombu_clients
+from worker.celery_app import app
 from worker.delivery import AdapterPool, Deliverer
 from worker.dispatch.celery import CeleryDispatcher
 from worker.flow.share import FairShare
 from worker.heartbeat import Heartbeat
 from worker.known_secrets import register_destinations
+from worker.kombu_redis import batch_kombu_acks, batch_kombu_take, harden_kombu_redis, reuse_kombu_clients
 from worker.pump import RetryPump, build_pump
 from worker.store import Store
 from worker.store.durability import redis_risks, worker_client
 from worker.sweeper import Sweeper
 
 log = structlog.get_logger("gradesync.worker")
-harden_kombu_redis()  # a Redis crash must not stop the worker (see worker.celery_app)
+harden_kombu_redis()  # a Redis crash must not stop the worker (see worker.kombu_redis)
 reuse_kombu_clients()  # no redis.Redis built per message taken and acknowledged
 batch_kombu_acks()  # the event loop acknowledges once per pass, not once per message
+batch_kombu_take()  # and takes what the prefetch window allows with them, in one script per pass
 
 
 @dataclass

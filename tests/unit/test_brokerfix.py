@@ -9,7 +9,7 @@ import pytest
 import redis
 from kombu.transport import redis as kombu_redis
 
-from worker.celery_app import harden_kombu_redis, reuse_kombu_clients
+from worker.kombu_redis import harden_kombu_redis, reuse_kombu_clients
 
 
 def _gone(*_: Any, **__: Any) -> Any:
@@ -98,7 +98,7 @@ def loop_thread_hub() -> Any:
 
 
 def test_acks_on_the_event_loop_are_sent_once_per_pass(loop_thread_hub: Any) -> None:
-    from worker.celery_app import batch_kombu_acks
+    from worker.kombu_redis import batch_kombu_acks
 
     harden_kombu_redis()
     batch_kombu_acks()
@@ -120,7 +120,7 @@ def test_acks_on_the_event_loop_are_sent_once_per_pass(loop_thread_hub: Any) -> 
 def test_an_ack_from_another_thread_goes_straight_through() -> None:
     from kombu.asynchronous import get_event_loop
 
-    from worker.celery_app import batch_kombu_acks
+    from worker.kombu_redis import batch_kombu_acks
 
     assert get_event_loop() is None
     harden_kombu_redis()
@@ -133,7 +133,7 @@ def test_an_ack_from_another_thread_goes_straight_through() -> None:
 
 
 def test_a_failed_flush_leaves_the_messages_for_the_visibility_sweep(loop_thread_hub: Any) -> None:
-    from worker.celery_app import batch_kombu_acks, flush_acks
+    from worker.kombu_redis import batch_kombu_acks, flush_acks
 
     harden_kombu_redis()
     batch_kombu_acks()
@@ -147,7 +147,7 @@ def test_a_failed_flush_leaves_the_messages_for_the_visibility_sweep(loop_thread
 
 
 def test_closing_the_channel_flushes_the_recorded_acks_first(loop_thread_hub: Any) -> None:
-    from worker.celery_app import batch_kombu_acks
+    from worker.kombu_redis import batch_kombu_acks
 
     harden_kombu_redis()
     batch_kombu_acks()
