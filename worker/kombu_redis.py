@@ -155,7 +155,7 @@ def _tick(qos: Any) -> None:
     """The end of a pass of the loop: acknowledge what it recorded, with the batched take when installed
     (one round trip for both), or alone."""
     channel = getattr(qos, "channel", None)
-    if _TAKE_ON[0] and channel is not None and channel.active_queues:
+    if _TAKE_ON[0] and getattr(channel, "active_queues", None):
         take(channel)
     else:
         flush_acks(qos)
