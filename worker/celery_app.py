@@ -4,9 +4,11 @@ use, so importing this module has no side effects beyond registering the guarded
 ``celery -A worker.celery_app ...`` (and ``gradesync worker`` / ``gradesync flower``) find the app here;
 ``import worker`` does not load Celery.
 
-This is one of the three modules that import Celery / kombu (with :mod:`worker.tasks` and
-:mod:`worker.dispatch.celery`): besides the worker's app it holds the producers' send-only app
-(:func:`make_client_app`), the queue declarations, the sentinel transport and the kombu Redis guard.
+This is one of the four modules that import Celery / kombu (with :mod:`worker.kombu_redis`, :mod:`worker.tasks`
+and :mod:`worker.dispatch.celery`): besides the worker's app it holds the producers' send-only app
+(:func:`make_client_app`), the queue declarations and the sentinel transport; how the worker's consumer
+talks to Redis (the closed-channel guard, client reuse, acknowledgements and takes in batches) is in
+:mod:`worker.kombu_redis`.
 
 Why each setting (see also README "Operations"):
 

@@ -155,7 +155,7 @@ def _tick(qos: Any) -> None:
     """The end of a pass of the loop: acknowledge what it recorded, with the batched take when installed
     (one round trip for both), or alone."""
     channel = getattr(qos, "channel", None)
-    if _TAKE_ON[0] and getattr(channel, "active_queues", None):
+    if _takes(channel):
         take(channel)
     else:
         flush_acks(qos)
@@ -261,10 +261,16 @@ _TAKEN = "_gradesync_taken"  # on the QoS: the delivery tag being delivered whos
 _SCRIPT = "_gradesync_take"  # on the channel: (client, its registered TAKE)
 
 
+def _takes(channel: Any) -> bool:
+    """Whether ``channel`` takes in batches: it consumes queues, and its keys are not prefixed (kombu's
+    ``global_keyprefix`` client would not prefix a script's keys)."""
+    return _TAKE_ON[0] and bool(getattr(channel, "active_queues", None)) and not channel.global_keyprefix
+
+
 def _room(channel: Any, acked: int) -> int:
     """How many messages ``channel`` may take now: its prefetch window less what is in flight."""
     qos = channel.qos
-    if not qos.prefetch_count or channel.global_keyprefix or not channel.active_queues:
+    if not qos.prefetch_count:
         return 0  # no window to fill (kombu's BRPOP then works as it always does)
     room = int(qos.prefetch_count) - (len(qos._delivered) - len(qos._dirty) - acked)
     if channel._in_poll:
@@ -276,6 +282,9 @@ def take(channel: Any) -> int:
     """Acknowledge what the loop recorded and take what the window allows, in one script; deliver what
     was taken. Returns how many were delivered."""
     qos = channel.qos
+    if channel.global_keyprefix:  # a script's keys would not be prefixed: kombu's own path
+        flush_acks(qos)
+        return 0
     tags = _pop_acks(qos)
     room = _room(channel, len(tags))
     if not tags and (not room or channel._in_poll):
@@ -331,7 +340,7 @@ def batch_kombu_take() -> None:
     @functools.wraps(start)
     def on_poll_start(self: Any) -> Any:
         for channel in list(self._channels):
-            if channel.active_queues:
+            if _takes(channel):
                 take(channel)
         return start(self)
 

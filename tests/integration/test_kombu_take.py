@@ -139,3 +139,40 @@ def test_no_window_no_take(broker: Connection, redis_client: redis.Redis) -> Non
     assert take(channel) == 0 and redis_client.llen(QUEUE) == 3
     assert MAX_TAKE >= 64  # a whole default window (64 threads) fits one pass
     channel.close()
+
+
+def test_queues_are_taken_round_robin(broker: Connection, redis_client: redis.Redis) -> None:
+    other = "grades.taketest2"
+    with broker.channel() as channel:
+        producer = Producer(channel)
+        for i in range(10):
+            producer.publish({"n": i}, routing_key=QUEUE, declare=[Queue(QUEUE, routing_key=QUEUE)])
+            producer.publish({"n": i}, routing_key=other, declare=[Queue(other, routing_key=other)])
+    received: list[Any] = []
+    channel = broker.channel()
+    queues = [Queue(QUEUE, routing_key=QUEUE), Queue(other, routing_key=other)]
+    consumer = Consumer(channel, queues, callbacks=[lambda body, m: received.append(m)])
+    consumer.qos(prefetch_count=8)
+    consumer.consume()
+    _drain(broker, received, 8)
+    by_queue = [m.delivery_info["routing_key"] for m in received]
+    assert by_queue.count(QUEUE) == 4 and by_queue.count(other) == 4, "one busy queue does not starve the other"
+    channel.close()
+
+
+def test_prefixed_keys_keep_kombus_own_path(redis_client: redis.Redis, redis_url: str) -> None:
+    harden_kombu_redis()
+    batch_kombu_acks()
+    batch_kombu_take()
+    with Connection(redis_url, transport_options={"global_keyprefix": "pfx:"}) as conn:
+        _publish(conn, 5)
+        received: list[Any] = []
+        channel: Any = conn.channel()
+        consumer = Consumer(channel, [Queue(QUEUE, routing_key=QUEUE)], callbacks=[lambda body, m: received.append(m)])
+        consumer.qos(prefetch_count=5)
+        consumer.consume()
+        assert take(channel) == 0  # a script's keys would not be prefixed: BRPOP and kombu's append instead
+        _drain(conn, received, 5, ack=True)
+        assert sorted(m.payload["n"] for m in received) == list(range(5))
+        assert redis_client.llen(f"pfx:{QUEUE}") == 0 and redis_client.hlen("pfx:unacked") == 0
+        channel.close()

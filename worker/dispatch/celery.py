@@ -1,6 +1,6 @@
 """The Celery dispatcher: delivery messages through Celery / kombu to Redis or RabbitMQ, and the broker
-queues' depths. With :mod:`worker.celery_app` and :mod:`worker.tasks` the only modules that import
-Celery or kombu.
+queues' depths. With :mod:`worker.celery_app`, :mod:`worker.kombu_redis` and :mod:`worker.tasks` the only
+modules that import Celery or kombu.
 
 Sending on Redis: a message to the anonymous exchange is an LPUSH onto the list named like the queue, so
 ``send_many`` builds each message itself — Celery's task protocol 2 in kombu's Redis envelope, exactly what
