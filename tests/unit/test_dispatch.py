@@ -53,3 +53,31 @@ def test_only_four_modules_import_celery_or_kombu_and_worker_errors_does_not_loa
     code = "import sys, worker, worker.errors, worker.retry; print('celery' in sys.modules, 'kombu' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_message_ids_are_random_version_4_uuids() -> None:
+    import uuid
+
+    from worker.dispatch.celery import _uuid4
+
+    ids = [_uuid4() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_a_redis_message_quotes_what_it_carries() -> None:
+    import base64
+    import json
+
+    from worker.dispatch import Delivery
+    from worker.dispatch.celery import redis_message
+
+    queue, payload = redis_message(Delivery('ev"1{x}', "lt", "tok\\en"), origin='o"rigin', reply_to="r{}")
+    message = json.loads(payload)
+    assert queue == "grades.lt"
+    assert json.loads(base64.b64decode(message["body"]))[:2] == [['ev"1{x}'], {"token": "tok\\en", "destination": "lt"}]
+    assert message["headers"]["argsrepr"] == repr(['ev"1{x}']) and message["headers"]["origin"] == 'o"rigin'
+    assert message["properties"]["reply_to"] == "r{}"
+    assert message["properties"]["delivery_info"] == {"exchange": "", "routing_key": "grades.lt"}
