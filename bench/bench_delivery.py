@@ -340,6 +340,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+#: the simulator's request log keeps this many requests (what a run can measure)
+SANDBOX_LOG = 5000
+
+
 def latency_run(bench: Bench, args: argparse.Namespace) -> None:
     """Publish one event at a time at ``--rate`` events/s; p50/p99 publish -> vendor answer."""
     procs = int(args.processes.split(",")[0])
@@ -434,6 +438,9 @@ def main() -> None:
     parser.add_argument("--rss-run", action="store_true")
     parser.add_argument("--scheduled", type=int, default=100_000)
     args = parser.parse_args()
+    if args.latency_run and args.rate * args.seconds > SANDBOX_LOG:
+        parser.error(f"--rate x --seconds is {args.rate * args.seconds:.0f} events; the sandbox logs {SANDBOX_LOG} "
+                     f"requests at most: use --seconds {SANDBOX_LOG / args.rate:.0f} or less")
     bench = Bench(Path(tempfile.mkdtemp(prefix="gradesync-bench-")), args.latency)
     try:
         if args.latency_run:
