@@ -195,7 +195,7 @@ def batch_kombu_acks() -> None:
 # Why: kombu takes one message per pass of the event loop (a BRPOP), and with late acknowledgement then
 # writes it to ``unacked`` and its index in a blocking round trip of its own (``QoS.append``). A process
 # under load spends its loop in those round trips, and each hands the interpreter lock to the delivery
-# threads and waits to win it back: a GIL profile of two busy worker processes showed a third of their
+# threads and waits to win it back: a thread profile of two busy worker processes showed a third of their
 # delivery threads idle, waiting for the loop to hand them work, and the loop in Redis round trips, so a
 # second process on a second core added only about 1.4x. :func:`batch_kombu_take` runs, at the start of
 # each pass (before kombu decides whether to send a BRPOP), one Lua script (:data:`TAKE`) that
