@@ -40,7 +40,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
-import structlog
 from celery import Celery
 from kombu.entity import Exchange, Queue
 from kombu.transport import TRANSPORT_ALIASES
@@ -49,8 +48,6 @@ from kombu.transport.redis import SentinelChannel, SentinelTransport
 from producers.connections import broker_transport_options, broker_url, is_amqp_url
 from producers.keys import Keys
 from producers.settings import Settings, get_settings
-
-log = structlog.get_logger("gradesync.broker")
 
 # -- the broker queues ---------------------------------------------------------------------------------
 # Declared the same way by every side (worker, producer, ops app, requeue). On Redis a queue is a plain

@@ -262,9 +262,8 @@ _SCRIPT = "_gradesync_take"  # on the channel: (client, its registered TAKE)
 
 
 def _takes(channel: Any) -> bool:
-    """Whether ``channel`` takes in batches: it consumes queues, and its keys are not prefixed (kombu's
-    ``global_keyprefix`` client would not prefix a script's keys)."""
-    return _TAKE_ON[0] and bool(getattr(channel, "active_queues", None)) and not channel.global_keyprefix
+    """Whether ``channel`` takes in batches: the take is installed and the channel consumes queues."""
+    return _TAKE_ON[0] and bool(getattr(channel, "active_queues", None))
 
 
 def _room(channel: Any, acked: int) -> int:

@@ -55,14 +55,21 @@ def _drain(conn: Connection, received: list[Any], until: int, *, ack: bool = Fal
                     message.ack()
 
 
+def _consume(conn: Connection, received: list[Any], prefetch: int, queues: list[str] | None = None) -> Any:
+    """A channel consuming ``queues`` (default: QUEUE) into ``received``, with a prefetch window."""
+    channel = conn.channel()
+    consumer = Consumer(channel, [Queue(q, routing_key=q) for q in queues or [QUEUE]],
+                        callbacks=[lambda body, m: received.append(m)])
+    consumer.qos(prefetch_count=prefetch)
+    consumer.consume()
+    return channel
+
+
 def test_a_pass_takes_up_to_the_prefetch_window_and_records_each_in_unacked(
         broker: Connection, redis_client: redis.Redis) -> None:
     _publish(broker, 30)
     received: list[Any] = []
-    channel = broker.channel()
-    consumer = Consumer(channel, [Queue(QUEUE, routing_key=QUEUE)], callbacks=[lambda body, m: received.append(m)])
-    consumer.qos(prefetch_count=10)
-    consumer.consume()
+    channel = _consume(broker, received, 10)
     _drain(broker, received, 1)
     # one BRPOP'd message, then the take filled the rest of the window in the same pass (or the next)
     _drain(broker, received, 10)
@@ -89,10 +96,7 @@ def test_taken_but_unacknowledged_messages_come_back_by_kombus_visibility_sweep(
         broker: Connection, redis_client: redis.Redis) -> None:
     _publish(broker, 8)
     received: list[Any] = []
-    channel = broker.channel()
-    consumer = Consumer(channel, [Queue(QUEUE, routing_key=QUEUE)], callbacks=[lambda body, m: received.append(m)])
-    consumer.qos(prefetch_count=8)
-    consumer.consume()
+    channel = _consume(broker, received, 8)
     _drain(broker, received, 8)
     assert redis_client.hlen("unacked") == 8 and redis_client.llen(QUEUE) == 0
     # the worker "dies": nothing acknowledged. kombu's sweep restores what outlived the visibility timeout
@@ -109,10 +113,7 @@ def test_taken_but_unacknowledged_messages_come_back_by_kombus_visibility_sweep(
 def test_closing_the_channel_puts_taken_messages_back(broker: Connection, redis_client: redis.Redis) -> None:
     _publish(broker, 6)
     received: list[Any] = []
-    channel = broker.channel()
-    consumer = Consumer(channel, [Queue(QUEUE, routing_key=QUEUE)], callbacks=[lambda body, m: received.append(m)])
-    consumer.qos(prefetch_count=6)
-    consumer.consume()
+    channel = _consume(broker, received, 6)
     _drain(broker, received, 6)
     received[0].ack()
     channel.close()  # kombu restores what was delivered and not acknowledged (restore_at_shutdown)
@@ -149,11 +150,7 @@ def test_queues_are_taken_round_robin(broker: Connection, redis_client: redis.Re
             producer.publish({"n": i}, routing_key=QUEUE, declare=[Queue(QUEUE, routing_key=QUEUE)])
             producer.publish({"n": i}, routing_key=other, declare=[Queue(other, routing_key=other)])
     received: list[Any] = []
-    channel = broker.channel()
-    queues = [Queue(QUEUE, routing_key=QUEUE), Queue(other, routing_key=other)]
-    consumer = Consumer(channel, queues, callbacks=[lambda body, m: received.append(m)])
-    consumer.qos(prefetch_count=8)
-    consumer.consume()
+    channel = _consume(broker, received, 8, [QUEUE, other])
     _drain(broker, received, 8)
     by_queue = [m.delivery_info["routing_key"] for m in received]
     assert by_queue.count(QUEUE) == 4 and by_queue.count(other) == 4, "one busy queue does not starve the other"
@@ -167,10 +164,7 @@ def test_prefixed_keys_keep_kombus_own_path(redis_client: redis.Redis, redis_url
     with Connection(redis_url, transport_options={"global_keyprefix": "pfx:"}) as conn:
         _publish(conn, 5)
         received: list[Any] = []
-        channel: Any = conn.channel()
-        consumer = Consumer(channel, [Queue(QUEUE, routing_key=QUEUE)], callbacks=[lambda body, m: received.append(m)])
-        consumer.qos(prefetch_count=5)
-        consumer.consume()
+        channel = _consume(conn, received, 5)
         assert take(channel) == 0  # a script's keys would not be prefixed: BRPOP and kombu's append instead
         _drain(conn, received, 5, ack=True)
         assert sorted(m.payload["n"] for m in received) == list(range(5))

@@ -53,7 +53,13 @@ PUSH_CHUNK = 1000
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
-_MARKERS = {"@@id@@": "{id}", "@@tag@@": "{tag}", "@@argsrepr@@": "{args}", "@@body@@": "{body}"}
+def _template(value: Any, fields: Iterable[str]) -> str:
+    """``value`` as JSON, made a ``str.format`` template: each string ``"@@name@@"`` in it becomes ``{name}``
+    (the caller passes it already quoted), every other brace is escaped."""
+    template = json.dumps(value).replace("{", "{{").replace("}", "}}")
+    for name in fields:
+        template = template.replace(f'"@@{name}@@"', f"{{{name}}}")
+    return template
 
 
 def _uuid4() -> str:
@@ -79,23 +85,18 @@ def _envelope(destination: str, origin: str, reply_to: str) -> tuple[str, str, s
         "headers": {
             "lang": "py", "task": DELIVER_TASK, "id": "@@id@@", "shadow": f"{DELIVER_TASK}:{destination}",
             "eta": None, "expires": None, "group": None, "group_index": None, "retries": 0,
-            "timelimit": [None, None], "root_id": "@@id@@", "parent_id": None, "argsrepr": "@@argsrepr@@",
+            "timelimit": [None, None], "root_id": "@@id@@", "parent_id": None, "argsrepr": "@@args@@",
             "kwargsrepr": kwargsrepr, "origin": origin, "ignore_result": True, "replaced_task_nesting": 0,
             "stamped_headers": None, "stamps": {},
         },
         "properties": {
-            "correlation_id": "@@id@@", "reply_to": reply_to, "argsrepr": "@@argsrepr@@",
+            "correlation_id": "@@id@@", "reply_to": reply_to, "argsrepr": "@@args@@",
             "kwargsrepr": kwargsrepr, "delivery_mode": 2, "delivery_info": {"exchange": "", "routing_key": queue},
             "priority": 0, "body_encoding": "base64", "delivery_tag": "@@tag@@",
         },
     }
-    template = json.dumps(message).replace("{", "{{").replace("}", "}}")
-    for marker, field in _MARKERS.items():
-        template = template.replace(f'"{marker}"', field)
-    body = json.dumps([["@@event@@"], {"token": "@@token@@", "destination": destination}, _EMBED])
-    body = (body.replace("{", "{{").replace("}", "}}")
-            .replace('"@@event@@"', "{event}").replace('"@@token@@"', "{token}"))
-    return queue, template, body
+    body = [["@@event@@"], {"token": "@@token@@", "destination": destination}, _EMBED]
+    return queue, _template(message, ("body", "id", "args", "tag")), _template(body, ("event", "token"))
 
 
 def redis_message(delivery: Delivery, *, origin: str, reply_to: str) -> tuple[str, str]:
