@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_delivery.py                    # throughput: all contenders, N = 3000
     .venv/bin/python bench/bench_delivery.py --only gradesync --processes 1,2
+    .venv/bin/python bench/bench_delivery.py --only gradesync --processes 1,2 --affinity auto,on,off
     .venv/bin/python bench/bench_delivery.py --latency-run      # p50/p99 publish -> vendor answer
     .venv/bin/python bench/bench_delivery.py --rss-run          # worker RSS with 100 000 scheduled
 
@@ -17,7 +18,9 @@ Contenders (see ``bench/celery_baselines.py``):
   thin                          Celery, threads -c T, one shared httpx.Client, the same POST
   textbook                      Celery, prefork -c 2, httpx.post per task
   gradesync-pN                  ``gradesync worker -c T --processes N`` (ledger, lease, stale guard, flow
-                                control, metrics, logs); ``--processes 1,2`` runs N = 1 and N = 2
+                                control, metrics, logs); ``--processes 1,2`` runs N = 1 and N = 2;
+                                with ``--affinity auto,on,off`` each with that GRADESYNC_WORKER_CPU_AFFINITY
+                                (``auto``, the default, keeps the plain name; the others add -on / -off)
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -144,6 +147,7 @@ class Contender:
     argv: list[str]
     ready: str
     kind: str  # "celery" (bench.deliver messages) or "gradesync"
+    env: dict[str, str] = field(default_factory=dict)  # on top of the bench's environment
 
 
 @dataclass
@@ -251,7 +255,7 @@ class Bench:
 
     def run(self, c: Contender, n: int, timeout: float) -> Result:
         self.reset()
-        proc = spawn(c.argv, self.env, self.tmp / f"{c.name}.log")
+        proc = spawn(c.argv, {**self.env, **c.env}, self.tmp / f"{c.name}.log")
         try:
             proc.wait_for(c.ready)
             time.sleep(1.0)  # let every pool thread/process come up
@@ -282,7 +286,7 @@ class Bench:
         return Result(c.name, rate, (cpu1 - cpu0) / n * 1000, rss, machine, sandbox, redis_cpu)
 
 
-def contenders(threads: int, processes: list[int]) -> dict[str, Contender]:
+def contenders(threads: int, processes: list[int], affinities: list[str]) -> dict[str, Contender]:
     celery = [sys.executable, "-m", "celery"]
     common = ["worker", "-Q", QUEUE, "--without-mingle", "--without-gossip", "-l", "INFO", "--prefetch-multiplier", "1"]
     out = {
@@ -296,16 +300,17 @@ def contenders(threads: int, processes: list[int]) -> dict[str, Contender]:
                                            "-c", "2"], "ready.", "celery"),
     }
     for p in processes:
-        name = f"gradesync-p{p}"
-        argv = [sys.executable, "-m", "worker.cli", "worker", "-c", str(threads), "-n", f"bench{p}@%h",
-                "--processes", str(p)]
-        out[name] = Contender(name, argv, "worker_ready", "gradesync")
+        for mode in affinities:  # GRADESYNC_WORKER_CPU_AFFINITY: auto (the default) pins 2 processes on 2 cores
+            name = f"gradesync-p{p}" + ("" if mode == "auto" else f"-{mode}")
+            argv = [sys.executable, "-m", "worker.cli", "worker", "-c", str(threads), "-n", f"bench{p}@%h",
+                    "--processes", str(p)]
+            out[name] = Contender(name, argv, "worker_ready", "gradesync", {"GRADESYNC_WORKER_CPU_AFFINITY": mode})
     return out
 
 
 def throughput(bench: Bench, args: argparse.Namespace) -> None:
     procs = [int(p) for p in args.processes.split(",")]
-    table = contenders(args.threads, procs)
+    table = contenders(args.threads, procs, args.affinity.split(","))
     chosen = [c for c in table if not args.only or any(c.startswith(o) for o in args.only.split(","))]
     results: dict[str, Result] = {}
     # with --repeat, rounds alternate the contenders: a machine that other work keeps busy now and then
@@ -331,8 +336,10 @@ def throughput(bench: Bench, args: argparse.Namespace) -> None:
             if base in results:
                 print(f"ratio {g.name} / {base}: {g.rate / results[base].rate:.2f}x "
                       f"(CPU per event {g.cpu_per_1000 / results[base].cpu_per_1000:.2f}x)")
-    if "gradesync-p1" in results and "gradesync-p2" in results:
-        print(f"scaling 1 -> 2 processes: {results['gradesync-p2'].rate / results['gradesync-p1'].rate:.2f}x")
+    for one in (n for n in results if n.startswith("gradesync-p1")):
+        two = one.replace("-p1", "-p2", 1)  # the same affinity mode
+        if two in results:
+            print(f"scaling 1 -> 2 processes ({two} / {one}): {results[two].rate / results[one].rate:.2f}x")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -347,10 +354,10 @@ SANDBOX_LOG = 5000
 def latency_run(bench: Bench, args: argparse.Namespace) -> None:
     """Publish one event at a time at ``--rate`` events/s; p50/p99 publish -> vendor answer."""
     procs = int(args.processes.split(",")[0])
-    c = contenders(args.threads, [procs])
+    c = contenders(args.threads, [procs], [args.affinity.split(",")[0]])
     contender = next(v for k, v in c.items() if k.startswith("gradesync"))
     bench.reset()
-    proc = spawn(contender.argv, bench.env, bench.tmp / "latency.log")
+    proc = spawn(contender.argv, {**bench.env, **contender.env}, bench.tmp / "latency.log")
     try:
         proc.wait_for(contender.ready)
         time.sleep(1.0)
@@ -409,8 +416,9 @@ def rss_run(bench: Bench, args: argparse.Namespace) -> None:
     print(f"scheduled: {bench.r.zcard(keys.scheduled)} events, Redis used_memory "
           f"{int(bench.r.info('memory')['used_memory']) / 2**20:.0f} MB")
     procs = int(args.processes.split(",")[0])
-    contender = next(v for k, v in contenders(args.threads, [procs]).items() if k.startswith("gradesync"))
-    proc = spawn(contender.argv, bench.env, bench.tmp / "rss.log")
+    table = contenders(args.threads, [procs], [args.affinity.split(",")[0]])
+    contender = next(v for k, v in table.items() if k.startswith("gradesync"))
+    proc = spawn(contender.argv, {**bench.env, **contender.env}, bench.tmp / "rss.log")
     try:
         proc.wait_for(contender.ready)
         samples = []
@@ -431,6 +439,9 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated contender name prefixes")
     parser.add_argument("--processes", default="1", help="gradesync --processes values to run, e.g. 1,2")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--affinity", default="auto",
+                        help="GRADESYNC_WORKER_CPU_AFFINITY values to run gradesync with, e.g. auto,off,on; "
+                             "other than auto, the contender's name ends in -off / -on")
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--latency-run", action="store_true")
     parser.add_argument("--rate", type=float, default=50.0, help="events/s of the latency run")

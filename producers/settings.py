@@ -202,6 +202,10 @@ class WorkerSettings(CommonSettings):
     worker_processes: int | None = Field(
         None, ge=1, le=256, description="worker processes per `gradesync worker` (default: one per core)"
     )
+    worker_cpu_affinity: Literal["auto", "on", "off"] = Field(
+        "auto", description="pin worker processes to CPUs: `auto` when several share out evenly over the cores "
+        "(the default one per core), `on` always, `off` never (see worker/affinity.py)"
+    )
     task_events: bool = Field(False, description="send Celery task events (Flower needs them; ~15 % CPU)")
     heartbeat_file: Path | None = Field(None, description="file a worker touches every 10 s (liveness probe)")
     stranded_after: float = Field(

@@ -80,10 +80,12 @@ def _settings_or_exit() -> None:
                    "else one per core).")
 @click.option("--task-events", "-E", is_flag=True, default=None,
               help="Send Celery task events (for Flower); default GRADESYNC_TASK_EVENTS, off.")
+@click.option("--cpu", type=int, default=None, hidden=True, help="Run on this CPU (the supervisor's pinning).")
 def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str | None, loglevel: str | None,
-               processes: int | None, task_events: bool | None) -> None:
+               processes: int | None, task_events: bool | None, cpu: int | None) -> None:
     """Run a worker on the destination queues (threads pool, late acknowledgement, one process per core)."""
     from producers.keys import Keys
+    from worker import affinity
     from worker.celery_app import app
 
     settings = get_settings()
@@ -104,12 +106,17 @@ def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str 
     threads = concurrency or settings.worker_concurrency
     events = settings.task_events if task_events is None else task_events
     nprocs = processes or settings.processes()
+    cpus = affinity.plan(nprocs, affinity.allowed_cpus(), settings.worker_cpu_affinity)
     if nprocs > 1:
         from worker import supervisor
 
         child = ["--concurrency", str(threads), "--loglevel", (loglevel or settings.log_level).upper(),
                  "--destinations", ",".join(chosen), *(["--task-events"] if events else [])]
-        supervisor.exec_lean(nprocs, child, hostname or "gradesync@%h", settings.log_format, settings.log_level)
+        supervisor.exec_lean(nprocs, child, hostname or "gradesync@%h", settings.log_format, settings.log_level,
+                             cpus)
+    cpu = cpus[0] if cpu is None else cpu
+    if cpu is not None:
+        affinity.pin(cpu)  # before Celery starts its threads, which inherit it
     argv = [
         "worker",
         "--pool", "threads",

@@ -49,6 +49,7 @@ def child_hostname(hostname: str, index: int) -> str:
 class Child:
     index: int
     argv: list[str]
+    cpu: int | None = None
     process: subprocess.Popen[bytes] | None = None
     failures: int = 0
     restart_at: float = 0.0
@@ -57,12 +58,13 @@ class Child:
     def start(self) -> None:
         self.process = subprocess.Popen(self.argv)  # inherits stdout/stderr: one log stream
         self.started_at = time.monotonic()
-        log.info("worker_process_started", index=self.index, pid=self.process.pid)
+        log.info("worker_process_started", index=self.index, pid=self.process.pid, cpu=self.cpu)
 
 
 class Supervisor:
-    def __init__(self, argvs: Sequence[list[str]]) -> None:
-        self.children = [Child(i + 1, list(argv)) for i, argv in enumerate(argvs)]
+    def __init__(self, argvs: Sequence[list[str]], cpus: Sequence[int | None] = ()) -> None:
+        self.children = [Child(i + 1, list(argv), cpus[i] if i < len(cpus) else None)
+                         for i, argv in enumerate(argvs)]
         self.stopping: int | None = None
 
     def _forward(self, signum: int, _frame: FrameType | None) -> None:
@@ -107,18 +109,23 @@ class Supervisor:
             child.start()
 
 
-def run(processes: int, child_argv: Sequence[str], hostname: str) -> int:
-    """Start ``processes`` copies of ``gradesync worker <child_argv> --processes 1 -n <name-i@host>``."""
+def run(processes: int, child_argv: Sequence[str], hostname: str, cpus: Sequence[int | None] = ()) -> int:
+    """Start ``processes`` copies of ``gradesync worker <child_argv> --processes 1 -n <name-i@host>``, child
+    ``i`` with ``--cpu cpus[i]`` where that is not ``None`` (see :mod:`worker.affinity`)."""
     base = [sys.executable, "-m", "worker.cli", "worker", *child_argv, "--processes", "1"]
-    argvs = [[*base, "--hostname", child_hostname(hostname, i + 1)] for i in range(processes)]
-    log.info("supervisor_started", processes=processes, pid=os.getpid())
-    return Supervisor(argvs).run()
+    cpu_of = [cpus[i] if i < len(cpus) else None for i in range(processes)]
+    argvs = [[*base, "--hostname", child_hostname(hostname, i + 1),
+              *(["--cpu", str(cpu_of[i])] if cpu_of[i] is not None else [])] for i in range(processes)]
+    log.info("supervisor_started", processes=processes, pid=os.getpid(),
+             pinned=any(c is not None for c in cpu_of))
+    return Supervisor(argvs, cpu_of).run()
 
 
-def exec_lean(processes: int, child_argv: Sequence[str], hostname: str, log_format: str, log_level: str) -> None:
+def exec_lean(processes: int, child_argv: Sequence[str], hostname: str, log_format: str, log_level: str,
+              cpus: Sequence[int | None] = ()) -> None:
     """:func:`run` in this process, re-executed without the CLI and the Celery app (never returns)."""
     spec = json.dumps({"processes": processes, "child_argv": list(child_argv), "hostname": hostname,
-                       "log_format": log_format, "log_level": log_level})
+                       "log_format": log_format, "log_level": log_level, "cpus": list(cpus)})
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve()), spec])  # noqa: S606 - an argv, no shell
@@ -129,7 +136,7 @@ def _lean_main(spec: str) -> int:
 
     args = json.loads(spec)
     logs.configure(args["log_format"], args["log_level"])
-    return run(args["processes"], args["child_argv"], args["hostname"])
+    return run(args["processes"], args["child_argv"], args["hostname"], args.get("cpus", []))
 
 
 if __name__ == "__main__":  # exec_lean: the worker package without its __init__ (which loads the Celery app)
