@@ -310,7 +310,7 @@ def contenders(threads: int, processes: list[int], affinities: list[str]) -> dic
 
 def throughput(bench: Bench, args: argparse.Namespace) -> None:
     procs = [int(p) for p in args.processes.split(",")]
-    table = contenders(args.threads, procs, args.affinity.split(","))
+    table = contenders(args.threads, procs, args.affinity)
     chosen = [c for c in table if not args.only or any(c.startswith(o) for o in args.only.split(","))]
     results: dict[str, Result] = {}
     # with --repeat, rounds alternate the contenders: a machine that other work keeps busy now and then
@@ -354,7 +354,7 @@ SANDBOX_LOG = 5000
 def latency_run(bench: Bench, args: argparse.Namespace) -> None:
     """Publish one event at a time at ``--rate`` events/s; p50/p99 publish -> vendor answer."""
     procs = int(args.processes.split(",")[0])
-    c = contenders(args.threads, [procs], [args.affinity.split(",")[0]])
+    c = contenders(args.threads, [procs], args.affinity[:1])
     contender = next(v for k, v in c.items() if k.startswith("gradesync"))
     bench.reset()
     proc = spawn(contender.argv, {**bench.env, **contender.env}, bench.tmp / "latency.log")
@@ -416,7 +416,7 @@ def rss_run(bench: Bench, args: argparse.Namespace) -> None:
     print(f"scheduled: {bench.r.zcard(keys.scheduled)} events, Redis used_memory "
           f"{int(bench.r.info('memory')['used_memory']) / 2**20:.0f} MB")
     procs = int(args.processes.split(",")[0])
-    table = contenders(args.threads, [procs], [args.affinity.split(",")[0]])
+    table = contenders(args.threads, [procs], args.affinity[:1])
     contender = next(v for k, v in table.items() if k.startswith("gradesync"))
     proc = spawn(contender.argv, {**bench.env, **contender.env}, bench.tmp / "rss.log")
     try:
@@ -439,7 +439,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated contender name prefixes")
     parser.add_argument("--processes", default="1", help="gradesync --processes values to run, e.g. 1,2")
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--affinity", default="auto",
+    parser.add_argument("--affinity", default=["auto"], type=lambda text: text.split(","),
                         help="GRADESYNC_WORKER_CPU_AFFINITY values to run gradesync with, e.g. auto,off,on; "
                              "other than auto, the contender's name ends in -off / -on")
     parser.add_argument("--timeout", type=float, default=600.0)

@@ -62,9 +62,8 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, argvs: Sequence[list[str]], cpus: Sequence[int | None] = ()) -> None:
-        self.children = [Child(i + 1, list(argv), cpus[i] if i < len(cpus) else None)
-                         for i, argv in enumerate(argvs)]
+    def __init__(self, argvs: Sequence[list[str]], cpus: Sequence[int | None]) -> None:
+        self.children = [Child(i + 1, list(argv), cpu) for i, (argv, cpu) in enumerate(zip(argvs, cpus, strict=True))]
         self.stopping: int | None = None
 
     def _forward(self, signum: int, _frame: FrameType | None) -> None:
