@@ -24,6 +24,7 @@ def test_destinations_list_pause_resume(env: Env, redis_client: redis.Redis) -> 
     now = time.time()
     redis_client.hset("gradesync:flow:ti", mapping={
         "breaker": "open", "breaker_since": f"{now - 125}", "probe_at": f"{now + 40}", "rate": "60",
+        "rate_since": f"{now + 3600}", "rate_until": f"{now + 3650}", "rate_reason": "HTTP 429 at 120/min",
         # a vendor's answer quoted in the reason must not drive the terminal
         "breaker_reason": "5 consecutive transient failures: 503 \x1b[2J\x1b]0;owned\x07Service Unavailable"})
     redis_client.zadd("gradesync:parked:ti", {str(uuid.uuid4()): now - i for i in range(4)})
@@ -46,6 +47,7 @@ def test_destinations_list_pause_resume(env: Env, redis_client: redis.Redis) -> 
     assert " open " in ti and re.search(r" [23]m \d+s ago ", ti), ti  # opened 125 s ago
     assert "\\x1b[2J\\x1b]0;owned\\x07Service Unavailable" in ti and "next probe in" in ti
     assert " 4 " in ti
+    assert re.search(r"rate lowered: HTTP 429 at 120/min; the configured rate in (1h|6[01]m)", ti), ti
 
     paused = env.run("destinations", "pause", "lt", "--reason", "LMS maintenance 02:00-04:00 UTC")
     assert paused.returncode == 0, paused.stderr

@@ -182,3 +182,29 @@ def test_a_slow_destination_holds_no_more_than_its_share(local: Cluster, vendors
     assert len(answered) == 3
     assert all(b - a >= 1.4 for a, b in itertools.pairwise(answered)), answered
     assert any(entry["event"] == "over_share_deferred" for entry in logs)
+
+
+def test_one_429_on_a_quiet_destination_does_not_hold_back_the_burst_after_it(
+        cluster: Cluster, vendors: dict[str, SandboxClient]) -> None:
+    """Issue 20, with a real worker process: a quiet LTIAAS destination (no configured limit) is answered
+    one 429 (Retry-After: 1); a burst of 200 published right after must not be paced by a rate learnt from
+    the quiet traffic. The rate now recovers in time (unlimited again about 30 s after the pause); the
+    earlier rule (halve the rate sent — a few a minute — and add 0.5/min per success) needed about four
+    minutes for these 200."""
+    lt = vendors["ltiaas"]
+    cluster.start_worker(concurrency=8)
+    quiet = []
+    for i in range(3):
+        if i == 2:
+            lt.fault(status=429, retry_after=1, times=1, method="POST")
+        quiet += cluster.publisher.publish_many([lt_event(learner_id=f"quiet-{i}")])
+        wait_until(lambda q=quiet: cluster.state(q[-1]) == "succeeded", what="the quiet score")  # type: ignore[misc]
+    r, keys = cluster.store.redis, cluster.store.keys
+    flow = r.hgetall(keys.flow("lt"))
+    assert flow.get(b"rate_until") and flow.get(b"rate_reason"), flow  # the 429 lowered the rate
+    assert cluster.store.ledger.history(quiet[-1])[0]["status"] == 429
+
+    burst = cluster.publisher.publish_many([lt_event(learner_id=f"burst-{i}") for i in range(200)])
+    states = cluster.wait_for(burst, timeout=120)  # the earlier rule: about 225 s for these 200
+    assert set(states.values()) == {"succeeded"}
+    assert lt.counts()["throttled"] == 1  # no 429 but the injected one

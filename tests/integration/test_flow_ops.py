@@ -55,7 +55,8 @@ def flow(redis_client: redis.Redis) -> FlowStatus:
 def test_flow_status_reads_the_core_s_fields_in_one_round_trip(flow: FlowStatus, redis_client: redis.Redis) -> None:
     keys, now = flow.keys, time.time()
     redis_client.hset(keys.flow("acme-ti"), mapping={**OPEN, "breaker_since": f"{now - 90}",
-                                                     "probe_at": f"{now + 20}", "rate": "60"})
+                                                     "probe_at": f"{now + 20}", "rate": "60",
+                                                     "rate_since": f"{now + 30}", "rate_until": f"{now + 60}"})
     redis_client.zadd(keys.parked("acme-ti"), {str(uuid.uuid4()): now - i for i in range(3)})
     redis_client.hset(keys.flow("acme-lt"), mapping={"throttled_until": f"{now + 30}",
                                                      "throttled_reason": "429 Too Many Requests"})
@@ -244,7 +245,8 @@ def test_dashboard_flow_routes_need_a_session_and_csrf(cluster: Cluster, server:
 
 def test_metrics_flow_gauges(cluster: Cluster, server: ServerThread) -> None:
     r, keys, now = cluster.store.redis, cluster.store.keys, time.time()
-    r.hset(keys.flow("ti"), mapping={**OPEN, "rate": "42.5"})
+    r.hset(keys.flow("ti"), mapping={**OPEN, "rate": "42.5", "rate_since": f"{now + 30}",
+                                     "rate_until": f"{now + 90}", "rate_reason": "HTTP 429 at 85/min"})
     r.zadd(keys.parked("ti"), {str(uuid.uuid4()): now - 300, str(uuid.uuid4()): now - 10})
     r.hset(keys.flow("lt"), mapping={"paused": "1", "paused_reason": "x", "paused_by": "api"})
     r.hset(keys.flow("ed"), mapping={"breaker": "half_open"})
@@ -270,6 +272,9 @@ def test_metrics_flow_gauges(cluster: Cluster, server: ServerThread) -> None:
     assert one("gradesync_events_parked_oldest_age_seconds", "ti") == pytest.approx(300, abs=60)
     assert one("gradesync_events_parked_oldest_age_seconds", "lt") == 0
     assert one("gradesync_destination_rate_limit", "ti") == 42.5
+    assert one("gradesync_destination_rate_lowered", "ti") == 1 and one("gradesync_destination_rate_lowered", "ls") == 0
+    assert one("gradesync_destination_rate_restore_timestamp_seconds", "ti") == pytest.approx(now + 90, abs=1)
+    assert one("gradesync_destination_rate_restore_timestamp_seconds", "ls") is None
     dests = cluster.settings.destinations()
     for name in ("ls", "lt", "ed"):  # unlimited: no sample (as documented); configured: the limit
         assert one("gradesync_destination_rate_limit", name) == configured(dests, name)  # type: ignore[arg-type]

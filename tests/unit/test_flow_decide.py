@@ -1,4 +1,5 @@
-"""The pure flow-control decisions: admission, breaker transitions, cool-down growth, AIMD arithmetic."""
+"""The pure flow-control decisions: admission, breaker transitions, cool-down growth, the 429 pause (the
+adaptive rate's own rule: ``test_flow_rate.py``)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ import pytest
 from worker import errors
 from worker.flow.decide import (
     DEFAULT_THROTTLE,
-    FALLBACK_RATE,
-    MIN_RATE,
     FlowState,
     Gate,
     Knobs,
@@ -16,11 +15,10 @@ from worker.flow.decide import (
     admit,
     after,
     cooldown,
-    decreased,
-    increased,
 )
 from worker.flow.drain import drain_batch, healthy
 from worker.flow.gate import outcome_of
+from worker.flow.rate import FALLBACK_RATE
 
 NOW = 1_000_000.0
 K = Knobs(rate=600.0, burst=10, breaker_failures=5, cooldown=30.0, max_cooldown=600.0, max_event_age=3600.0)
@@ -130,7 +128,7 @@ def test_cooldown_grows_with_each_opening_and_is_capped(opened: int, seconds: fl
 def test_a_new_429_pauses_the_destination_and_halves_the_rate() -> None:
     t = after(st(), K, Outcome.THROTTLED, NOW, retry_after=7, detail="HTTP 429 — rate_limit_exceeded")
     assert float(t.set["throttled_until"]) == NOW + 7
-    assert t.set["rate"] == "300.0" and t.set["epoch"] == "1" and t.slowed
+    assert float(t.set["rate"]) == 300.0 and t.set["epoch"] == "1" and t.slowed
     assert t.set["throttled_reason"] == "HTTP 429 — rate_limit_exceeded"
 
 
@@ -152,28 +150,20 @@ def test_without_a_configured_rate_a_429_halves_the_rate_seen() -> None:
     assert float(after(st(), UNLIMITED, Outcome.THROTTLED, NOW).set["rate"]) == FALLBACK_RATE / 2
 
 
-def test_success_creeps_the_rate_back_up_to_the_configured_limit() -> None:
-    assert after(st(rate="300"), K, Outcome.SUCCESS, NOW).set == {"rate": "303.0"}
-    assert after(st(rate="599.8"), K, Outcome.SUCCESS, NOW).delete == ("rate",)  # back to configured
-    assert after(st(rate="1000"), UNLIMITED, Outcome.SUCCESS, NOW).set == {"rate": "1005.0"}
+def test_success_writes_nothing_while_a_lowered_rate_recovers_and_clears_it_once_ended() -> None:
+    lowered = {"rate": "300", "rate_since": str(NOW - 5), "rate_until": str(NOW + 5)}
+    assert after(st(**lowered), K, Outcome.SUCCESS, NOW).empty
+    assert "rate" in after(st(**lowered), K, Outcome.SUCCESS, NOW + 6).delete
     assert after(st(), K, Outcome.SUCCESS, NOW).empty  # nothing to write in the steady state
 
 
-@pytest.mark.parametrize(("rate", "expected"), [(600.0, 300.0), (10.0, MIN_RATE), (7.0, MIN_RATE)])
-def test_decrease(rate: float, expected: float) -> None:
-    assert decreased(rate) == expected
-
-
-def test_increase() -> None:
-    assert increased(100.0, None) == 100.5
-    assert increased(100.0, 100.2) is None
-
-
 def test_effective_rate_prefers_the_adapted_one() -> None:
-    assert st(rate="250").effective_rate(K) == 250.0
-    assert st(rate="900").effective_rate(K) == 600.0  # the configured limit was lowered since
-    assert st().effective_rate(K) == 600.0
-    assert st().effective_rate(UNLIMITED) is None
+    lowered = {"rate_since": str(NOW), "rate_until": str(NOW + 30)}
+    assert st(rate="250", **lowered).effective_rate(K, NOW) == 250.0
+    assert st(rate="900", **lowered).effective_rate(K, NOW) == 600.0  # the configured limit was lowered since
+    assert st(rate="250", **lowered).effective_rate(K, NOW + 30) == 600.0  # recovered
+    assert st().effective_rate(K, NOW) == 600.0
+    assert st().effective_rate(UNLIMITED, NOW) is None
 
 
 def test_sent_rate_is_a_sliding_window() -> None:
@@ -196,9 +186,9 @@ def test_outcome_of(exc: errors.DeliveryError, outcome: Outcome) -> None:
 
 
 def test_drain_batch_follows_the_rate() -> None:
-    assert drain_batch(st(), K, 1.0) == 21
-    assert drain_batch(st(rate="6"), K, 1.0) == 5
-    assert drain_batch(st(), UNLIMITED, 1.0) == 200
+    assert drain_batch(st(), K, 1.0, NOW) == 21
+    assert drain_batch(st(rate="6", rate_since=str(NOW), rate_until=str(NOW + 30)), K, 1.0, NOW) == 5
+    assert drain_batch(st(), UNLIMITED, 1.0, NOW) == 200
 
 
 def test_healthy() -> None:

@@ -56,18 +56,31 @@ def test_probe_at_only_while_open() -> None:
     assert derive("x", "ltiaas", {"probe_at": str(NOW)}, 0, None, NOW).probe_at is None
 
 
+LOWERED = {"rate_since": str(NOW), "rate_until": str(NOW + 30), "rate_reason": "HTTP 429 at 121/min"}
+
+
 @pytest.mark.parametrize(("fields", "configured", "rate"), [
     ({}, 120.0, 120.0),                 # configured
-    ({"rate": "60.5"}, 120.0, 60.5),    # after AIMD
-    ({"rate": "300"}, None, 300.0),     # learnt from 429s without a configured limit
+    ({"rate": "60.5", **LOWERED}, 120.0, 60.5),    # lowered after a 429
+    ({"rate": "300", **LOWERED}, None, 300.0),     # lowered without a configured limit
+    ({"rate": "300", **LOWERED, "rate_since": str(NOW - 10)}, None, 600.0),  # recovering: doubled
+    ({"rate": "300", **LOWERED, "rate_until": str(NOW)}, None, None),        # recovered: unlimited again
     ({}, None, None),                   # unlimited
-    ({"rate": "nan"}, 120.0, 120.0),    # garbage is ignored
+    ({"rate": "nan", **LOWERED}, 120.0, 120.0),    # garbage is ignored
     ({"rate": "fast"}, None, None),
 ])
 def test_rate_is_the_hash_s_else_the_configured_one(fields: dict[str, str], configured: float | None,
                                                     rate: float | None) -> None:
     s = derive("ti", "thoughtindustries", fields, 3, configured, NOW)
     assert (s.rate_per_minute, s.configured_rate_per_minute, s.parked) == (rate, configured, 3)
+
+
+def test_a_lowered_rate_says_why_and_when_it_is_back() -> None:
+    s = derive("ti", "thoughtindustries", {"rate": "60", **LOWERED}, 0, 120.0, NOW)
+    assert s.rate_reason == "HTTP 429 at 121/min" and s.rate_until == NOW + 30
+    assert s.as_dict()["rate_until_iso"] == "2023-11-14T22:13:50.000Z"
+    back = derive("ti", "thoughtindustries", {"rate": "60", **LOWERED}, 0, 120.0, NOW + 31)
+    assert back.rate_reason == "" and back.rate_until is None and back.rate_per_minute == 120.0
 
 
 def test_as_dict_has_iso_times() -> None:

@@ -33,6 +33,7 @@ def test_the_destinations_table_neutralises_and_aligns() -> None:
     now = 1_000_000.0
     open_ = derive("acme-ti", "thoughtindustries", {"breaker": "open", "breaker_since": str(now - 65),
                                                     "probe_at": str(now + 30), "rate": "60",
+                                                    "rate_since": str(now), "rate_until": str(now + 9),
                                                     "breaker_reason": "503 \x1b[31mred\x1b[0m"}, 12, 120.0, now)
     closed = derive("b", "ltiaas", {}, 0, None, now)
     lines = render_table([open_, closed], now, colour=False)
@@ -42,6 +43,7 @@ def test_the_destinations_table_neutralises_and_aligns() -> None:
     assert lines[1].endswith("503 \\x1b[31mred\\x1b[0m (next probe in 30s)")
     assert lines[2].split()[:5] == ["b", "ltiaas", "closed", "-", "unlimited"]
     assert lines[1].index("open") == lines[2].index("closed")  # columns line up
+    lowered = {"rate_since": str(now), "rate_until": str(now + 9)}
     assert [rate_text(derive("x", "edlink", f, 0, c, now)) for f, c in [
-        ({}, 120.0), ({"rate": "60"}, 120.0), ({"rate": "90.25"}, None), ({}, None)]] == [
+        ({}, 120.0), ({"rate": "60", **lowered}, 120.0), ({"rate": "90.25", **lowered}, None), ({}, None)]] == [
         "120", "60/120", "90.2 (learnt)", "unlimited"]

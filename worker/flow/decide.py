@@ -8,7 +8,8 @@
 * :func:`after` — what one attempt's outcome does to the destination: the breaker's transitions
   (closed → open after ``breaker_failures`` consecutive transient failures; open → half_open for one
   probe once the cool-down passed; a good probe closes it, a bad one re-opens it with a longer
-  cool-down), and the AIMD rate (halve on a new 429, creep back up on each success).
+  cool-down), and the adaptive rate (a new 429 halves the rate the vendor refused; it recovers in time:
+  :mod:`worker.flow.rate`).
 
 Permanent errors mean the vendor answered: they never trip the breaker (they reset its count). A 429
 is the rate's business, never the breaker's.
@@ -16,17 +17,15 @@ is the rate's business, never the breaker's.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-#: multiplicative decrease on a 429 (TCP's AIMD halves)
-DECREASE = 0.5
-#: additive increase per successful attempt: this share of the configured rate (else of the current one),
-#: at least MIN_INCREASE requests/minute — a halved rate is back after ~100 successes
-INCREASE_SHARE = 0.005
-MIN_INCREASE = 0.5
+from worker.flow import rate as adaptive
+from worker.flow.rate import Adapted
+
 #: the limiter spaces calls at this share of the rate, and uses only part of the burst, so that the HTTP
 #: hop's jitter (a call delayed more than the next one: calls bunch up) never empties the vendor's own
 #: bucket — a 429 costs far more (a pause and a halved rate) than the few percent given up here
@@ -37,14 +36,10 @@ BURST_SHARE = 0.5
 def limiter_burst(burst: int) -> int:
     """The burst the limiter uses: half the vendor's, the rest is kept for jitter."""
     return max(1, int(burst * BURST_SHARE))
-#: the adapted rate never drops below this (requests/minute)
-MIN_RATE = 6.0
 #: a 429 without Retry-After pauses the destination this long (seconds)
 DEFAULT_THROTTLE = 2.0
 #: the longest pause a Retry-After may impose (seconds); longer values are capped
 MAX_THROTTLE = 3600.0
-#: when no rate is known, a 429 halves this rate (requests/minute) if none was observed
-FALLBACK_RATE = 60.0
 #: window (seconds) of the sent-rate estimate used when a destination has no rate yet
 SENT_WINDOW = 5.0
 #: a rate-limit slot is honoured up to this long after its time (the pump may run late)
@@ -88,9 +83,10 @@ class Knobs:
 def _f(raw: Mapping[str, str], name: str) -> float | None:
     value = raw.get(name)
     try:
-        return float(value) if value else None
+        number = float(value) if value else None
     except ValueError:
         return None
+    return number if number is not None and math.isfinite(number) else None
 
 
 @dataclass(frozen=True)
@@ -103,7 +99,11 @@ class FlowState:
     probe_deadline: float | None = None
     opened: int = 0
     failures: int = 0
-    rate: float | None = None
+    rate: float | None = None  # the adapted rate's base (worker.flow.rate.Adapted), with the next three
+    rate_since: float | None = None
+    rate_until: float | None = None
+    rate_refused: float | None = None
+    rate_reason: str = ""
     throttled_until: float | None = None
     throttled_reason: str = ""
     paused: bool = False
@@ -121,6 +121,10 @@ class FlowState:
             opened=int(_f(raw, "opened") or 0),
             failures=int(_f(raw, "failures") or 0),
             rate=_f(raw, "rate"),
+            rate_since=_f(raw, "rate_since"),
+            rate_until=_f(raw, "rate_until"),
+            rate_refused=_f(raw, "rate_refused"),
+            rate_reason=raw.get("rate_reason", ""),
             throttled_until=_f(raw, "throttled_until"),
             throttled_reason=raw.get("throttled_reason", ""),
             paused=raw.get("paused") == "1",
@@ -129,12 +133,40 @@ class FlowState:
             sent=(_f(raw, "sent_t") or 0.0, _f(raw, "sent_n") or 0.0, _f(raw, "sent_prev") or 0.0),
         )
 
-    def effective_rate(self, knobs: Knobs) -> float | None:
-        """Requests/minute allowed now: the AIMD-adapted rate (never above the configured one), else the
-        configured one, else None (unlimited)."""
-        if self.rate is None:
+    @property
+    def adapted(self) -> Adapted | None:
+        """The lowered rate after a 429 (None when there is none; a ``rate`` without its times, as an
+        earlier version wrote it, has ended)."""
+        if self.rate is None or self.rate_since is None or self.rate_until is None:
+            return None
+        return Adapted(base=self.rate, since=self.rate_since, until=self.rate_until,
+                       refused=self.rate_refused or self.rate)
+
+    def lowered_at(self, now: float) -> Adapted | None:
+        """The adapted rate when it is still in force at ``now``."""
+        adapted = self.adapted
+        return adapted if adapted is not None and now < adapted.until else None
+
+    def effective_rate(self, knobs: Knobs, now: float) -> float | None:
+        """Requests/minute allowed at ``now``: the adapted rate while it recovers (never above the
+        configured one), else the configured one, else None (unlimited)."""
+        adapted = self.lowered_at(now)
+        current = adapted.at(now) if adapted is not None else None
+        if current is None:
             return knobs.rate
-        return self.rate if knobs.rate is None else min(self.rate, knobs.rate)
+        return current if knobs.rate is None else min(current, knobs.rate)
+
+    def clean(self, now: float) -> bool:
+        """A success would change nothing: no failures counted, no ended adapted rate to clear."""
+        return self.failures == 0 and (self.rate is None or self.lowered_at(now) is not None)
+
+    def sent_before(self, now: float) -> float | None:
+        """Requests/minute sent in the window before the current one (what the destination did before a
+        burst), when that window is recent."""
+        start, _, prev = self.sent
+        if start <= 0 or now - start >= SENT_WINDOW or prev <= 0:
+            return None
+        return prev / SENT_WINDOW * 60.0
 
     def sent_rate(self, now: float) -> float | None:
         """Requests/minute sent recently (a sliding-window counter), when no rate limited them."""
@@ -187,7 +219,7 @@ def admit(state: FlowState, knobs: Knobs, now: float, *, waiting_since: float,
     if state.throttled_until is not None and now < state.throttled_until:
         return hold(Admission(Gate.WAIT, until=state.throttled_until,
                               reason=f"the vendor throttled the destination ({state.throttled_reason})"))
-    if state.effective_rate(knobs) is None:
+    if state.effective_rate(knobs, now) is None:
         return Admission(Gate.GO)
     if reservation is not None:
         epoch, slot = reservation
@@ -199,18 +231,6 @@ def admit(state: FlowState, knobs: Knobs, now: float, *, waiting_since: float,
 def cooldown(opened: int, knobs: Knobs) -> float:
     """Seconds the breaker stays open after its ``opened``-th opening in a row (Envoy: base x times)."""
     return min(knobs.max_cooldown, knobs.cooldown * max(1, opened))
-
-
-def decreased(rate: float) -> float:
-    return max(MIN_RATE, round(rate * DECREASE, 3))
-
-
-def increased(rate: float, cap: float | None) -> float | None:
-    """The rate after one success; None once it is back at the configured ``cap``."""
-    new = rate + max(MIN_INCREASE, INCREASE_SHARE * (cap or rate))
-    if cap is not None and new >= cap:
-        return None
-    return round(new, 3)
 
 
 @dataclass(frozen=True)
@@ -270,14 +290,13 @@ def after(state: FlowState, knobs: Knobs, outcome: Outcome, now: float, *, probe
         sets["throttled_until"] = f"{until:.3f}"
         sets["throttled_reason"] = detail or "HTTP 429"
         if state.throttled_until is None or now >= state.throttled_until:  # a new congestion event
-            basis = state.effective_rate(knobs) or state.sent_rate(now) or FALLBACK_RATE
-            sets["rate"] = str(decreased(basis))
+            in_force = state.lowered_at(now)
+            refused = adaptive.refused_rate(in_force=state.effective_rate(knobs, now), sent=state.sent_rate(now))
+            lowered = adaptive.lowered(refused=refused, before=state.sent_before(now), configured=knobs.rate,
+                                       first=in_force is None, since=until)
+            sets.update(lowered.fields(adaptive.reason_text(detail, refused, lowered.base)))
             sets["epoch"] = str(state.epoch + 1)
             slowed = True
-    elif outcome is Outcome.SUCCESS and state.rate is not None:
-        new = increased(state.rate, knobs.rate)
-        if new is None:
-            delete.append("rate")
-        else:
-            sets["rate"] = str(new)
+    elif outcome is Outcome.SUCCESS and state.rate is not None and state.lowered_at(now) is None:
+        delete.extend(adaptive.FIELDS)  # the adapted rate has ended: back to the configured one, or none
     return Transition(set=sets, delete=tuple(delete), closed=closed, slowed=slowed)

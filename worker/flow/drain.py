@@ -32,9 +32,9 @@ AGE_CHECK_EVERY = 5.0
 AGE_CHECK_BATCH = 50
 
 
-def drain_batch(state: FlowState, knobs: Knobs, interval: float) -> int:
+def drain_batch(state: FlowState, knobs: Knobs, interval: float, now: float) -> int:
     """Parked events to move per tick: twice what the rate allows in one tick (at least a few)."""
-    rate = state.effective_rate(knobs)
+    rate = state.effective_rate(knobs, now)
     if rate is None:
         return DRAIN_UNLIMITED
     return max(5, min(DRAIN_UNLIMITED, int(rate / 60.0 * interval * 2) + 1))
@@ -76,7 +76,7 @@ class FlowPump:
             state = FlowState.parse({_s(k): _s(v) for k, v in raw[2 * i].items()})
             knobs = Knobs.of(dests[name])
             if healthy(state, now):
-                n = self.flow.drain(name, drain_batch(state, knobs, self.interval), now=now)
+                n = self.flow.drain(name, drain_batch(state, knobs, self.interval, now), now=now)
                 if n:
                     log.info("parked_drained", destination=name, count=n, left=parked - n)
                 moved += n

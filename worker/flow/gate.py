@@ -21,7 +21,7 @@ import structlog
 from producers.publish import new_token
 from producers.settings import Destination
 from worker import errors
-from worker.flow.decide import SAFETY, Gate, Knobs, Outcome, Transition, admit, after, limiter_burst
+from worker.flow.decide import SAFETY, FlowState, Gate, Knobs, Outcome, Transition, admit, after, limiter_burst
 from worker.flow.store import FlowStore
 from worker.store import EventRecord, Store
 
@@ -80,11 +80,11 @@ class FlowControl:
         for _ in range(3):
             state = self.flow.state(name)
             adm = admit(state, knobs, now, waiting_since=since, reservation=reservation)
-            rate = state.effective_rate(knobs)
+            rate = state.effective_rate(knobs, now)
             if adm.gate is Gate.GO:
                 if rate is None:
                     self.flow.count_sent(name, now)
-                return Verdict(go=True, clean=state.failures == 0 and state.rate is None)
+                return Verdict(go=True, clean=state.clean(now))
             if adm.gate is Gate.PROBE:
                 if self.flow.claim_probe(name, now=now, deadline=now + 3 * destination.timeout + 30):
                     log.info("breaker_probe", reason=adm.reason)
@@ -98,10 +98,10 @@ class FlowControl:
                 return Verdict(go=False, result="parked", reason=adm.reason)
             # LIMIT or WAIT: take a rate-limit slot (after the pause, if the vendor asked for one)
             not_before = adm.until if adm.gate is Gate.WAIT else 0.0
-            due = self._slot(name, rate, knobs, now, not_before)
+            due = self._slot(name, state, knobs, now, not_before)
             if adm.gate is Gate.LIMIT and due - now <= SHORT_WAIT:
                 self.sleep(max(0.0, due - now))
-                return Verdict(go=True, clean=state.failures == 0 and state.rate is None)
+                return Verdict(go=True, clean=state.clean(now))
             self.store.ledger.defer(record, due, extra={"flow_slot": f"{state.epoch}:{due:.6f}",
                                                         "next_attempt_at": f"{due:.3f}"})
             return Verdict(go=False, result="waiting", reason=adm.reason or "waiting for a rate-limit slot")
@@ -111,7 +111,7 @@ class FlowControl:
     def succeeded(self, destination: Destination, verdict: Verdict) -> None:
         """A success changes nothing on a destination that was clean when the attempt began (the common
         case: no Redis round trip); otherwise it resets the failure count, closes a probed breaker, or
-        creeps an adapted rate back up."""
+        clears an adapted rate that has ended."""
         if verdict.probe or not verdict.clean:
             self.after(destination, Outcome.SUCCESS, probe=verdict.probe)
 
@@ -129,7 +129,9 @@ class FlowControl:
             log.info("breaker_closed", parked=self.flow.parked_count(destination.name))
         if transition.slowed:
             log.warning("rate_lowered", rate_per_minute=transition.set.get("rate"),
-                        throttled_until=transition.set.get("throttled_until"))
+                        refused_per_minute=transition.set.get("rate_refused"),
+                        throttled_until=transition.set.get("throttled_until"),
+                        rate_until=transition.set.get("rate_until"))
         return transition
 
     def settle_failure(self, record: EventRecord, destination: Destination, exc: errors.DeliveryError, *,
@@ -163,12 +165,14 @@ class FlowControl:
         knobs = Knobs.of(destination)
         now = self.clock()
         state = self.flow.state(destination.name)
-        rate = state.effective_rate(knobs)
-        due = self._slot(destination.name, rate, knobs, now, state.throttled_until or now)
+        due = self._slot(destination.name, state, knobs, now, state.throttled_until or now)
         return due, f"{state.epoch}:{due:.6f}"
 
-    def _slot(self, name: str, rate: float | None, knobs: Knobs, now: float, not_before: float) -> float:
-        """The next rate-limit slot (not before ``not_before``), or ``not_before`` (+ jitter) with no rate."""
-        if rate is None:
-            return max(now, not_before) + self.rand()
-        return self.flow.reserve(name, rate * SAFETY, limiter_burst(knobs.burst), now=now, not_before=not_before)
+    def _slot(self, name: str, state: FlowState, knobs: Knobs, now: float, not_before: float) -> float:
+        """The next rate-limit slot (not before ``not_before``), or ``not_before`` (+ jitter) with no rate.
+        A lowered rate is taken as it will be at ``not_before`` (it recovers in time)."""
+        at = max(now, not_before)
+        if state.effective_rate(knobs, at) is None:
+            return at + self.rand()
+        return self.flow.reserve(name, knobs.rate, limiter_burst(knobs.burst), now=now, not_before=not_before,
+                                 adapted=state.lowered_at(at), share=SAFETY)

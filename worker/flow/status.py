@@ -10,7 +10,8 @@ field                                  meaning
 ``breaker``                            ``closed`` (default) / ``open`` / ``half_open``
 ``breaker_reason``, ``breaker_since``  why, and since when (epoch seconds)
 ``probe_at``                           when the next half-open probe may run (while open)
-``rate``                               effective requests per minute now (absent: as configured)
+``rate``, ``rate_since``, ``rate_until``  a rate lowered after a 429, recovering in time until
+``rate_refused``, ``rate_reason``      ``rate_until`` (:mod:`worker.flow.rate`), and why
 ``throttled_until``, ``throttled_..``  a 429 paused the destination until then, and why
 ``paused`` (``1``), ``paused_reason``  the operator's manual pause, who did it and since when
 ``paused_by``, ``paused_since``
@@ -39,6 +40,7 @@ import redis
 from producers.keys import Keys
 from producers.safetext import printable
 from producers.settings import Destination
+from worker.flow.decide import FlowState, Knobs
 from worker.ops.views import iso
 from worker.store.deadletters import AUDIT_MAXLEN
 
@@ -55,15 +57,18 @@ class DestinationStatus:
     state: str  # "closed" | "open" | "half_open" | "paused"
     reason: str  # "" when closed
     since: float | None  # epoch seconds the current state began
-    rate_per_minute: float | None  # effective rate now (hash `rate`, else configured, else None = unlimited)
+    rate_per_minute: float | None  # effective rate now (lowered after a 429, else configured, else None = unlimited)
     configured_rate_per_minute: float | None
     parked: int  # ZCARD parked:{dest}
     probe_at: float | None
+    rate_reason: str = ""  # why the rate is lowered now ("" when it is not)
+    rate_until: float | None = None  # when a lowered rate is back (unlimited or the configured rate)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["since_iso"] = iso(self.since)
         data["probe_at_iso"] = iso(self.probe_at)
+        data["rate_until_iso"] = iso(self.rate_until)
         return data
 
 
@@ -86,12 +91,18 @@ def _float(value: str | None) -> float | None:
 def derive(name: str, vendor: str, fields: Mapping[str, str], parked: int,
            configured_rate: float | None, now: float) -> DestinationStatus:
     """The status operators see, from the flow hash's fields (pure; absent fields mean the defaults)."""
-    rate = _float(fields.get("rate"))
+    flow = FlowState.parse(fields)
+    knobs = Knobs(rate=configured_rate)
+    lowered = flow.lowered_at(now)
+    rate = flow.effective_rate(knobs, now)
+    lowered_now = lowered is not None and rate is not None and (configured_rate is None or rate < configured_rate)
 
     def status(state: str, reason: str, since: float | None, probe_at: float | None = None) -> DestinationStatus:
         return DestinationStatus(name=name, vendor=vendor, state=state, reason=reason, since=since,
-                                 rate_per_minute=rate if rate is not None else configured_rate,
-                                 configured_rate_per_minute=configured_rate, parked=parked, probe_at=probe_at)
+                                 rate_per_minute=round(rate, 1) if rate is not None else None,
+                                 configured_rate_per_minute=configured_rate, parked=parked, probe_at=probe_at,
+                                 rate_reason=flow.rate_reason if lowered_now else "",
+                                 rate_until=lowered.until if lowered is not None and lowered_now else None)
 
     breaker = fields.get("breaker") or "closed"
     breaker_since = _float(fields.get("breaker_since"))

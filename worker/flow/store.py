@@ -24,21 +24,35 @@ import redis
 
 from producers.keys import Keys
 from worker.flow.decide import SENT_WINDOW, FlowState, Knobs, Transition
+from worker.flow.rate import DOUBLING, Adapted
 
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-# KEYS: flow ; ARGV: now, emission interval T (s), tau = T * (burst - 1), not_before
+# KEYS: flow ; ARGV: now, emission interval T (s) at the limit (0: none), tau = T * (burst - 1), not_before,
+#       and an adapted rate recovering (worker.flow.rate.Adapted, requests/minute; base 0: none): base,
+#       since, until, doubling seconds. A slot is spaced by the interval at *its* time: the adapted rate
+#       doubles every `doubling` seconds from `since`, and ends at `until`; never faster than the limit.
 _RESERVE = """
 local now, T, tau, nb = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local base, since, till, d = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local function interval(t)
+  if base > 0 and t < till then
+    local grown = t - since
+    if grown < 0 then grown = 0 end
+    local at = 60 / (base * 2 ^ (grown / d))
+    if at > T then return at end
+  end
+  return T
+end
 local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0') or 0
 if tat < now then tat = now end
 if tat < nb + tau then tat = nb + tau end
 local allow = tat - tau
 if allow < now then allow = now end
-redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', tat + T))
+redis.call('HSET', KEYS[1], 'tat', string.format('%.6f', tat + interval(allow)))
 return string.format('%.6f', allow)
 """
 
@@ -123,7 +137,8 @@ return 1
 """
 
 #: the fields :func:`worker.flow.decide.after` reads; a transition is written only if they are unchanged
-_WATCHED = ("breaker", "probe_at", "probe_deadline", "opened", "failures", "rate", "throttled_until", "epoch")
+_WATCHED = ("breaker", "probe_at", "probe_deadline", "opened", "failures", "rate", "rate_until", "throttled_until",
+            "epoch")
 
 
 class FlowStore:
@@ -143,13 +158,20 @@ class FlowStore:
     def state(self, destination: str) -> FlowState:
         return FlowState.parse(self.raw(destination))
 
-    def reserve(self, destination: str, rate_per_minute: float, burst: int, *, now: float,
-                not_before: float = 0.0) -> float:
-        """Take the next rate-limit slot of ``destination``; the time it may call the vendor."""
-        interval = 60.0 / rate_per_minute
-        tau = interval * (max(burst, 1) - 1)
+    def reserve(self, destination: str, rate_per_minute: float | None, burst: int, *, now: float,
+                not_before: float = 0.0, adapted: Adapted | None = None, share: float = 1.0) -> float:
+        """Take the next rate-limit slot of ``destination``; the time it may call the vendor.
+
+        ``rate_per_minute``: the configured limit (None: none); ``adapted``: a lowered rate recovering
+        (each slot spaced by its rate at the slot's time); both are used at ``share`` of their value."""
+        interval = 60.0 / (rate_per_minute * share) if rate_per_minute else 0.0
+        current = adapted.at(now) if adapted is not None else None
+        tau = max(interval, 60.0 / (current * share) if current else 0.0) * (max(burst, 1) - 1)
+        grow = ("0", "0", "0") if adapted is None else (
+            f"{adapted.base * share:.6f}", f"{adapted.since:.6f}", f"{adapted.until:.6f}")
         slot = self._reserve(keys=[self.keys.flow(destination)],
-                             args=[f"{now:.6f}", f"{interval:.6f}", f"{tau:.6f}", f"{not_before:.6f}"])
+                             args=[f"{now:.6f}", f"{interval:.6f}", f"{tau:.6f}", f"{not_before:.6f}", *grow,
+                                   f"{DOUBLING:.6f}"])
         return float(_s(slot))
 
     def count_sent(self, destination: str, now: float) -> None:

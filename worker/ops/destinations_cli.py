@@ -66,10 +66,14 @@ def rate_text(s: DestinationStatus) -> str:
 
 
 def status_line(s: DestinationStatus, now: float) -> str:
-    """The reason, plus when the next probe runs while open."""
+    """The reason, plus when the next probe runs while open, and why the rate is lowered and until when."""
     reason = printable(s.reason)
     if s.state == "open" and s.probe_at is not None:
         reason = f"{reason} (next probe {humanize_until(s.probe_at, now=now)})"
+    if s.rate_reason:
+        back = "the configured rate" if s.configured_rate_per_minute is not None else "unlimited"
+        lowered = f"rate lowered: {printable(s.rate_reason)}; {back} {humanize_until(s.rate_until, now=now)}"
+        reason = f"{reason}; {lowered}" if reason else lowered
     return reason
 
 

@@ -6,6 +6,9 @@
 * ``gradesync_destination_rate_limit{destination}``: the effective rate limit now, requests per minute
   (after the adaptive slow-down). **Absent** for a destination without any limit (unlimited): a missing
   series is how Prometheus says "no value"; NaN or +Inf would break ``min``/``avg`` over destinations.
+* ``gradesync_destination_rate_lowered{destination}``: 1 while a 429 keeps the rate under its configured
+  limit (or under unlimited), 0 otherwise; ``gradesync_destination_rate_restore_timestamp_seconds`` says
+  when it is back (present only while lowered).
 * ``gradesync_events_parked{destination}``: events parked while the destination is open or paused.
 * ``gradesync_events_parked_oldest_age_seconds{destination}``: how long the oldest parked event has
   waited (0 when none): what the "parked for long" alert watches.
@@ -41,6 +44,14 @@ def flow_families(ctx: OpsContext) -> Iterator[Metric]:
         f"{NS}_destination_rate_limit",
         "effective rate limit of the destination now, requests per minute (absent when unlimited)",
         labels=["destination"])
+    lowered = GaugeMetricFamily(
+        f"{NS}_destination_rate_lowered",
+        "1 while a vendor's 429 keeps the destination's rate lowered (it recovers in time), else 0",
+        labels=["destination"])
+    restore = GaugeMetricFamily(
+        f"{NS}_destination_rate_restore_timestamp_seconds",
+        "when a lowered rate is back (unlimited or the configured rate), unix time; absent when not lowered",
+        labels=["destination"])
     parked = GaugeMetricFamily(
         f"{NS}_events_parked", "events parked while the destination is open or paused", labels=["destination"])
     parked_age = GaugeMetricFamily(
@@ -51,6 +62,9 @@ def flow_families(ctx: OpsContext) -> Iterator[Metric]:
             state.add_metric([s.name, name], 1.0 if s.state == name else 0.0)
         if s.rate_per_minute is not None:
             rate.add_metric([s.name], s.rate_per_minute)
+        lowered.add_metric([s.name], 1.0 if s.rate_reason else 0.0)
+        if s.rate_until is not None:
+            restore.add_metric([s.name], s.rate_until)
         parked.add_metric([s.name], s.parked)
         parked_age.add_metric([s.name], max(0.0, now - float(first[0][1])) if first else 0.0)
-    yield from (state, rate, parked, parked_age)
+    yield from (state, rate, lowered, restore, parked, parked_age)

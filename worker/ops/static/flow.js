@@ -83,6 +83,12 @@
     const since = d.since === null ? "–" : `${fmtAge(Date.now() / 1000 - d.since)} ago`;
     const wait = d.probe_at === null ? null : d.probe_at - Date.now() / 1000;
     const probe = d.state === "open" && wait !== null ? `next probe ${wait < 1 ? "now" : "in " + fmtAge(wait)}` : null;
+    // a rate lowered after a 429 recovers in time: say why, and when it is back
+    const back = d.rate_until === null ? null : d.rate_until - Date.now() / 1000;
+    const lowered = d.rate_reason
+      ? `Rate lowered: ${d.rate_reason}; ${d.configured_rate_per_minute === null ? "unlimited" : "the configured rate"} ` +
+        `${back === null || back < 1 ? "now" : "in " + fmtAge(back)}`
+      : null;
     const button = manual
       ? el("button", { type: "button", class: "btn btn-primary resume", text: "Resume" })
       : el("button", { type: "button", class: "btn btn-danger-outline pause", text: "Pause…" });
@@ -95,9 +101,9 @@
       el("div", { class: "flow-reason", title: d.reason || HEALTHY }, d.reason || HEALTHY),
       el("dl", { class: "facts" },
         fact("Since", since, "since"),
-        fact("Rate", fmtRate(d), "rate"),
+        fact("Rate", fmtRate(d), d.rate_reason ? "rate lowered warn" : "rate"),
         fact("Parked", fmtNum(d.parked), d.parked ? "parked warn" : "parked")),
-      el("div", { class: "muted small probe", text: probe || "" }),  // the line is kept so charts align
+      el("div", { class: "muted small probe", title: lowered || "", text: probe || lowered || "" }),  // kept so charts align
       series ? el("div", { class: "chart-holder", "data-destination": d.name }) : null,
       el("div", { class: "flow-foot" },
         el("span", { class: "legend" },
