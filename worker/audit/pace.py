@@ -5,7 +5,8 @@ Before each read :meth:`AuditPace.turn`:
 1. holds while the destination is paused by an operator, its breaker is open or half-open (an audit is
    never the breaker's probe), or the vendor asked for a pause (429 ``Retry-After``);
 2. waits for the audit's own slot: a GCRA of its own (``audits:pace:{dest}``) at ``share`` of the
-   destination's effective rate (the configured or learnt one; ``unlimited_rate`` without one), burst 1;
+   destination's effective rate (the configured or learnt one), burst 1 — or at ``unlimited_rate`` reads
+   a minute when the destination has no rate limit;
 3. then takes a slot of the destination's shared limiter (the one deliveries take), so deliveries and
    audit reads together stay within the limit: an audit never pushes deliveries into 429s, it only takes
    its share of the slots.
@@ -56,6 +57,8 @@ class AuditPace:
     def turn(self) -> bool:
         """Wait for this read's turn; False when the job is being stopped meanwhile."""
         name, knobs = self.destination.name, Knobs.of(self.destination)
+        if self.stop.is_set():
+            return False
         while True:
             state = self.flow.flow.state(name)
             now = self.clock()
@@ -74,7 +77,7 @@ class AuditPace:
             if not self._sleep(HOLD_POLL):
                 return False
         rate = state.effective_rate(knobs)
-        own = self._own_slot((rate or self.unlimited_rate) * self.share, now)
+        own = self._own_slot(rate * self.share if rate else self.unlimited_rate, now)
         if own > now and not self._sleep(own - now):
             return False
         now = self.clock()
