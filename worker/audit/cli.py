@@ -24,6 +24,7 @@ from worker.audit.engine import AuditRunner
 from worker.audit.jobs import JobView
 from worker.audit.resync import RESYNCABLE, resync
 from worker.known_secrets import register_destinations
+from worker.logs import configure
 from worker.ops import actions
 from worker.redact import redact
 from worker.store import Store
@@ -74,6 +75,7 @@ def audit_cmd(destinations: tuple[str, ...], since: str, as_json: bool, resync_v
               resume: str | None) -> None:
     """Read delivered grades back and compare: match, drifted, missing, unreadable, error."""
     settings: Settings = get_settings()
+    configure(settings.log_format, settings.log_level)  # logs to stderr: stdout is the report
     register_destinations(settings)  # their credentials are masked by value in everything shown
     store = Store.connect(settings)
     runner = AuditRunner(settings, store)
