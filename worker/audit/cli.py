@@ -22,7 +22,7 @@ from worker import errors
 from worker.audit.compare import VERDICTS
 from worker.audit.engine import AuditRunner
 from worker.audit.jobs import JobView
-from worker.audit.resync import RESYNCABLE, resync
+from worker.audit.resync import RESYNCABLE
 from worker.known_secrets import register_destinations
 from worker.logs import configure
 from worker.ops import actions
@@ -78,7 +78,16 @@ def audit_cmd(destinations: tuple[str, ...], since: str, as_json: bool, resync_v
     configure(settings.log_format, settings.log_level)  # logs to stderr: stdout is the report
     register_destinations(settings)  # their credentials are masked by value in everything shown
     store = Store.connect(settings)
-    runner = AuditRunner(settings, store)
+    publisher = Publisher(settings)
+    try:
+        _audit(settings, AuditRunner(settings, store, publisher=publisher), destinations, since, as_json,
+               resync_verdicts, resume)
+    finally:
+        publisher.close()
+
+
+def _audit(settings: Settings, runner: AuditRunner, destinations: tuple[str, ...], since: str, as_json: bool,
+           resync_verdicts: tuple[str, ...], resume: str | None) -> None:
     if resume:
         job_id = printable(resume)
         if runner.jobs.get(job_id) is None:
@@ -99,19 +108,13 @@ def audit_cmd(destinations: tuple[str, ...], since: str, as_json: bool, resync_v
     if view.state != "done":
         raise click.ClickException(f"audit {job_id} {view.state}: {view.error or 'not finished'} "
                                    f"(resume with --resume {job_id})")
-    report = None
-    if resync_verdicts:
-        with_publisher = Publisher(settings)
-        try:
-            report = resync(settings, store, with_publisher, job_id, resync_verdicts, actor=actions.cli_actor())
-        finally:
-            with_publisher.close()
+    report = view.resync_report
     if as_json:
         for cell in runner.jobs.results(job_id):
             click.echo(json.dumps(cell_json(cell)))
         last: dict[str, Any] = {"summary": view.summary}
         if report is not None:
-            last["resync"] = report.as_json()
+            last["resync"] = report
         click.echo(json.dumps(last))
         return
     click.echo(table(view))
@@ -119,5 +122,5 @@ def audit_cmd(destinations: tuple[str, ...], since: str, as_json: bool, resync_v
         click.echo(f"{cell['verdict']:8}  {cell['destination']}  {cell.get('learner_id')}  {cell.get('event_id')}  "
                    f"{printable(str(cell.get('reason') or ''))}")
     if report is not None:
-        click.echo(f"resynced {len(report.republished)} cell(s) ({', '.join(report.verdicts)}); "
-                   f"skipped {len(report.skipped)}")
+        click.echo(f"resynced {len(report['republished'])} cell(s) ({', '.join(report['verdicts'])}); "
+                   f"skipped {len(report['skipped'])}")

@@ -14,6 +14,7 @@ process died is resumed from its cursors by any runner (:meth:`AuditRunner.resum
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -31,6 +32,7 @@ from worker.adapters.http import make_client
 from worker.audit.compare import Delivered, Outcome, Verdict, compare
 from worker.audit.jobs import AuditJobs, AuditRequest, JobView
 from worker.audit.pace import AuditPace
+from worker.audit.resync import Publishes, resync
 from worker.readback import Reader, Unreadable, build_reader
 from worker.readback.base import Found
 from worker.redact import redact_text
@@ -53,9 +55,12 @@ def _s(value: Any) -> str:
 
 
 class AuditRunner:
-    def __init__(self, settings: Settings, store: Store, *, reader_factory: ReaderFactory = build_reader) -> None:
+    def __init__(self, settings: Settings, store: Store, *, reader_factory: ReaderFactory = build_reader,
+                 publisher: Publishes | None = None) -> None:
         self.settings = settings
         self.store = store
+        #: republishes the job's ``resync`` cells when it ends (None: resync is not done here)
+        self.publisher = publisher
         self.jobs = AuditJobs(store.redis, store.keys)
         self.reader_factory = reader_factory
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
@@ -113,6 +118,10 @@ class AuditRunner:
                 t.join()
             if stop.is_set():
                 return self.jobs.get(job_id)
+            if view.resync and self.publisher is not None:
+                report = resync(self.settings, self.store, self.publisher, job_id, tuple(view.resync),
+                                actor=view.actor)
+                self.jobs.set_fields(job_id, resync_report=json.dumps(report.as_json()))
             self.jobs.finish(job_id, "done")
         except Exception as exc:
             log.exception("audit_failed", job=job_id)

@@ -64,6 +64,7 @@ class JobView:
     holding: dict[str, str] = field(default_factory=dict)
     error: str = ""
     enumerated: list[str] = field(default_factory=list)
+    resync_report: dict[str, Any] | None = None
 
     @property
     def summary(self) -> dict[str, int]:
@@ -74,7 +75,7 @@ class JobView:
                 "actor": self.actor, "created_at": self.created_at, "finished_at": self.finished_at,
                 "resync": self.resync, "total": self.total, "done": self.done, "counts": self.counts,
                 "summary": self.summary, "holding": {k: v for k, v in self.holding.items() if v},
-                "error": self.error or None}
+                "error": self.error or None, "resync_report": self.resync_report}
 
 
 class AuditJobs:
@@ -113,6 +114,7 @@ class AuditJobs:
             done=sum(int(raw.get(f"done:{d}", 0)) for d in dests), counts=counts,
             holding={d: raw.get(f"holding:{d}", "") for d in dests}, error=raw.get("error", ""),
             enumerated=[d for d in dests if raw.get(f"enumerated:{d}") == "1"],
+            resync_report=json.loads(raw["resync_report"]) if raw.get("resync_report") else None,
         )
 
     def recent(self, limit: int = 20) -> list[JobView]:
