@@ -126,3 +126,50 @@ def audit_families(ctx: OpsContext) -> Iterator[Metric]:
 def auth_dependency(auth: Any) -> params.Depends:
     dep: params.Depends = Depends(auth)
     return dep
+
+
+class DashboardResync(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    verdicts: list[Resyncable] = Field(default_factory=_missing, min_length=1)
+    confirm: bool = Field(False, description="resync republishes grades: the dashboard asks first")
+
+
+#: cells of each kind shown per destination on the dashboard
+DASHBOARD_CELLS = 50
+
+
+def dashboard_json(ctx: OpsContext) -> dict[str, Any]:
+    """The last finished audit of each destination: its counts and its drifted and missing cells."""
+    jobs = AuditJobs(ctx.store.redis, ctx.keys)
+    out = []
+    for dest, view in sorted(jobs.last_per_destination().items()):
+        cells = [c for c in jobs.results(view.id, verdicts=("drifted", "missing")) if c["destination"] == dest]
+        out.append({"destination": dest, "audit": view.id, "finished_at": view.finished_at,
+                    "counts": view.counts.get(dest, {}),
+                    "drifted": [cell_json(c) for c in cells if c["verdict"] == "drifted"][:DASHBOARD_CELLS],
+                    "missing": [cell_json(c) for c in cells if c["verdict"] == "missing"][:DASHBOARD_CELLS]})
+    running = [job_json(v) for v in jobs.recent(10) if v.state in ("pending", "running")]
+    return {"destinations": out, "running": running}
+
+
+def add_audit_dashboard_routes(api: APIRouter, ctx: OpsContext, csrf: params.Depends) -> None:
+    """The dashboard's audit routes on its session-authenticated ``/ui/api`` router."""
+    from producers.publish import Publisher
+
+    @api.get("/audits")
+    def ui_audits() -> dict[str, Any]:
+        return dashboard_json(ctx)
+
+    def _resync(job_id: str, verdicts: list[str]) -> dict[str, Any]:
+        publisher = Publisher(ctx.settings, dispatcher=ctx.dispatcher)
+        try:
+            return resync_job(ctx, publisher, job_id, verdicts, "dashboard")
+        finally:
+            publisher.close()
+
+    @api.post("/audits/{job_id}/resync", dependencies=[csrf])
+    async def ui_resync(job_id: str, body: DashboardResync) -> dict[str, Any]:
+        if not body.confirm:
+            raise HTTPException(422, "resync republishes grades: confirm it (confirm: true)")
+        return await run_in_threadpool(_resync, job_id[:64], list(body.verdicts))
