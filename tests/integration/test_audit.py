@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -180,3 +181,44 @@ def test_an_interrupted_audit_resumes_from_its_checkpoint(
     assert len(ids) == len(set(ids)) == 12  # no cell read twice into the results, none skipped
     reads = [r for r in vendors["ltiaas"].dump()["requests"] if r["method"] == "GET"]
     assert len(reads) == 12
+
+
+def test_an_audit_holds_while_the_destination_is_paused(
+        local: Cluster, sandbox: dict[str, Running], vendors: dict[str, SandboxClient]) -> None:
+    local.start_local(concurrency=2)
+    lt = {"line_item_id": LINE_ITEM, "service_key": LT["service_key"]}
+    deliver(local, [{"destination": "lt", "learner_id": f"q{i}", "score_given": i, "score_maximum": 10,
+                     "target": lt} for i in range(3)])
+    from worker.audit.engine import wait_finished
+    from worker.flow.status import FlowStatus
+    flow = FlowStatus(local.store.redis, local.store.keys, local.settings.destinations())
+    flow.pause("lt", reason="maintenance", actor="test")
+    settings = local.settings.model_copy(update={"audit_unlimited_rate": 6000.0})
+    runner = AuditRunner(settings, local.store)
+    job_id = runner.create(["lt"], 0.0, actor="test")
+    runner.start(job_id)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        view = runner.jobs.get(job_id)
+        if view is not None and view.holding.get("lt"):
+            break
+        time.sleep(0.05)
+    assert view is not None and view.holding["lt"] == "the destination is paused" and view.done == 0
+    assert not vendors["ltiaas"].requests(method="GET")  # no read while paused
+    flow.resume("lt", actor="test")
+    final = wait_finished(runner.jobs, job_id, timeout=60)
+    assert final is not None and final.state == "done" and final.summary["match"] == 3
+
+
+def test_reads_take_their_share_of_the_destinations_limit(local: Cluster) -> None:
+    from worker.audit.pace import AuditPace
+    from worker.flow.store import FlowStore
+    dest = local.settings.destinations()["lt"].model_copy(update={"rate_limit_per_minute": 600.0, "burst": 10})
+    now = time.time()
+    pace = AuditPace(local.store, dest, share=0.2, unlimited_rate=120.0, clock=lambda: now)
+    slots = [pace._own_slot(600.0 * 0.2, now) for _ in range(4)]
+    assert [round(s - now, 3) for s in slots] == [0.0, 0.5, 1.0, 1.5]  # 20 % of 600/min: one read per 0.5 s
+    flow = FlowStore(local.store.redis, local.store.keys)
+    assert pace.turn()  # the first read: its own slot now, and a slot of the shared limiter
+    tat = float(flow.raw("lt")["tat"])
+    assert tat > now  # the deliveries' limiter counted the read

@@ -101,7 +101,7 @@ class AuditRunner:
         renewer.start()
         try:
             view = self.jobs.get(job_id)
-            if view is None or view.state not in ("pending", "running"):
+            if view is None or view.state not in ("pending", "running", "failed"):  # failed: --resume
                 return view
             self.jobs.set_fields(job_id, state="running")
             log.info("audit_started", job=job_id, destinations=view.destinations, resumed=view.done > 0)
@@ -109,7 +109,8 @@ class AuditRunner:
             for name in view.destinations:
                 if name not in view.enumerated:
                     self._enumerate(job_id, name, view.since)
-            threads = [threading.Thread(target=self._read_destination, args=(job_id, destinations[n], stop),
+            failures: list[str] = []
+            threads = [threading.Thread(target=self._read_destination, args=(job_id, destinations[n], stop, failures),
                                         name=f"audit-{job_id}-{n}", daemon=True)
                        for n in view.destinations if n in destinations]
             for t in threads:
@@ -117,6 +118,9 @@ class AuditRunner:
             for t in threads:
                 t.join()
             if stop.is_set():
+                return self.jobs.get(job_id)
+            if failures:
+                self.jobs.finish(job_id, "failed", redact_text("; ".join(failures)))
                 return self.jobs.get(job_id)
             if view.resync and self.publisher is not None:
                 report = resync(self.settings, self.store, self.publisher, job_id, tuple(view.resync),
@@ -168,12 +172,20 @@ class AuditRunner:
         return [k for (k, _), (state, finished) in zip(pairs, found, strict=True)
                 if state is not None and _s(state) == EventState.SUCCEEDED and float(_s(finished or 0)) >= since]
 
-    def _read_destination(self, job_id: str, destination: Destination, stop: threading.Event) -> None:
+    def _read_destination(self, job_id: str, destination: Destination, stop: threading.Event,
+                          failures: list[str]) -> None:
         name = destination.name
+        def holding(reason: str) -> None:
+            self.jobs.set_fields(job_id, **{f"holding:{name}": reason})
+
         pace = AuditPace(self.store, destination, share=self.settings.audit_rate_share,
-                         unlimited_rate=self.settings.audit_unlimited_rate, stop=stop)
-        reader = self.reader_factory(destination, AdapterContext(http=make_client(destination),
-                                                                 cache=self.store.cache))
+                         unlimited_rate=self.settings.audit_unlimited_rate, stop=stop, on_hold=holding)
+        try:
+            reader = self.reader_factory(destination, AdapterContext(http=make_client(destination),
+                                                                     cache=self.store.cache))
+        except errors.GradeSyncError as exc:
+            failures.append(f"{name}: {exc.message}")
+            return
         try:
             cursor = int(self.jobs.field(job_id, f"done:{name}") or 0)
             while not stop.is_set():
@@ -186,6 +198,9 @@ class AuditRunner:
                         return
                     cursor += 1
                     self.jobs.record(job_id, name, cursor, result)
+        except Exception as exc:  # Redis gone, a bug: the job fails (and can be resumed), never hangs
+            log.exception("audit_destination_failed", job=job_id, destination=name)
+            failures.append(f"{name}: {type(exc).__name__}")
         finally:
             reader.close()
 
@@ -214,8 +229,6 @@ class AuditRunner:
         for _ in range(MAX_THROTTLED):
             if not pace.turn():
                 return None, None
-            if pace.holding:
-                self.jobs.set_fields(job_id, **{f"holding:{destination.name}": pace.holding})
             try:
                 found = reader.read_grade(event)
             except Unreadable as exc:

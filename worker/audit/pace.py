@@ -32,7 +32,8 @@ HOLD_POLL = 1.0
 
 class AuditPace:
     def __init__(self, store: Store, destination: Destination, *, share: float, unlimited_rate: float,
-                 stop: threading.Event | None = None, clock: Callable[[], float] = time.time) -> None:
+                 stop: threading.Event | None = None, clock: Callable[[], float] = time.time,
+                 on_hold: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.destination = destination
         self.share = share
@@ -41,12 +42,19 @@ class AuditPace:
         self.clock = clock
         self.flow = FlowControl(store)
         self._reserve = store.redis.register_script(_RESERVE)
-        #: why the last turn held (shown as the job's status while it waits)
+        #: why the last turn held (shown as the job's status while it waits); ``on_hold`` hears each change
         self.holding = ""
+        self.on_hold = on_hold
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep; False when the job is being stopped."""
         return not self.stop.wait(max(0.0, seconds))
+
+    def _hold(self, reason: str) -> None:
+        changed = reason != getattr(self, "_told", "")
+        self.holding = self._told = reason
+        if changed and self.on_hold is not None:
+            self.on_hold(reason)
 
     def _own_slot(self, rate: float, now: float) -> float:
         interval = 60.0 / rate
@@ -67,13 +75,14 @@ class AuditPace:
             elif state.breaker in ("open", "half_open"):
                 self.holding = f"the destination's circuit is {state.breaker.replace('_', '-')}"
             elif state.throttled_until is not None and now < state.throttled_until:
-                self.holding = "the vendor throttled the destination"
+                self._hold("the vendor throttled the destination")
                 if not self._sleep(min(HOLD_POLL * 5, state.throttled_until - now)):
                     return False
                 continue
             else:
-                self.holding = ""
+                self._hold("")
                 break
+            self._hold(self.holding)
             if not self._sleep(HOLD_POLL):
                 return False
         rate = state.effective_rate(knobs)
