@@ -32,6 +32,7 @@ surface read and update them). Nothing else builds a key name.
     {p}:audits:{id}              hash: one audit job (state, destinations, since, cursors, verdict counts)
     {p}:audits:{id}:cells:{dest} list: the event ids of the cells it reads (enumerated from the hwm keys)
     {p}:audits:{id}:results      list: one JSON verdict per cell read, in cursor order
+    {p}:audits:{id}:results:{v}  list: the same, of the cells of verdict v only (drifted, missing… pages)
     {p}:audits:{id}:lock         string: the process running the job (lease; another resumes it when gone)
     {p}:audits:last              hash: destination -> id of its last finished audit (dashboard, metrics)
     {p}:audits:pace:{dest}       string: the audit's own rate-limit timestamp (its share of the limit)

@@ -23,7 +23,8 @@ default 10) with ``Link: <…>; rel="next"``.
 
 Switches (``POST /_sandbox/config``): ``jwks``, ``jwks_url``, ``audience``, ``allowed_scopes``,
 ``token_lifetime``, ``expire_tokens`` (see :mod:`sandbox.lti_platform`), ``page_size``,
-``ignore_filters`` (answer the whole container, as platforms that ignore the query filters do), and
+``ignore_filters`` (answer the whole container and all results, as platforms that ignore the query
+filters do), and
 ``seed``: a list of line items ``{course, style: canvas|moodle, resourceLinkId, label, scoreMaximum,
 tag?, resourceId?}`` to create (the answer lists their ids). ``POST /_sandbox/reset`` forgets line items,
 scores, tokens, seen ``jti`` values and the switches, but keeps the tool's registration (``jwks``,
@@ -324,7 +325,7 @@ class LtiAgsSandbox(LtiPlatformAuth):
             return record
         if RESULT_TYPE not in (req.header("accept") or ""):
             return Response(406, self.error_body(406, f"Accept must be {RESULT_TYPE}"))
-        user = req.param("user_id")
+        user = None if self.ignore_filters else req.param("user_id")
         raw_page = req.param("page") or "1"
         if not raw_page.isdigit() or int(raw_page) < 1:
             return Response(400, self.error_body(400, "page must be a positive integer"))

@@ -173,31 +173,37 @@ class AuditJobs:
         return [_s(x) for x in self.r.lrange(key, start, start + count - 1)]
 
     def record(self, job_id: str, destination: str, cursor: int, result: dict[str, Any]) -> None:
-        """One cell's result, its verdict count and the destination's cursor, in one transaction."""
-        key, rkey = self.keys.audit_job(job_id), self.keys.audit_job(job_id, "results")
+        """One cell's result (also in its verdict's list, so the drifted and missing cells of a 100 000-cell
+        audit are read without the matches), its verdict count and the destination's cursor, in one
+        transaction."""
+        key, verdict = self.keys.audit_job(job_id), result["verdict"]
+        line = json.dumps(result)
         with self.r.pipeline(transaction=True) as pipe:
-            pipe.rpush(rkey, json.dumps(result))
-            pipe.expire(rkey, JOB_TTL)
-            pipe.hincrby(key, f"n:{destination}:{result['verdict']}", 1)
+            for rkey in (self.keys.audit_job(job_id, "results"), self.keys.audit_job(job_id, "results", verdict)):
+                pipe.rpush(rkey, line)
+                pipe.expire(rkey, JOB_TTL)
+            pipe.hincrby(key, f"n:{destination}:{verdict}", 1)
             pipe.hset(key, f"done:{destination}", str(cursor))
             pipe.execute()
 
     def results(self, job_id: str, *, offset: int = 0, limit: int | None = None,
                 verdicts: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        rkey = self.keys.audit_job(job_id, "results")
-        if not verdicts:
-            end = -1 if limit is None else offset + limit - 1
-            return [json.loads(x) for x in self.r.lrange(rkey, offset, end)]
+        """The cells read, in cursor order; with ``verdicts``, those verdicts' cells (one verdict after the
+        other, each in cursor order)."""
+        keys = ([self.keys.audit_job(job_id, "results", v) for v in dict.fromkeys(verdicts)] if verdicts
+                else [self.keys.audit_job(job_id, "results")])
         out: list[dict[str, Any]] = []
-        matched = 0
-        for x in self.r.lrange(rkey, 0, -1):
-            item = json.loads(x)
-            if item.get("verdict") in verdicts:
-                if matched >= offset:
-                    out.append(item)
-                matched += 1
-                if limit is not None and len(out) >= limit:
-                    break
+        skip = offset
+        for rkey in keys:
+            if limit is not None and len(out) >= limit:
+                break
+            size = int(self.r.llen(rkey))
+            if skip >= size:
+                skip -= size
+                continue
+            end = -1 if limit is None else skip + (limit - len(out)) - 1
+            out += [json.loads(x) for x in self.r.lrange(rkey, skip, end)]
+            skip = 0
         return out
 
     # -- the runner's lease --------------------------------------------------------------------------
