@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from typing import Any
 
 import click
@@ -57,7 +58,12 @@ def _follow(runner: AuditRunner, job_id: str, thread: threading.Thread) -> JobVi
             view = runner.jobs.get(job_id)
             if view is not None:
                 progress.update(task, completed=view.done, total=view.total or None)
-    final = runner.jobs.get(job_id)
+        final = runner.jobs.get(job_id)
+        # another process runs it (the server, another --resume): follow it to its end
+        while final is not None and final.state in ("pending", "running") and runner.jobs.held(job_id):
+            time.sleep(0.5)
+            final = runner.jobs.get(job_id)
+            progress.update(task, completed=final.done if final else 0, total=(final.total if final else 0) or None)
     if final is None:
         raise click.ClickException(f"audit {job_id} vanished from Redis")
     return final

@@ -32,10 +32,11 @@ from worker.adapters.http import make_client
 from worker.audit.compare import Delivered, Outcome, Verdict, compare
 from worker.audit.jobs import AuditJobs, AuditRequest, JobView
 from worker.audit.pace import AuditPace
-from worker.audit.resync import Publishes, resync
+from worker.audit.resync import Publishes, log_action, resync
+from worker.known_secrets import wire_secrets
 from worker.readback import Reader, Unreadable, build_reader
 from worker.readback.base import Found
-from worker.redact import redact_text
+from worker.redact import redact, redact_text
 from worker.store import Store
 from worker.store.ledger import EventState
 
@@ -74,7 +75,11 @@ class AuditRunner:
         if unknown:
             raise errors.ConfigurationError(f"unknown destination(s): {', '.join(unknown)} "
                                             f"(configured: {', '.join(sorted(known))})")
-        return self.jobs.create(AuditRequest(list(dict.fromkeys(names)), since, actor, resync))
+        names = list(dict.fromkeys(names))
+        job_id = self.jobs.create(AuditRequest(names, since, actor, resync))
+        log_action(self.store, "audit", actor=actor, filters={"audit": job_id, "destinations": names,
+                                                             "since": since, "resync": list(resync)})
+        return job_id
 
     def start(self, job_id: str) -> threading.Thread:
         """Run the job on a background thread."""
@@ -217,10 +222,12 @@ class AuditRunner:
         found, outcome = self._read(reader, pace, destination, event, job_id)
         if outcome is None:
             return None
-        return {"destination": destination.name, "learner_id": event.learner_id,
-                "target": event.redacted()["target"], "event_id": str(event.event_id),
-                "delivered": Delivered.of(event).as_json(), "found": found.as_json() if found else None,
-                "verdict": outcome.verdict.value, "reason": outcome.reason}
+        result = {"destination": destination.name, "learner_id": event.learner_id,
+                  "target": event.redacted()["target"], "event_id": str(event.event_id),
+                  "delivered": Delivered.of(event).as_json(), "found": found.as_json() if found else None,
+                  "verdict": outcome.verdict.value, "reason": outcome.reason}
+        masked: dict[str, Any] = redact(result, extra_secrets=tuple(wire_secrets(record.wire)))
+        return masked  # a vendor echoing the event's own credential never reaches the results
 
     def _read(self, reader: Reader, pace: AuditPace, destination: Destination, event: GradeEvent,
               job_id: str) -> tuple[Found | None, Outcome | None]:

@@ -213,5 +213,9 @@ class AuditJobs:
     def renew(self, job_id: str, owner: str) -> bool:
         return bool(self._renew(keys=[self.keys.audit_job(job_id, "lock")], args=[owner, LEASE * 1000]))
 
+    def held(self, job_id: str) -> bool:
+        """Does a live process run the job now?"""
+        return bool(self.r.exists(self.keys.audit_job(job_id, "lock")))
+
     def release(self, job_id: str, owner: str) -> None:
         self._release(keys=[self.keys.audit_job(job_id, "lock")], args=[owner])

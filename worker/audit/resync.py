@@ -43,6 +43,15 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def log_action(store: Store, action: str, *, actor: str, filters: dict[str, Any], matched: int = 0,
+               count: int = 0, event_ids: list[str] | None = None) -> None:
+    """One line of the operator audit log (``gradesync dlq audit``, ``GET /v1/audit``, the dashboard)."""
+    store.redis.xadd(store.keys.audit, {
+        "at": f"{time.time():.3f}", "actor": actor, "action": action, "dry_run": "0", "matched": str(matched),
+        "count": str(count), "selection": "audit", "filters": json.dumps(filters),
+        "event_ids": json.dumps((event_ids or [])[:50])}, maxlen=AUDIT_MAXLEN, approximate=True)
+
+
 def resync(settings: Settings, store: Store, publisher: Publishes, job_id: str, verdicts: tuple[str, ...], *,
            actor: str) -> ResyncReport:
     """Republish the last event of each cell of the job whose verdict is in ``verdicts``."""
@@ -74,9 +83,7 @@ def resync(settings: Settings, store: Store, publisher: Publishes, job_id: str, 
             "operator_action": "resync", "actor": actor, "at": now, "audit": job_id, "verdict": cell["verdict"],
             "new_event_id": new_id}))
     if report.republished or report.skipped:
-        store.redis.xadd(store.keys.audit, {
-            "at": f"{time.time():.3f}", "actor": actor, "action": "resync", "dry_run": "0",
-            "matched": str(len(report.republished) + len(report.skipped)), "count": str(len(report.republished)),
-            "selection": "audit", "filters": json.dumps({"audit": job_id, "verdicts": report.verdicts}),
-            "event_ids": json.dumps(list(report.republished)[:50])}, maxlen=AUDIT_MAXLEN, approximate=True)
+        log_action(store, "resync", actor=actor, filters={"audit": job_id, "verdicts": report.verdicts},
+                   matched=len(report.republished) + len(report.skipped), count=len(report.republished),
+                   event_ids=list(report.republished))
     return report
