@@ -6,8 +6,9 @@ takes, against an LTIAAS simulator that answers in 50 ms and allows 600 requests
 1. ``--cells`` grades are delivered (a real `gradesync worker`, the destination configured at the limit).
 2. The simulator then answers every request after 50 ms, and the audit runs alone: cells per second, and
    its reads per minute as a share of the limit (the setting: ``GRADESYNC_AUDIT_RATE_SHARE``, 20 %).
-3. The same audit again while ``--deliveries`` new grades are delivered: the audit keeps its share, the
-   deliveries get the rest, and the vendor answers no 429 to either.
+3. The same audit again while ``--deliveries`` new grades are delivered: the audit keeps within its share,
+   the deliveries get the rest, and the vendor answers no 429 to either.
+4. Finding the cells of a ``--enumerate``-cell audit (default 100 000) in Redis: the cost before any read.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from harness import drill, lt_destination, machine
 
 from worker.audit.engine import AuditRunner
+from worker.audit.jobs import AuditRequest
 
 LINE_ITEM = "https://lms.example/api/lti/courses/1/line_items/1"
 
@@ -57,12 +59,35 @@ def audit(d: object, label: str, per_minute: float, extra: int) -> dict[str, flo
     return result
 
 
+def enumeration(d: object, n: int) -> dict[str, float]:
+    """How long finding ``n`` delivered cells takes (hwm keys and succeeded events written straight into Redis)."""
+    store = d.store  # type: ignore[attr-defined]
+    r, keys, now = store.redis, store.keys, time.time()
+    for start in range(0, n, 5000):
+        with r.pipeline(transaction=False) as pipe:
+            for i in range(start, min(n, start + 5000)):
+                eid = f"bench-{i:08d}"
+                pipe.set(keys.hwm("bulk", f"learner-{i}", "item"), f"{int(now * 1000)}|{eid}")
+                pipe.hset(keys.event(eid), mapping={"state": "succeeded", "finished_at": f"{now:.3f}"})
+            pipe.execute()
+    runner = AuditRunner(d.settings, store)  # type: ignore[attr-defined]
+    job = runner.jobs.create(AuditRequest(["bulk"], now - 3600, "bench"))
+    began = time.perf_counter()
+    runner._enumerate(job, "bulk", now - 3600)
+    seconds = time.perf_counter() - began
+    total = runner.jobs.get(job).total  # type: ignore[union-attr]
+    print(f"\n== enumeration of {n} cells ==\n  found: {total}\n  seconds: {seconds:.2f}\n"
+          f"  cells_per_second: {total / seconds:.0f}")
+    return {"cells": total, "seconds": seconds}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cells", type=int, default=120)
     ap.add_argument("--deliveries", type=int, default=300)
     ap.add_argument("--per-minute", type=float, default=600)
     ap.add_argument("--burst", type=int, default=10)
+    ap.add_argument("--enumerate", type=int, default=100_000, help="cells for the enumeration timing (0: skip)")
     args = ap.parse_args()
     with drill("ltiaas") as d:
         vendor = d.vendors["ltiaas"]
@@ -79,6 +104,9 @@ def main() -> None:
         alone = audit(d, "alone", args.per_minute, 0)
         mixed = audit(d, f"while {args.deliveries} grades are delivered", args.per_minute, args.deliveries)
         assert alone["match"] == args.cells and mixed["throttled"] == 0 and alone["throttled"] == 0
+        if args.enumerate:
+            found = enumeration(d, args.enumerate)
+            assert found["cells"] == args.enumerate
 
 
 if __name__ == "__main__":
