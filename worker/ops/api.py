@@ -235,12 +235,19 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def _resume_audits(audits: AuditRunner) -> None:
-    """Audits whose process died carry on from their checkpoint (Redis may be down: then later, by hand)."""
-    try:
-        audits.resume_unfinished()
-    except Exception as exc:  # a server without Redis still starts (and says so on /healthz)
-        log.warning("audit_resume_failed", error=type(exc).__name__)
+#: seconds between looks for audits whose process died (their lease lapsed)
+AUDIT_RESUME_EVERY = 30.0
+
+
+def _resume_audits(audits: AuditRunner, stop: threading.Event) -> None:
+    """Audits whose process died (a CLI stopped, a server restarted) carry on from their checkpoint here."""
+    while True:
+        try:
+            audits.resume_unfinished()
+        except Exception as exc:  # a server without Redis still starts (and says so on /healthz)
+            log.warning("audit_resume_failed", error=type(exc).__name__)
+        if stop.wait(AUDIT_RESUME_EVERY):
+            return
 
 
 def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = None) -> FastAPI:
@@ -260,8 +267,10 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        threading.Thread(target=_resume_audits, args=(audits,), name="audit-resume", daemon=True).start()
+        stop = threading.Event()
+        threading.Thread(target=_resume_audits, args=(audits, stop), name="audit-resume", daemon=True).start()
         yield
+        stop.set()
         publisher.close()
         ctx.close()
 
