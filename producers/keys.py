@@ -28,6 +28,14 @@ surface read and update them). Nothing else builds a key name.
     {p}:parked:{dest}            zset: event id -> time it was parked (breaker open or paused)
     {p}:audit                    stream: operator actions
     {p}:stats:...                counters for metrics and the dashboard
+    {p}:audits                   zset: audit job id -> creation time (worker/audit: reading gradebooks back)
+    {p}:audits:{id}              hash: one audit job (state, destinations, since, cursors, verdict counts)
+    {p}:audits:{id}:cells:{dest} list: the event ids of the cells it reads (enumerated from the hwm keys)
+    {p}:audits:{id}:results      list: one JSON verdict per cell read, in cursor order
+    {p}:audits:{id}:results:{v}  list: the same, of the cells of verdict v only (drifted, missing… pages)
+    {p}:audits:{id}:lock         string: the process running the job (lease; another resumes it when gone)
+    {p}:audits:last              hash: destination -> id of its last finished audit (dashboard, metrics)
+    {p}:audits:pace:{dest}       string: the audit's own rate-limit timestamp (its share of the limit)
     {p}:stats:minute:{dest}:{outcome}:{minute}
                                  string: outcomes of one destination in one epoch minute (expires after 2 h;
                                  the dashboard's 5/60-minute windows and its per-minute throughput chart)
@@ -113,6 +121,24 @@ class Keys:
     @property
     def audit(self) -> str:
         return f"{self.prefix}:audit"
+
+    def hwm_pattern(self, destination: str) -> str:
+        """SCAN pattern of the stale guard's keys of one destination: one per delivered cell."""
+        return f"{self.prefix}:hwm:{destination}:*"
+
+    @property
+    def audits(self) -> str:
+        return f"{self.prefix}:audits"
+
+    def audit_job(self, job_id: str, *parts: str) -> str:
+        return ":".join((self.prefix, "audits", job_id, *parts))
+
+    @property
+    def audits_last(self) -> str:
+        return f"{self.prefix}:audits:last"
+
+    def audit_pace(self, destination: str) -> str:
+        return f"{self.prefix}:audits:pace:{destination}"
 
     def stats(self, *parts: str) -> str:
         return ":".join((self.prefix, "stats", *parts))

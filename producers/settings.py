@@ -155,6 +155,12 @@ class CommonSettings(BaseSettings):
     dead_letter_ttl_days: float = Field(
         30.0, ge=0, description="dead letters (and their encrypted secrets) expire after this; 0 = never"
     )
+    audit_rate_share: float = Field(
+        0.2, gt=0, le=1, description="share of a destination's rate limit an audit's reads may use (worker/audit)"
+    )
+    audit_unlimited_rate: float = Field(
+        120.0, gt=0, description="reads/minute of an audit of a destination with no rate limit"
+    )
 
     @property
     def broker(self) -> str:

@@ -135,6 +135,7 @@ class EdlinkSandbox(SandboxApp):
         sub = _BASE.format(api="graph") + r"/submissions/(?P<sub>[^/]+)"
         self.route("PATCH", sub)(self._patch)
         self.route("GET", sub)(self._get)
+        self.route("GET", _BASE.format(api="my") + r"/submissions")(self._list)
 
     def state(self) -> dict[str, Any]:
         with self.lock:
@@ -357,3 +358,29 @@ class EdlinkSandbox(SandboxApp):
             if sub is None:
                 return self._error(404, "The requested submission does not exist.")
             return self._ok(sub)
+
+    def _list(self, req: Request, m: re.Match[str]) -> Response:
+        """``GET /api/v2/my/classes/:class/assignments/:assignment/submissions``: the integration (teacher /
+        admin) token sees every submission, a person token only its own; paged with ``$first`` (default 100)
+        and ``$after`` (a submission id), ``$next`` the URL of the next page."""
+        token = self._token(req)
+        person = self._person(token)
+        staff = token is not None and hmac.compare_digest(token.encode(), self.integration_token.encode())
+        if not staff and person is None:
+            return self._error(401, "A valid access token is required.")
+        raw_first = req.param("$first") or "100"
+        if not raw_first.isdigit() or not 1 <= int(raw_first) <= 10_000:
+            return self._error(400, "$first must be an integer between 1 and 10000")
+        first, after = int(raw_first), req.param("$after")
+        with self.lock:
+            subs = [copy.deepcopy(s) for s in self.submissions.values()
+                    if (s["class_id"], s["assignment_id"]) == (m["cls"], m["asg"])
+                    and (staff or s["person_id"] == person)]
+        subs.sort(key=lambda s: s["id"])
+        if after:
+            subs = [s for s in subs if s["id"] > after]
+        page = subs[:first]
+        envelope: dict[str, Any] = {"$request": str(uuid.uuid4()), "$data": page}
+        if len(subs) > first:
+            envelope["$next"] = f"{req.url}?$first={first}&$after={page[-1]['id']}"
+        return Response(200, envelope)

@@ -23,7 +23,8 @@ default 10) with ``Link: <…>; rel="next"``.
 
 Switches (``POST /_sandbox/config``): ``jwks``, ``jwks_url``, ``audience``, ``allowed_scopes``,
 ``token_lifetime``, ``expire_tokens`` (see :mod:`sandbox.lti_platform`), ``page_size``,
-``ignore_filters`` (answer the whole container, as platforms that ignore the query filters do), and
+``ignore_filters`` (answer the whole container and all results, as platforms that ignore the query
+filters do), and
 ``seed``: a list of line items ``{course, style: canvas|moodle, resourceLinkId, label, scoreMaximum,
 tag?, resourceId?}`` to create (the answer lists their ids). ``POST /_sandbox/reset`` forgets line items,
 scores, tokens, seen ``jti`` values and the switches, but keeps the tool's registration (``jwks``,
@@ -45,6 +46,7 @@ from sandbox.lti_demo import demo_pem
 from sandbox.lti_platform import AGS, LtiPlatformAuth
 
 CONTAINER_TYPE = "application/vnd.ims.lis.v2.lineitemcontainer+json"
+RESULT_TYPE = "application/vnd.ims.lis.v2.resultcontainer+json"
 LINEITEM_TYPE = "application/vnd.ims.lis.v2.lineitem+json"
 SCORE_TYPE = "application/vnd.ims.lis.v1.score+json"
 ACTIVITY = ("Initialized", "Started", "InProgress", "Submitted", "Completed")
@@ -126,6 +128,7 @@ class LtiAgsSandbox(LtiPlatformAuth):
             self.route("POST", base)(functools.partial(self._create, style=style))
             self.route("GET", item)(functools.partial(self._item, style=style))
             self.route("POST", rf"{item}/scores")(functools.partial(self._score, style=style))
+            self.route("GET", rf"{item}/results")(functools.partial(self._results, style=style))
 
     def state(self) -> dict[str, Any]:
         with self.lock:
@@ -309,6 +312,41 @@ class LtiAgsSandbox(LtiPlatformAuth):
         if style == "moodle":
             return Response(204)
         return Response(200, {"resultUrl": f"{record['id']}/results/{body['userId']}"})
+
+    # -- results (the read an audit makes) ------------------------------------------------------------
+    def _results(self, req: Request, m: re.Match[str], style: str) -> Response:
+        """``GET {line item}/results[?user_id=]``: the result container (``[]`` when none, as Canvas), paged
+        with ``Link: rel="next"``; a score stored without ``scoreGiven`` is a result with a null score."""
+        refusal = self.bearer(req, f"{AGS}result.readonly")
+        if refusal is not None:
+            return refusal
+        record = self._lookup(req, m, style)
+        if isinstance(record, Response):
+            return record
+        if RESULT_TYPE not in (req.header("accept") or ""):
+            return Response(406, self.error_body(406, f"Accept must be {RESULT_TYPE}"))
+        user = None if self.ignore_filters else req.param("user_id")
+        raw_page = req.param("page") or "1"
+        if not raw_page.isdigit() or int(raw_page) < 1:
+            return Response(400, self.error_body(400, "page must be a positive integer"))
+        page, n = int(raw_page), int(m["n"])
+        with self.lock:
+            stored = [s for (num, uid), s in sorted(self.scores.items()) if num == n and user in (None, uid)]
+            size = self.page_size
+        results = []
+        for s in stored:
+            result: dict[str, Any] = {"id": f"{record['id']}/results/{s['userId']}", "scoreOf": record["id"],
+                                      "userId": s["userId"], "resultScore": s.get("scoreGiven"),
+                                      "resultMaximum": s.get("scoreMaximum") or record["scoreMaximum"]}
+            if s.get("comment") is not None:
+                result["comment"] = s["comment"]
+            results.append(result)
+        chunk = results[(page - 1) * size: page * size]
+        headers = {"Content-Type": RESULT_TYPE}
+        if page * size < len(results):
+            query = {k: v[0] for k, v in req.query.items() if k != "page"}
+            headers["Link"] = f'<{req.url}?{urlencode({**query, "page": str(page + 1)})}>; rel="next"'
+        return Response(200, _json_bytes(chunk), headers)
 
 
 def _json_bytes(value: Any) -> bytes:

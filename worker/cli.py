@@ -22,6 +22,7 @@ COMMANDS = {
     "destinations": "worker.ops.destinations_cli:destinations_group",
     "serve": "worker.ops.serve:serve_cmd",
     "flower": "worker.ops.flower:flower_cmd",
+    "audit": "worker.audit.cli:audit_cmd",
 }
 #: sub-commands of the development sandbox: `gradesync worker` never imports the simulators, and an
 #: install without the ``sandbox`` package (the production wheel) still has every other command

@@ -208,6 +208,10 @@ V1_ROUTES = [
     ("GET", "/v1/destinations/{name}"),
     ("POST", "/v1/destinations/{name}/pause"),
     ("POST", "/v1/destinations/{name}/resume"),
+    ("POST", "/v1/audits"),
+    ("GET", "/v1/audits"),
+    ("GET", "/v1/audits/{job_id}"),
+    ("POST", "/v1/audits/{job_id}/resync"),
 ]
 
 

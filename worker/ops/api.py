@@ -16,6 +16,7 @@ authentication and enforces a body limit on every route. The token must be at le
 from __future__ import annotations
 
 import hmac
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -32,6 +33,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from producers.http import event_schemas, ingest_router
 from producers.publish import Publisher
 from producers.settings import ConfigError, Settings, get_settings, without_credentials
+from worker.audit.api import audits_router, auth_dependency
+from worker.audit.engine import AuditRunner
 from worker.known_secrets import register_destinations
 from worker.ops import actions
 from worker.ops.auth import AuthLimiter, SessionStore, TrustedProxies, check_token
@@ -232,6 +235,21 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+#: seconds between looks for audits whose process died (their lease lapsed)
+AUDIT_RESUME_EVERY = 30.0
+
+
+def _resume_audits(audits: AuditRunner, stop: threading.Event) -> None:
+    """Audits whose process died (a CLI stopped, a server restarted) carry on from their checkpoint here."""
+    while True:
+        try:
+            audits.resume_unfinished()
+        except Exception as exc:  # a server without Redis still starts (and says so on /healthz)
+            log.warning("audit_resume_failed", error=type(exc).__name__)
+        if stop.wait(AUDIT_RESUME_EVERY):
+            return
+
+
 def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = None) -> FastAPI:
     """The ops app. Raises :class:`ConfigError` without an API token (unless insecure_dev) or when the
     destinations file is invalid."""
@@ -245,9 +263,14 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
     ctx = ctx or OpsContext(settings)
     publisher = Publisher(settings, dispatcher=ctx.dispatcher)
 
+    audits = AuditRunner(settings, ctx.store, publisher=publisher)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        threading.Thread(target=_resume_audits, args=(audits, stop), name="audit-resume", daemon=True).start()
         yield
+        stop.set()
         publisher.close()
         ctx.close()
 
@@ -275,6 +298,7 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
     app.include_router(ingest_router(settings, publisher, dependencies=[Depends(auth)]))
     app.include_router(v1_router(ctx, auth))
     app.include_router(destinations_router(ctx, auth))
+    app.include_router(audits_router(ctx, auth_dependency(auth), audits, publisher))
     app.include_router(health_router(ctx))
     app.include_router(metrics_router(ctx))
     app.include_router(dashboard_router(ctx, token, sessions=sessions, limiter=limiter))

@@ -37,6 +37,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from producers.http import BodyTooLarge, read_body
+from worker.audit.api import add_audit_dashboard_routes
 from worker.ops import actions
 from worker.ops.auth import AuthLimiter, SessionStore
 from worker.ops.destinations_api import add_dashboard_routes
@@ -261,5 +262,6 @@ def dashboard_router(ctx: OpsContext, token: str | None, *, sessions: Sessions |
         return actions.audit_json(ctx.dlq.audit(limit))
 
     add_dashboard_routes(api, ctx, Depends(csrf))
+    add_audit_dashboard_routes(api, ctx, Depends(csrf))
     router.include_router(api)
     return router

@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 from prometheus_client.registry import Collector
 
+from worker.audit.api import audit_families
 from worker.ops.auth import AuthLimiter
 from worker.ops.flow_metrics import flow_families
 from worker.ops.overview import OpsContext, compute_overview
@@ -135,6 +136,7 @@ class GradesyncCollector(Collector):
             gauges["oldest"].add_metric(label, row.oldest_age(now) or 0.0)
         yield from gauges.values()
         yield from flow_families(self.ctx)
+        yield from audit_families(self.ctx)
 
 
 def make_registry(ctx: OpsContext) -> CollectorRegistry:

@@ -410,6 +410,7 @@
       const filters = Object.entries(a.filters || {}).map(([k, v]) => `${k}=${v}`).join(", ");
       let sel = a.selection === "ids" ? `${a.matched || a.event_ids.length} selected` : filters ? `all where ${filters}` : "all";
       if (a.selection === "destination") sel = a.reason ? `${a.destination}: ${a.reason}` : a.destination;
+      if (a.selection === "audit") sel = `audit ${a.filters.audit}` + (a.filters.verdicts ? ` (${a.filters.verdicts.join(", ")})` : "");
       return el("tr", {},
         el("td", { text: fmtTime(a.at_iso) }),
         el("td", {}, el("span", { class: "badge", text: a.actor })),
