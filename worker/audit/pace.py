@@ -23,7 +23,6 @@ from collections.abc import Callable
 from producers.settings import Destination
 from worker.flow.decide import SAFETY, Knobs, Outcome, limiter_burst
 from worker.flow.gate import FlowControl
-from worker.flow.store import _RESERVE
 from worker.store import Store
 
 #: seconds between looks at a paused / open destination
@@ -41,7 +40,6 @@ class AuditPace:
         self.stop = stop or threading.Event()
         self.clock = clock
         self.flow = FlowControl(store)
-        self._reserve = store.redis.register_script(_RESERVE)
         #: why the last turn held (shown as the job's status while it waits); ``on_hold`` hears each change
         self.holding = ""
         self.on_hold = on_hold
@@ -57,10 +55,7 @@ class AuditPace:
             self.on_hold(reason)
 
     def _own_slot(self, rate: float, now: float) -> float:
-        interval = 60.0 / rate
-        slot = self._reserve(keys=[self.store.keys.audit_pace(self.destination.name)],
-                             args=[f"{now:.6f}", f"{interval:.6f}", "0", "0"])
-        return float(slot.decode() if isinstance(slot, bytes) else slot)
+        return self.flow.flow.reserve_key(self.store.keys.audit_pace(self.destination.name), rate, now=now)
 
     def turn(self) -> bool:
         """Wait for this read's turn; False when the job is being stopped meanwhile."""
@@ -85,7 +80,7 @@ class AuditPace:
             self._hold(self.holding)
             if not self._sleep(HOLD_POLL):
                 return False
-        rate = state.effective_rate(knobs)
+        rate = state.effective_rate(knobs, now)
         own = self._own_slot(rate * self.share if rate else self.unlimited_rate, now)
         if own > now and not self._sleep(own - now):
             return False
@@ -93,7 +88,8 @@ class AuditPace:
         if rate is None:
             self.flow.flow.count_sent(name, now)
             return True
-        shared = self.flow.flow.reserve(name, rate * SAFETY, limiter_burst(knobs.burst), now=now)
+        shared = self.flow.flow.reserve(name, knobs.rate, limiter_burst(knobs.burst), now=now,
+                                        adapted=state.lowered_at(now), share=SAFETY)
         return not (shared > now and not self._sleep(shared - now))
 
     def throttled(self, retry_after: float | None, detail: str) -> None:

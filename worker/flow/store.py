@@ -174,6 +174,14 @@ class FlowStore:
                                    f"{DOUBLING:.6f}"])
         return float(_s(slot))
 
+    def reserve_key(self, key: str, rate_per_minute: float, *, now: float) -> float:
+        """A slot of a plain limiter of its own (hash ``key``, field ``tat``) at ``rate_per_minute``, burst 1
+        (an audit's share of a destination, :mod:`worker.audit.pace`)."""
+        interval = 60.0 / rate_per_minute
+        slot = self._reserve(keys=[key], args=[f"{now:.6f}", f"{interval:.6f}", "0", "0", "0", "0", "0",
+                                               f"{DOUBLING:.6f}"])
+        return float(_s(slot))
+
     def count_sent(self, destination: str, now: float) -> None:
         self._count_sent(keys=[self.keys.flow(destination)], args=[f"{now:.3f}", SENT_WINDOW])
 
