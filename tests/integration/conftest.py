@@ -1,7 +1,7 @@
 """Integration harness: the vendor simulators over real HTTP, a destinations file pointing at them, a
 publisher and workers — all against a real Redis. ``cluster`` runs real `gradesync worker` processes on
 the Celery broker (for what only processes show: kill -9, shutdown, logs, Flower, a Redis crash);
-``local`` runs the same pipeline in this process on the in-memory dispatcher (:mod:`worker.dispatch.memory`)."""
+``local`` runs the same pipeline in this process on the in-memory dispatcher (:mod:`worker.testing`)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from sandbox import DEMO_CREDENTIALS, Running, serve_all
 from sandbox import destinations_toml as sandbox_destinations_toml
 from sandbox.control import SandboxClient
 from sandbox.lti_demo import demo_jwks, demo_key, demo_pem
-from worker.dispatch.memory import InMemoryDispatcher, LocalWorker
 from worker.store import Store
+from worker.testing import InMemoryDispatcher, LocalWorker
 
 pytestmark = pytest.mark.integration
 
