@@ -21,12 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from producers.crypto import generate_key
-from producers.publish import Publisher
-from producers.settings import Settings, reset_settings
 from sandbox import DEMO_CREDENTIALS, Running, make_app, start
 from sandbox.control import SandboxClient
 from sandbox.localredis import EmbeddedRedis
+from worker.crypto import generate_key
+from worker.publish import Publisher
+from worker.settings import Settings, reset_settings
 from worker.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,21 +27,21 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from producers.crypto import generate_key
-from producers.publish import Publisher
-from producers.safetext import printable
-from producers.settings import Settings, environ_value, reset_settings
-from producers.vendors import VENDORS
-from producers.vendors.learningstudio import LearningStudioDestination
 from sandbox import DEMO_CREDENTIALS, simulator
 from sandbox import destinations_toml as sandbox_destinations_toml
 from sandbox.control import SandboxClient
 from sandbox.localredis import EmbeddedRedis, find_or_start, free_port
 from sandbox.lti_demo import demo_key
 from sandbox.rehearsal import RehearsalError, start_outage
-from worker.flow.status import FlowStatus
+from worker.crypto import generate_key
+from worker.ops.flow_status import FlowStatus
+from worker.publish import Publisher
+from worker.safetext import printable
+from worker.settings import Settings, environ_value, reset_settings
 from worker.store import Store
 from worker.store.ledger import RUNNABLE
+from worker.vendors import VENDORS
+from worker.vendors.learningstudio import LearningStudioDestination
 
 #: each vendor's demo destination, and the environment variable holding its secret
 DEST = {v: simulator(v).DEMO_DESTINATION for v in VENDORS}

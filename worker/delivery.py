@@ -36,18 +36,18 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from producers.events import GradeEvent
-from producers.publish import new_token
-from producers.settings import Destination, Settings
 from worker import errors, hooks, shutdown
 from worker.adapters import build_adapter
 from worker.adapters.base import Adapter, AdapterContext, DeliveryResult
 from worker.adapters.http import make_client
+from worker.dispatch import new_token
+from worker.events import GradeEvent
 from worker.flow.gate import FlowControl, Verdict
 from worker.flow.share import FairShare
 from worker.known_secrets import scrub_error, wire_secrets
 from worker.redact import bind_secrets, redact_text
 from worker.retry import Action, RetryPolicy, decide
+from worker.settings import Destination, Settings
 from worker.store import EventRecord, Store
 from worker.store.ledger import RUNNABLE, Claim
 

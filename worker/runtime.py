@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 import redis
 
-from producers.crypto import WireCipher
-from producers.settings import Settings
+from worker.crypto import WireCipher
 from worker.delivery import AdapterPool, Deliverer
 from worker.dispatch import Dispatcher
 from worker.flow.share import FairShare
 from worker.known_secrets import register_destinations
 from worker.pump import RetryPump, build_pump
+from worker.settings import Settings
 from worker.store import Store
 from worker.store.durability import worker_client
 from worker.sweeper import Sweeper

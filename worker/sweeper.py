@@ -1,7 +1,7 @@
 """The stranded-event sweeper: a thread in every worker process (one of them leads at a time) that queues
 events a producer recorded but never queued a message for (it died between the two steps).
 
-The index is the ``queued`` sorted set (:mod:`producers.keys`) of events whose message was (or should have
+The index is the ``queued`` sorted set (:mod:`worker.keys`) of events whose message was (or should have
 been) sent and whose attempt has not started: the publisher's register script adds every new event with
 its creation time, a requeue and the retry pump add the events they queue, and an event leaves when an
 attempt starts or it finishes. So a message lost in a Redis crash (kombu BRPOPs a message and records it
@@ -31,8 +31,8 @@ from typing import Any, cast
 
 import structlog
 
-from producers.settings import Settings
 from worker.dispatch import Delivery, Dispatcher, new_token
+from worker.settings import Settings
 from worker.store import Store, scripts
 
 log = structlog.get_logger("gradesync.sweeper")

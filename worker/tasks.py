@@ -11,14 +11,14 @@ from typing import Any
 import structlog
 from celery import signals
 
-from producers.keys import DELIVER_TASK
-from producers.settings import get_settings
 from worker import logs, shutdown
 from worker.celery_app import app
 from worker.dispatch.celery import CeleryDispatcher
 from worker.heartbeat import Heartbeat
+from worker.keys import DELIVER_TASK
 from worker.kombu_redis import batch_kombu_acks, batch_kombu_take, harden_kombu_redis, reuse_kombu_clients
 from worker.runtime import Runtime, build
+from worker.settings import get_settings
 from worker.store.durability import redis_risks
 
 log = structlog.get_logger("gradesync.worker")

@@ -15,9 +15,9 @@ import threading
 
 import structlog
 
-from producers.settings import Settings
 from worker import runtime
 from worker.dispatch.memory import InMemoryDispatcher
+from worker.settings import Settings
 
 log = structlog.get_logger("gradesync.testing")
 

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import redis
 
-from producers.publish import Publisher
-from producers.settings import Settings, reset_settings
 from sandbox import DEMO_CREDENTIALS, Running, serve_all
 from sandbox import destinations_toml as sandbox_destinations_toml
 from sandbox.control import SandboxClient
 from sandbox.lti_demo import demo_jwks, demo_key, demo_pem
+from worker.publish import Publisher
+from worker.settings import Settings, reset_settings
 from worker.store import Store
 from worker.testing import InMemoryDispatcher, LocalWorker
 

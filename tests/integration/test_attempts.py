@@ -8,11 +8,11 @@ import time
 import pytest
 import redis
 
-from producers.events import GradeEvent
-from producers.keys import Keys
-from producers.publish import Publisher
-from producers.settings import Settings
 from tests.integration.test_delivery import OK, Scripted, deliverer, env, event
+from worker.events import GradeEvent
+from worker.keys import Keys
+from worker.publish import Publisher
+from worker.settings import Settings
 from worker.store import EventRecord, Store
 from worker.store.stats import BUCKETS, Stats
 

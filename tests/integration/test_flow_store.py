@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import redis
 
-from producers.keys import Keys
 from worker.flow.decide import FlowState, Knobs, Outcome, Transition, after
 from worker.flow.store import FlowStore
+from worker.keys import Keys
 from worker.store.ledger import Ledger
 from worker.store.schedule import RetrySchedule
 

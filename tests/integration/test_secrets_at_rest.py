@@ -12,14 +12,14 @@ import redis
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from producers.crypto import PREFIX, WireCipher, generate_key
-from producers.publish import Publisher
-from producers.settings import ConfigError, Settings, reset_settings
 from sandbox.localredis import EmbeddedRedis
 from tests.integration.test_delivery import Scripted, deliverer
 from worker import errors
 from worker.cli import cli
+from worker.crypto import PREFIX, WireCipher, generate_key
 from worker.ops.keys_cli import rotate_all
+from worker.publish import Publisher
+from worker.settings import ConfigError, Settings, reset_settings
 from worker.store import Store
 from worker.store.deadletters import DeadLetterQueue
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import structlog
 
-from producers.publish import new_token
-from producers.settings import Destination
 from worker import errors
+from worker.dispatch import new_token
 from worker.flow.decide import SAFETY, Gate, Knobs, Outcome, Transition, admit, after, limiter_burst
 from worker.flow.store import FlowStore
+from worker.settings import Destination
 from worker.store import EventRecord, Store
 
 log = structlog.get_logger("gradesync.flow")

@@ -1,5 +1,5 @@
 """The destination's flow-control state in Redis (the ``flow:{dest}`` hash and ``parked:{dest}`` zset of
-:mod:`producers.keys`), shared by every worker process and host.
+:mod:`worker.keys`), shared by every worker process and host.
 
 * :meth:`FlowStore.reserve` — the rate limiter: a GCRA (generic cell rate algorithm, as in
   ``redis-cell``) in one Lua script. One timestamp per destination (``tat``, the theoretical arrival
@@ -22,8 +22,8 @@ from typing import Any
 
 import redis
 
-from producers.keys import Keys
 from worker.flow.decide import SENT_WINDOW, FlowState, Knobs, Transition
+from worker.keys import Keys
 
 
 def _s(value: Any) -> str:

@@ -1,6 +1,6 @@
 """`gradesync keys`: generate a ``GRADESYNC_SECRET_KEY`` and re-encrypt stored events after a rotation.
 
-Rotation, step by step (see :mod:`producers.crypto`)::
+Rotation, step by step (see :mod:`worker.crypto`)::
 
     gradesync keys generate                       # the new key
     GRADESYNC_SECRET_KEY=<old>,<new>              # everywhere, rolling restart: all can read <new>
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import click
 
-from producers.crypto import UndecryptableRecord, WireCipher, generate_key
-from producers.settings import ConfigError, get_settings
+from worker.crypto import UndecryptableRecord, WireCipher, generate_key
 from worker.ops.lti_cli import lti_keys_generate
+from worker.settings import ConfigError, get_settings
 from worker.store import Store
 from worker.store.ledger import Ledger
 

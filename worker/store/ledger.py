@@ -41,9 +41,9 @@ from typing import Any
 
 import redis
 
-from producers.crypto import WireCipher
-from producers.keys import Keys
+from worker.crypto import WireCipher
 from worker.flow.decide import SENT_WINDOW
+from worker.keys import Keys
 from worker.store import scripts
 from worker.store.records import RUNNABLE, TERMINAL, WAITING, EventRecord, EventState, NewEvent, _s
 from worker.store.stats import MINUTE_TTL, processed_field
@@ -81,7 +81,7 @@ class Ledger:
         self.r = client
         self.keys = keys
         self.ttl = ttl_seconds
-        self.cipher = cipher  # decrypts ``wire`` on load (see producers.crypto)
+        self.cipher = cipher  # decrypts ``wire`` on load (see worker.crypto)
         self.dead_letter_ttl = dead_letter_ttl  # None: dead letters never expire
         self._register = client.register_script(scripts.REGISTER)
         self._claim = client.register_script(scripts.CLAIM)

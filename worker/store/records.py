@@ -13,7 +13,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
-from producers.crypto import ENV, UndecryptableRecord, WireCipher, is_encrypted
+from worker.crypto import ENV, UndecryptableRecord, WireCipher, is_encrypted
 
 
 class EventState(StrEnum):

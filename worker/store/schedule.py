@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import redis
 
-from producers.keys import Keys
+from worker.keys import Keys
 from worker.store import scripts
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import redis
 import structlog
 
-from producers.keys import Keys
+from worker.keys import Keys
 
 log = structlog.get_logger("gradesync.stats")
 
