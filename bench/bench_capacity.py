@@ -28,13 +28,13 @@ from pathlib import Path
 
 import redis
 
-from producers.crypto import generate_key
-from producers.keys import Keys
-from producers.publish import Publisher
-from producers.settings import Settings
 from sandbox import DEFAULT_PORTS, DEMO_CREDENTIALS, serve_all
 from sandbox.control import SandboxClient
 from sandbox.localredis import EmbeddedRedis
+from worker.crypto import generate_key
+from worker.keys import Keys
+from worker.publish import Publisher
+from worker.settings import Settings
 
 DEST = "bench"
 

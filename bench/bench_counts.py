@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import redis
 
-from producers.crypto import generate_key
-from producers.keys import Keys
 from sandbox.localredis import EmbeddedRedis, free_port
+from worker.crypto import generate_key
+from worker.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent
 DESTS = "".join(f"""

@@ -44,12 +44,12 @@ import redis
 from celery import Celery
 from pydantic import SecretStr
 
-from producers.crypto import generate_key
-from producers.publish import Publisher
-from producers.settings import Settings
 from sandbox import DEMO_CREDENTIALS
 from sandbox.control import SandboxClient
 from sandbox.localredis import EmbeddedRedis, free_port
+from worker.crypto import generate_key
+from worker.publish import Publisher
+from worker.settings import Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent

@@ -21,11 +21,11 @@ from pathlib import Path
 import redis
 from celery import Celery
 
-from producers.crypto import generate_key
-from producers.events import GradeEvent
-from producers.publish import Publisher
-from producers.settings import Settings
 from sandbox.localredis import EmbeddedRedis, answers
+from worker.crypto import generate_key
+from worker.events import GradeEvent
+from worker.publish import Publisher
+from worker.settings import Settings
 
 DESTS = """
 [destinations.bench]

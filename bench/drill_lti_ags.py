@@ -21,8 +21,6 @@ from pathlib import Path
 from pydantic import SecretStr
 from redis import Redis
 
-from producers.events import GradeEvent
-from producers.vendors.lti import LtiAgsDestination
 from sandbox import DEMO_CREDENTIALS, make_app, start
 from sandbox.control import SandboxClient
 from sandbox.localredis import EmbeddedRedis
@@ -30,7 +28,9 @@ from sandbox.lti_demo import demo_jwks, demo_key
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
 from worker.adapters.lti_ags import LtiAgsAdapter
+from worker.events import GradeEvent
 from worker.store.cache import RedisCache
+from worker.vendors.lti import LtiAgsDestination
 
 
 def main() -> None:

@@ -23,12 +23,12 @@ import time
 import uuid
 from pathlib import Path
 
-from producers.crypto import generate_key
-from producers.publish import Publisher, PublishError
-from producers.settings import Settings
 from sandbox import DEFAULT_PORTS, DEMO_CREDENTIALS, serve_all
 from sandbox.control import SandboxClient
 from sandbox.localsentinel import EmbeddedSentinel
+from worker.crypto import generate_key
+from worker.publish import Publisher, PublishError
+from worker.settings import Settings
 from worker.store import Store
 
 DEST = "drill"

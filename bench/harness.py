@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -21,12 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from producers.crypto import generate_key
-from producers.publish import Publisher
-from producers.settings import Settings, reset_settings
-from sandbox import DEMO_CREDENTIALS, Running, make_app, start
+from sandbox import DEMO_CREDENTIALS, Running
 from sandbox.control import SandboxClient
 from sandbox.localredis import EmbeddedRedis
+from sandbox.rig import Processes, simulators, stop_simulators, write_destinations
+from worker.crypto import generate_key
+from worker.publish import Publisher
+from worker.settings import Settings, reset_settings
 from worker.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,9 +82,10 @@ class Drill:
         self._own_tmp = workdir is None
         self.server = None if redis_url else EmbeddedRedis.start(self.tmp / "redis", persist=False)
         self.redis_url = redis_url or self.server.url  # type: ignore[union-attr]
-        self.sandboxes: dict[str, Running] = {v: start(make_app(v)) for v in vendors}
+        self.sandboxes: dict[str, Running] = simulators(vendors)
         self.vendors = {v: SandboxClient(r.url) for v, r in self.sandboxes.items()}
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.procs = Processes(self.tmp, cwd=ROOT, fail=SystemExit)
         self.destinations = self.tmp / "destinations.toml"
         self.publisher: Publisher | None = None
         self.store: Store | None = None
@@ -95,7 +95,7 @@ class Drill:
 
     def configure(self, toml: str, **env: str) -> None:
         """Write the destinations file; ``env``: more settings of the worker processes."""
-        self.destinations.write_text(toml)
+        write_destinations(self.destinations, toml)
         os.environ.update(SECRETS)
         os.environ.setdefault("GRADESYNC_SECRET_KEY", generate_key())  # stored events are encrypted at rest
         reset_settings()
@@ -110,27 +110,16 @@ class Drill:
 
     def start_worker(self, concurrency: int = 16, *, wait: bool = True) -> subprocess.Popen[bytes]:
         n = len(self.workers)
-        log = open(self.tmp / f"worker{n}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", "worker", "-c", str(concurrency),
-                                 "-n", f"drill{n}-{os.getpid()}@%h"], env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+        proc = self.procs.start_worker(f"worker{n}", self.env, concurrency=concurrency,
+                                       hostname=f"drill{n}-{os.getpid()}@%h", wait=wait, timeout=60)
         self.workers.append(proc)
-        if wait:
-            self.wait_log(n, "worker_ready", 60)
         return proc
 
     def log(self, n: int) -> str:
-        return (self.tmp / f"worker{n}.log").read_text(errors="replace")
+        return self.procs.log(f"worker{n}")
 
     def wait_log(self, n: int, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log(n):
-                return
-            if self.workers[n].poll() is not None:
-                raise SystemExit(f"worker {n} exited:\n{self.log(n)[-3000:]}")
-            time.sleep(0.1)
-        raise SystemExit(f"worker {n}: no {text!r} within {timeout}s:\n{self.log(n)[-3000:]}")
+        self.procs.wait_log(f"worker{n}", text, timeout)
 
     def publish(self, events: list[dict[str, Any]]) -> list[str]:
         assert self.publisher is not None
@@ -180,22 +169,12 @@ class Drill:
         return counts
 
     def close(self) -> None:
-        for p in self.workers:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGTERM)
-        for p in self.workers:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        self.procs.stop()
         if self.publisher is not None:
             self.publisher.close()
         for c in self.vendors.values():
             c.close()
-        for r in self.sandboxes.values():
-            r.stop()
+        stop_simulators(self.sandboxes)
         if self.server is not None:
             self.server.stop()
         if self._own_tmp:

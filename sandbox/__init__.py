@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from producers.vendors import BY_NAME, TABLE, VENDORS
 from sandbox.base import Running, SandboxApp, start
+from worker.vendors import BY_NAME, TABLE, VENDORS
 
 #: default port of each simulator (the vendor table's ``sandbox_port``)
 DEFAULT_PORTS: dict[str, int] = {row.name: row.sandbox_port for row in TABLE}

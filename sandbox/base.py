@@ -41,8 +41,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from producers.vendors import BY_NAME
 from sandbox.ratelimit import TokenBucket
+from worker.vendors import BY_NAME
 
 _DROP = object()
 

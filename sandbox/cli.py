@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 
-from producers.vendors import TABLE
 from sandbox import serve_all
 from sandbox.rehearsal import rehearse
+from worker.vendors import TABLE
 
 
 def _port_options(command: Callable[..., Any]) -> Callable[..., Any]:

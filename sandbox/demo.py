@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -27,21 +26,22 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from producers.crypto import generate_key
-from producers.publish import Publisher
-from producers.safetext import printable
-from producers.settings import Settings, environ_value, reset_settings
-from producers.vendors import VENDORS
-from producers.vendors.learningstudio import LearningStudioDestination
 from sandbox import DEMO_CREDENTIALS, simulator
 from sandbox import destinations_toml as sandbox_destinations_toml
 from sandbox.control import SandboxClient
 from sandbox.localredis import EmbeddedRedis, find_or_start, free_port
 from sandbox.lti_demo import demo_key
 from sandbox.rehearsal import RehearsalError, start_outage
-from worker.flow.status import FlowStatus
+from sandbox.rig import Processes, write_destinations
+from worker.crypto import generate_key
+from worker.ops.flow_status import FlowStatus
+from worker.publish import Publisher
+from worker.safetext import printable
+from worker.settings import Settings, environ_value, reset_settings
 from worker.store import Store
 from worker.store.ledger import RUNNABLE
+from worker.vendors import VENDORS
+from worker.vendors.learningstudio import LearningStudioDestination
 
 #: each vendor's demo destination, and the environment variable holding its secret
 DEST = {v: simulator(v).DEMO_DESTINATION for v in VENDORS}
@@ -137,37 +137,11 @@ class Demo:
     def __init__(self, data_dir: Path, console: Console) -> None:
         self.data_dir = data_dir
         self.console = console
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.procs = Processes(data_dir, fail=click.ClickException)
         self.redis: EmbeddedRedis | None = None
 
-    def spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = open(self.data_dir / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the process
-        proc = subprocess.Popen([sys.executable, "-m", "worker.cli", *args], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append((name, proc))
-        return proc
-
-    def wait_log(self, name: str, needle: str, timeout: float = 60.0) -> None:
-        path = self.data_dir / f"{name}.log"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if path.exists() and needle in path.read_text(errors="replace"):
-                return
-            proc = dict(self.procs)[name]
-            if proc.poll() is not None:
-                raise click.ClickException(f"{name} exited; see {path}")
-            time.sleep(0.1)
-        raise click.ClickException(f"{name} did not start within {timeout:.0f}s; see {path}")
-
     def stop(self) -> None:
-        for _name, proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for _name, proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        self.procs.stop()
         if self.redis is not None:
             self.redis.stop()
 
@@ -230,27 +204,25 @@ class Demo:
         where = "embedded redis-server" if self.redis else "Redis"
         self.console.print(f"[bold]Redis[/]: {where} at {url}")
         ports = {v: free_port() for v in VENDORS}
-        dest_file = self.data_dir / "destinations.toml"
-        dest_file.write_text(destinations_toml(ports))
+        dest_file = write_destinations(self.data_dir / "destinations.toml", destinations_toml(ports))
         token = secrets.token_urlsafe(24)
         key = dev_secret_key(self.data_dir)
         env = {**os.environ, **SECRET_ENV, "GRADESYNC_REDIS_URL": url, "GRADESYNC_DESTINATIONS": str(dest_file),
                "GRADESYNC_LOG_FORMAT": "json", "GRADESYNC_API_TOKEN": token, "GRADESYNC_SECRET_KEY": key}
         env.pop("GRADESYNC_BROKER_URL", None)
         jwks_url = f"http://127.0.0.1:{web_port}/.well-known/jwks.json"  # the platform fetches the tool's keys
-        self.spawn("sandbox", ["sandbox", *[a for v in VENDORS for a in (f"--{v}-port", str(ports[v]))],
+        self.procs.spawn("sandbox", ["sandbox", *[a for v in VENDORS for a in (f"--{v}-port", str(ports[v]))],
                                "--lti-ags-jwks-url", jwks_url], env)
-        self.wait_log("sandbox", "thoughtindustries")
+        self.procs.wait_log("sandbox", "thoughtindustries")
         for port in ports.values():  # listening, not just announced
             wait_http(f"http://127.0.0.1:{port}/_sandbox/state")
-        self.spawn("worker", ["worker", "--concurrency", "8", "--hostname", "demo@%h"], env)
-        self.wait_log("worker", "worker_ready")
-        web = self.spawn("web", ["serve", "--port", str(web_port)], env)
+        worker = self.procs.start_worker("worker", env, concurrency=8, hostname="demo@%h")
+        web = self.procs.spawn("web", ["serve", "--port", str(web_port)], env)
         try:  # it serves the JWKS the LTI platform reads the tool's key from
             wait_http(f"http://127.0.0.1:{web_port}/healthz")
         except click.ClickException:
             self.console.print("[yellow]the dashboard did not start: LTI AGS events will be refused[/]")
-        self.console.print(f"[bold]sandbox[/]: ports {ports}; [bold]worker[/]: pid {dict(self.procs)['worker'].pid}")
+        self.console.print(f"[bold]sandbox[/]: ports {ports}; [bold]worker[/]: pid {worker.pid}")
 
         os.environ.update({**SECRET_ENV, "GRADESYNC_SECRET_KEY": key})
         reset_settings()

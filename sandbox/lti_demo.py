@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from producers.lti_keys import ToolKey, generate_key, jwks
+from worker.lti_keys import ToolKey, generate_key, jwks
 
 
 @lru_cache(maxsize=1)

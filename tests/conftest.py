@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from producers.settings import reset_settings
 from sandbox.localredis import EmbeddedRedis, answers
+from worker.settings import reset_settings
 
 #: the key stored events are encrypted with in tests (a fixed, valid Fernet key; never used anywhere else)
 TEST_SECRET_KEY = "dGVzdC1vbmx5LWtleS1ncmFkZXN5bmMtMzItYnl0ZXM="

@@ -26,7 +26,7 @@ Why each setting (see also README "Operations"):
 * ``worker_send_task_events`` off unless ``GRADESYNC_TASK_EVENTS`` (or ``gradesync worker -E``): publishing
   an event per task state costs about 15 % of a delivery's CPU and only Flower reads them; the ledger,
   the dashboard and ``/metrics`` already say what happened to every event.
-* the broker URL and transport options come from :mod:`producers.connections`: a ``redis+sentinel://``
+* the broker URL and transport options come from :mod:`worker.connections`: a ``redis+sentinel://``
   URL becomes kombu's sentinel transport (it follows the master after a failover); on RabbitMQ the
   queues are quorum queues (:func:`broker_queues`: replicated, they survive a node) and publishing
   waits for the broker's confirm (``confirm_publish``).
@@ -45,9 +45,9 @@ from kombu.entity import Exchange, Queue
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.redis import SentinelChannel, SentinelTransport
 
-from producers.connections import broker_transport_options, broker_url, is_amqp_url
-from producers.keys import Keys
-from producers.settings import Settings, get_settings
+from worker.connections import broker_transport_options, broker_url, is_amqp_url
+from worker.keys import Keys
+from worker.settings import Settings, get_settings
 
 # -- the broker queues ---------------------------------------------------------------------------------
 # Declared the same way by every side (worker, producer, ops app, requeue). On Redis a queue is a plain

@@ -8,15 +8,15 @@ import sys
 
 import click
 
-from producers.crypto import WireCipher
-from producers.safetext import printable
-from producers.settings import ConfigError, Settings, get_settings
+from worker.crypto import WireCipher
+from worker.safetext import printable
+from worker.settings import ConfigError, Settings, get_settings
 
 #: sub-commands defined in other modules, as "module:attribute", each loaded only when it is run: a
 #: command imports what it uses and no more (`gradesync destinations` needs neither FastAPI nor Celery)
 COMMANDS = {
-    "publish": "producers.cli:publish_cmd",
-    "schema": "producers.cli:schema_cmd",
+    "publish": "worker.publish_cli:publish_cmd",
+    "schema": "worker.publish_cli:schema_cmd",
     "dlq": "worker.ops.dlq_cli:dlq_group",
     "keys": "worker.ops.keys_cli:keys_group",
     "destinations": "worker.ops.destinations_cli:destinations_group",
@@ -85,9 +85,9 @@ def _settings_or_exit() -> None:
 def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str | None, loglevel: str | None,
                processes: int | None, task_events: bool | None, cpu: int | None) -> None:
     """Run a worker on the destination queues (threads pool, late acknowledgement, one process per core)."""
-    from producers.keys import Keys
     from worker import affinity
     from worker.celery_app import app
+    from worker.keys import Keys
 
     settings = get_settings()
     _settings_or_exit()
@@ -219,8 +219,8 @@ def _redis_warnings(settings: Settings) -> list[str]:
     """What in Redis's configuration could lose state (a warning, not a failure: Redis may be elsewhere)."""
     import redis
 
-    from producers.connections import redis_client
-    from producers.settings import without_credentials
+    from worker.connections import redis_client
+    from worker.settings import without_credentials
     from worker.store.durability import redis_risks
 
     client = redis_client(settings.redis_url, socket_timeout=5, socket_connect_timeout=3)

@@ -9,7 +9,8 @@
 
    Steps 2 and 3, the token check under the lease and — while the destination's flow state is clean —
    step 4's admission and the start of the attempt are one Redis script, and a success is recorded by
-   another (:mod:`worker.store.attempts`): the common delivery makes two round trips of its own.
+   another (the ledger's ``claim`` and ``succeed``, :mod:`worker.store.ledger`): the common delivery
+   makes two round trips of its own.
 4. Flow control (:mod:`worker.flow`): over its fair share of this process's threads, a destination's
    message is deferred; before the attempt the destination's state may defer it to its rate-limit slot,
    park it (breaker open, paused) or let it be the breaker's probe; after it, the outcome updates the
@@ -35,21 +36,20 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from producers.events import GradeEvent
-from producers.publish import new_token
-from producers.settings import Destination, Settings
 from worker import errors, hooks, shutdown
 from worker.adapters import build_adapter
 from worker.adapters.base import Adapter, AdapterContext, DeliveryResult
 from worker.adapters.http import make_client
+from worker.dispatch import new_token
+from worker.events import GradeEvent
 from worker.flow.gate import FlowControl, Verdict
 from worker.flow.share import FairShare
 from worker.known_secrets import scrub_error, wire_secrets
 from worker.redact import bind_secrets, redact_text
 from worker.retry import Action, RetryPolicy, decide
+from worker.settings import Destination, Settings
 from worker.store import EventRecord, Store
-from worker.store.attempts import Attempts, Claim
-from worker.store.ledger import RUNNABLE
+from worker.store.ledger import RUNNABLE, Claim
 
 log = structlog.get_logger("gradesync.delivery")
 
@@ -113,10 +113,8 @@ class Deliverer:
         self.adapters = adapters
         self.worker = worker
         self.rand = rand
-        self._hand_back = shutdown.HandBack(store.redis, store.keys)
         self.flow = FlowControl(store, rand=rand)
         self.share = share or FairShare(settings.worker_concurrency)
-        self.attempts = Attempts(store.redis, store.keys, store.ledger.ttl)
         self._config: tuple[dict[str, Destination], dict[str, str]] | None = None
         #: lease owners: this deliverer's random prefix and a run counter (``next`` on a count is atomic)
         self._owner = f"{worker}:{new_token()}:"
@@ -168,7 +166,7 @@ class Deliverer:
             lease = _Lease(owner, keys.lock(record.destination, event.learner_id, item_key),
                            keys.hwm(record.destination, event.learner_id, item_key))
             occurred_ms = int(event.occurred_at.timestamp() * 1000)
-            claim = self.attempts.claim(
+            claim = ledger.claim(
                 record, token, lock=lease.lock, hwm=lease.hwm, owner=owner, lease=self.lease_seconds,
                 occurred_ms=occurred_ms,
                 fast=destination.rate_limit_per_minute is None and not shutdown.gate.closed)
@@ -243,7 +241,7 @@ class Deliverer:
     def hand_back(self, event_id: str, destination: str, token: str, *, started: bool) -> str:
         """Shutting down: give the event back (due now, fresh token); an attempt that sent nothing is
         un-counted."""
-        if self._hand_back(event_id, destination, token, new_token(), started=started):
+        if self.store.ledger.hand_back(event_id, destination, token, new_token(), started=started):
             log.warning("handed_back", reason="worker shutting down", attempt_started=started)
             return "handed_back"
         return "skipped"
@@ -255,10 +253,11 @@ class Deliverer:
 
     def _succeeded(self, record: EventRecord, attempt: int, result: DeliveryResult, entry: dict[str, Any],
                    started: float, lease: _Lease, occurred_ms: int) -> str:
-        """Record the success, count it and release the lease: one script (:meth:`Attempts.succeed`)."""
+        """Record the success, count it and release the lease: one script (:meth:`Ledger.succeed
+        <worker.store.ledger.Ledger.succeed>`)."""
         entry.update(self._timing(started), outcome="succeeded", status=result.status, action=result.action,
                      detail=redact_text(result.detail) if result.detail else result.detail)
-        self.attempts.succeed(record, entry, lock=lease.lock, hwm=lease.hwm, owner=lease.owner,
+        self.store.ledger.succeed(record, entry, lock=lease.lock, hwm=lease.hwm, owner=lease.owner,
                               occurred_ms=occurred_ms,
                               result={"status": result.status, "action": result.action, "detail": entry["detail"]})
         log.info("delivered", status=result.status, action=result.action, duration_ms=entry["duration_ms"])

@@ -16,11 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from producers.events import GradeEvent
-from producers.settings import Destination, Settings
-from producers.vendors import TABLE
 from worker import errors
+from worker.events import GradeEvent
 from worker.redact import redact_text, register_secrets
+from worker.settings import Destination, Settings
+from worker.vendors import TABLE
 
 #: the per-event credential fields of every vendor target: each ``SecretStr`` field of a target model
 EVENT_SECRET_FIELDS: tuple[str, ...] = tuple(sorted({

@@ -10,10 +10,10 @@ from collections.abc import Callable
 
 import structlog
 
-from producers.settings import Settings
 from worker.dispatch import Delivery, Dispatcher
 from worker.flow.drain import FlowPump
 from worker.flow.store import FlowStore
+from worker.settings import Settings
 from worker.store import Store
 from worker.store.ledger import RUNNABLE
 

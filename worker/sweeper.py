@@ -1,7 +1,7 @@
 """The stranded-event sweeper: a thread in every worker process (one of them leads at a time) that queues
 events a producer recorded but never queued a message for (it died between the two steps).
 
-The index is the ``queued`` sorted set (:mod:`producers.keys`) of events whose message was (or should have
+The index is the ``queued`` sorted set (:mod:`worker.keys`) of events whose message was (or should have
 been) sent and whose attempt has not started: the publisher's register script adds every new event with
 its creation time, a requeue and the retry pump add the events they queue, and an event leaves when an
 attempt starts or it finishes. So a message lost in a Redis crash (kombu BRPOPs a message and records it
@@ -15,9 +15,9 @@ stranded — or its message is just waiting in a long queue. So, per destination
 * while the queue is **not empty** (or its depth is unknown) the sweep waits 4x longer, so a backlog is
   not answered with a second copy of itself.
 
-Sweeping is safe either way: one Lua script per event checks it is still waiting (``queued``, or
-``retrying`` and no longer in the retry schedule) and gives it a **fresh
-dispatch token** before the new message is sent, so any old message of it (one waiting in the queue, or a
+Sweeping is safe either way: one ledger operation per event (:meth:`worker.store.ledger.Ledger.reissue`)
+checks it is still waiting (``queued``, or ``retrying`` and no longer in the retry schedule) and gives it
+a **fresh dispatch token** before the new message is sent, so any old message of it (one waiting in the queue, or a
 re-delivery of a dead worker's) runs nothing — there is never a second live message for an event. The
 leader lease (``sweeper:lock``) only keeps many workers from doing the same work twice.
 """
@@ -31,40 +31,14 @@ from typing import Any, cast
 
 import structlog
 
-from producers.settings import Settings
 from worker.dispatch import Delivery, Dispatcher, new_token
-from worker.store import Store
+from worker.settings import Settings
+from worker.store import Store, scripts
 
 log = structlog.get_logger("gradesync.sweeper")
 
 #: how much longer an event waits before a sweep while its destination's queue holds messages
 BUSY_FACTOR = 4.0
-
-# KEYS: event, queued, scheduled, dispatching ; ARGV: fresh token, now, event id
-#   -> the destination, or false when the event is not waiting for a message any more
-_REISSUE = """
-local h = redis.call('HMGET', KEYS[1], 'state', 'destination')
-local waiting = h[1] == 'queued' or h[1] == 'retrying'
-if not waiting or redis.call('ZSCORE', KEYS[3], ARGV[3]) or redis.call('ZSCORE', KEYS[4], ARGV[3]) then
-  redis.call('ZREM', KEYS[2], ARGV[3])  -- started, finished, or the retry pump owns it again
-  return false
-end
-redis.call('HSET', KEYS[1], 'token', ARGV[1], 'swept_at', ARGV[2], 'updated_at', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'sweeps', 1)
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-return h[2]
-"""
-
-# KEYS: lock ; ARGV: owner, lease ms  -> 1 when this owner leads
-_LEAD = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-"""
-
 
 def _s(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -80,8 +54,7 @@ class Sweeper:
         self.interval = max(1.0, min(30.0, self.age / 4))
         self.batch = batch
         self.owner = owner or new_token()
-        self._reissue = store.redis.register_script(_REISSUE)
-        self._lead = store.redis.register_script(_LEAD)
+        self._lead = store.redis.register_script(scripts.LEAD)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -120,10 +93,9 @@ class Sweeper:
                 if score > cutoff:
                     continue
                 token = new_token()
-                found = self._reissue(keys=[keys.event(eid), keys.queued, keys.scheduled, keys.dispatching],
-                                      args=[token, f"{now:.6f}", eid])
-                if found:
-                    deliveries.append(Delivery(eid, _s(found), token))
+                found = self.store.ledger.reissue(eid, token, now)
+                if found is not None:
+                    deliveries.append(Delivery(eid, found, token))
         self.dispatcher.send_many(deliveries)
         if deliveries:
             log.warning("stranded_events_queued", count=len(deliveries),

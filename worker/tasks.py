@@ -1,31 +1,25 @@
-"""The one Celery task, ``gradesync.deliver``, and the worker process's runtime (store, adapters, pump)."""
+"""The one Celery task, ``gradesync.deliver``, and the Celery signals that start and stop the worker
+process's runtime (built by :mod:`worker.runtime`, as the in-process test worker's is)."""
 
 from __future__ import annotations
 
 import os
 import socket
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from celery import signals
 
-from producers.crypto import WireCipher
-from producers.keys import DELIVER_TASK
-from producers.settings import get_settings
 from worker import logs, shutdown
 from worker.celery_app import app
-from worker.delivery import AdapterPool, Deliverer
 from worker.dispatch.celery import CeleryDispatcher
-from worker.flow.share import FairShare
 from worker.heartbeat import Heartbeat
-from worker.known_secrets import register_destinations
+from worker.keys import DELIVER_TASK
 from worker.kombu_redis import batch_kombu_acks, batch_kombu_take, harden_kombu_redis, reuse_kombu_clients
-from worker.pump import RetryPump, build_pump
-from worker.store import Store
-from worker.store.durability import redis_risks, worker_client
-from worker.sweeper import Sweeper
+from worker.runtime import Runtime, build
+from worker.settings import get_settings
+from worker.store.durability import redis_risks
 
 log = structlog.get_logger("gradesync.worker")
 harden_kombu_redis()  # a Redis crash must not stop the worker (see worker.kombu_redis)
@@ -34,18 +28,9 @@ batch_kombu_acks()  # the event loop acknowledges once per pass, not once per me
 batch_kombu_take()  # and takes what the prefetch window allows with them, in one script per pass
 
 
-@dataclass
-class Runtime:
-    store: Store
-    adapters: AdapterPool
-    deliverer: Deliverer
-
-
 _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
-_pump: RetryPump | None = None
 _heartbeat: Heartbeat | None = None
-_sweeper: Sweeper | None = None
 #: this worker process's threads (the pool size given to `gradesync worker -c`) and the queues it
 #: consumes, for the fair share
 _slots: int | None = None
@@ -53,18 +38,12 @@ _served: list[str] = []
 
 
 def runtime() -> Runtime:
-    """This process's store, adapters and deliverer (built once, shared by the pool's threads)."""
+    """This process's store, adapters and deliverer (built once by :func:`worker.runtime.build`, shared
+    by the pool's threads)."""
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            settings = get_settings()
-            WireCipher.from_settings(settings)  # no key, no delivery: refuse rather than dead-letter everything
-            register_destinations(settings)  # their credentials are masked in every record and log line
-            store = Store.connect(settings, worker_client(settings))  # rides out a Redis restart
-            adapters = AdapterPool(settings, store)
-            share = FairShare(_slots or settings.worker_concurrency, len(_served or settings.destinations()))
-            _runtime = Runtime(store, adapters, Deliverer(settings, store, adapters, worker=socket.gethostname(),
-                                                          share=share))
+            _runtime = build(get_settings(), slots=_slots, served=_served)
         return _runtime
 
 
@@ -99,21 +78,18 @@ def _pool_size(sender: Any = None, **_: Any) -> None:
 
 @signals.worker_ready.connect
 def _start_pump(**_: Any) -> None:
-    global _pump, _sweeper
-    store = runtime().store
-    dispatcher = CeleryDispatcher(get_settings(), app=app, client=store.redis)  # the worker's own connections
-    _pump = build_pump(store, dispatcher, get_settings())
-    _pump.start()
+    rt = runtime()
+    dispatcher = CeleryDispatcher(get_settings(), app=app, client=rt.store.redis)  # the worker's own connections
+    pump = rt.start_pump(dispatcher)
     heartbeat_file = get_settings().heartbeat_file
     if heartbeat_file is not None:  # the liveness probe's file (worker.heartbeat)
         global _heartbeat
-        _heartbeat = Heartbeat(heartbeat_file, healthy=_pump.alive)
+        _heartbeat = Heartbeat(heartbeat_file, healthy=pump.alive)
         _heartbeat.start()
-    _sweeper = Sweeper(runtime().store, dispatcher, get_settings(), owner=f"{socket.gethostname()}:{os.getpid()}")
-    _sweeper.start()
+    rt.start_sweeper(dispatcher, owner=f"{socket.gethostname()}:{os.getpid()}")
     log.info("worker_ready", queues=sorted(q.name for q in app.conf.task_queues))
     try:
-        for risk in redis_risks(runtime().store.redis):
+        for risk in redis_risks(rt.store.redis):
             log.warning("redis_config_risk", problem=risk)
     except Exception as exc:  # a check, never a reason not to work
         log.warning("redis_config_unknown", error=type(exc).__name__)
@@ -124,7 +100,5 @@ def _stop_pump(**_: Any) -> None:
     shutdown.begin(get_settings().shutdown_grace)  # first: no new vendor call from here on
     if _heartbeat is not None:
         _heartbeat.stop()
-    if _pump is not None:
-        _pump.stop()
-    if _sweeper is not None:
-        _sweeper.stop()
+    if _runtime is not None:
+        _runtime.stop()

@@ -12,12 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
-from producers.events import GradeEvent
 from sandbox import DEMO_CREDENTIALS
 from sandbox.base import Running
 from sandbox.control import SandboxClient
 from tests.integration.conftest import Cluster
 from worker.adapters.ltiaas import score_path
+from worker.events import GradeEvent
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,6 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from producers.events import GradeEvent
 from sandbox import DEMO_CREDENTIALS
 from sandbox.base import Running
 from sandbox.control import SandboxClient
@@ -17,6 +16,7 @@ from tests.e2e.test_dashboard_flow import WAIT_MS, login
 from tests.integration.conftest import Cluster
 from worker.adapters.ltiaas import score_path
 from worker.audit.engine import AuditRunner
+from worker.events import GradeEvent
 from worker.ops.serve import ServerThread
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]

@@ -8,12 +8,12 @@ import stat
 
 import pytest
 
-from producers.lti_keys import load_key
 from sandbox import make_app, start
 from sandbox.control import SandboxClient
 from sandbox.lti_demo import demo_jwks, demo_key
 from tests.e2e.test_cli import GRADESYNC, Env, env  # noqa: F401 - the fixture
 from tests.integration.test_lti_independent_platform import CLIENT_ID, LibraryServer
+from worker.lti_keys import load_key
 
 pytestmark = pytest.mark.e2e
 

@@ -1,14 +1,13 @@
 """Integration harness: the vendor simulators over real HTTP, a destinations file pointing at them, a
 publisher and workers — all against a real Redis. ``cluster`` runs real `gradesync worker` processes on
 the Celery broker (for what only processes show: kill -9, shutdown, logs, Flower, a Redis crash);
-``local`` runs the same pipeline in this process on the in-memory dispatcher (:mod:`worker.dispatch.memory`)."""
+``local`` runs the same pipeline in this process on the in-memory dispatcher (:mod:`worker.testing`)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,14 +16,15 @@ from typing import Any
 import pytest
 import redis
 
-from producers.publish import Publisher
-from producers.settings import Settings, reset_settings
-from sandbox import DEMO_CREDENTIALS, Running, serve_all
+from sandbox import DEMO_CREDENTIALS, Running
 from sandbox import destinations_toml as sandbox_destinations_toml
 from sandbox.control import SandboxClient
 from sandbox.lti_demo import demo_jwks, demo_key, demo_pem
-from worker.dispatch.memory import InMemoryDispatcher, LocalWorker
+from sandbox.rig import Processes, simulators, stop_simulators, write_destinations
+from worker.publish import Publisher
+from worker.settings import Settings, reset_settings
 from worker.store import Store
+from worker.testing import InMemoryDispatcher, LocalWorker
 
 pytestmark = pytest.mark.integration
 
@@ -49,12 +49,10 @@ def destinations_toml(urls: dict[str, str], *, max_attempts: int = 3, base: floa
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[dict[str, Running]]:
-    running = serve_all("127.0.0.1", {v: 0 for v in ("learningstudio", "ltiaas", "edlink", "thoughtindustries",
-                                                     "lti_ags")})
+    running = simulators(("learningstudio", "ltiaas", "edlink", "thoughtindustries", "lti_ags"))
     SandboxClient(running["lti_ags"].url).configure(jwks=demo_jwks())  # the tool's JWKS, as registered
     yield running
-    for r in running.values():
-        r.stop()
+    stop_simulators(running)
 
 
 @pytest.fixture
@@ -75,8 +73,9 @@ class Cluster:
                  **policy: Any) -> None:
         self.redis_url = redis_url
         self.workdir = workdir
-        self.destinations = workdir / "destinations.toml"
-        self.destinations.write_text(destinations_toml({v: r.url for v, r in sandbox.items()}, **policy))
+        self.destinations = write_destinations(workdir / "destinations.toml",
+                                               destinations_toml({v: r.url for v, r in sandbox.items()}, **policy))
+        self.procs = Processes(workdir)
         self.env = {
             **os.environ,
             **SECRETS,
@@ -109,43 +108,19 @@ class Cluster:
     def start_worker(self, concurrency: int = 4, name: str | None = None) -> subprocess.Popen[bytes]:
         assert self.memory is None, "worker processes consume the Celery broker: use the `cluster` fixture"
         n = len(self.workers)
-        log = open(self.workdir / f"worker{n}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "worker", "-c", str(concurrency),
-             "-n", name or f"it{n}-{os.getpid()}@%h"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        proc = self.procs.start_worker(f"worker{n}", self.env, concurrency=concurrency,
+                                       hostname=name or f"it{n}-{os.getpid()}@%h", timeout=30.0)
         self.workers.append(proc)
-        self._wait_ready(n)
         return proc
 
-    def _wait_ready(self, n: int, timeout: float = 30.0) -> None:
-        path = self.workdir / f"worker{n}.log"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if b"worker_ready" in path.read_bytes():
-                return
-            if self.workers[n].poll() is not None:
-                raise AssertionError(f"worker exited:\n{path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"worker not ready in {timeout}s:\n{path.read_text()[-3000:]}")
-
     def log(self, n: int = 0) -> str:
-        return (self.workdir / f"worker{n}.log").read_text(errors="replace")
+        return self.procs.log(f"worker{n}")
 
     def stop_workers(self, sig: int = signal.SIGTERM) -> None:
         for w in self.local_workers:
             w.stop()
         self.local_workers.clear()
-        for p in self.workers:
-            if p.poll() is None:
-                os.killpg(p.pid, sig)
-        for p in self.workers:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+        self.procs.stop(sig)
 
     def state(self, event_id: str) -> str:
         rec = self.store.ledger.load(event_id)

@@ -22,14 +22,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from producers.publish import Publisher
-from producers.settings import Settings, reset_settings
 from sandbox.control import SandboxClient
 from tests.integration.conftest import Cluster
 from tests.integration.test_pipeline import ti_event
 from worker.dispatch.celery import CeleryDispatcher
 from worker.ops.metrics import make_registry
 from worker.ops.overview import OpsContext, compute_overview
+from worker.publish import Publisher
+from worker.settings import Settings, reset_settings
 
 pytestmark = pytest.mark.integration
 

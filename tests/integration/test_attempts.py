@@ -1,4 +1,4 @@
-"""The delivery's two hot-path scripts (:mod:`worker.store.attempts`) and the request histograms aggregated
+"""The delivery's two hot-path operations (`Ledger.claim`, `Ledger.succeed`) and the request histograms aggregated
 in the process (:mod:`worker.store.stats`), against a real Redis."""
 
 from __future__ import annotations
@@ -8,13 +8,12 @@ import time
 import pytest
 import redis
 
-from producers.events import GradeEvent
-from producers.keys import Keys
-from producers.publish import Publisher
-from producers.settings import Settings
 from tests.integration.test_delivery import OK, Scripted, deliverer, env, event
+from worker.events import GradeEvent
+from worker.keys import Keys
+from worker.publish import Publisher
+from worker.settings import Settings
 from worker.store import EventRecord, Store
-from worker.store.attempts import Attempts
 from worker.store.stats import BUCKETS, Stats
 
 pytestmark = pytest.mark.integration
@@ -58,7 +57,7 @@ def test_a_success_is_recorded_counted_and_released_by_the_scripts(env: Env) -> 
 
 def test_claim_checks_token_lease_and_stale_guard_before_starting(env: Env) -> None:
     _, store, publisher = env
-    attempts = Attempts(store.redis, store.keys, 3600)
+    attempts = store.ledger
     record, ev = published(store, publisher)
     lock, hwm = item_keys(store, ev)
 
@@ -84,7 +83,7 @@ def test_claim_checks_token_lease_and_stale_guard_before_starting(env: Env) -> N
                                   {"throttled_until": "9999999999"}])
 def test_a_destination_with_flow_state_takes_the_general_path(env: Env, flow: dict[str, str]) -> None:
     _, store, publisher = env
-    attempts = Attempts(store.redis, store.keys, 3600)
+    attempts = store.ledger
     record, ev = published(store, publisher)
     lock, hwm = item_keys(store, ev)
     store.redis.hset(store.keys.flow("lt"), mapping=flow)
@@ -98,7 +97,7 @@ def test_a_destination_with_flow_state_takes_the_general_path(env: Env, flow: di
 
 def test_claim_starts_the_attempt_on_a_clean_destination(env: Env) -> None:
     _, store, publisher = env
-    attempts = Attempts(store.redis, store.keys, 3600)
+    attempts = store.ledger
     record, ev = published(store, publisher)
     lock, hwm = item_keys(store, ev)
     store.redis.hset(store.keys.flow("lt"), mapping={"breaker": "closed", "failures": "2", "throttled_until": "1"})
@@ -115,7 +114,7 @@ def test_claim_starts_the_attempt_on_a_clean_destination(env: Env) -> None:
 
 def test_succeed_keeps_a_newer_mark_and_another_owners_lease(env: Env) -> None:
     _, store, publisher = env
-    attempts = Attempts(store.redis, store.keys, 3600)
+    attempts = store.ledger
     record, ev = published(store, publisher)
     lock, hwm = item_keys(store, ev)
     store.redis.set(hwm, f"{occurred(ev) + 5}|newer")

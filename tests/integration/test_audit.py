@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-from producers.events import GradeEvent
 from sandbox import DEMO_CREDENTIALS
 from sandbox.base import Running
 from sandbox.control import SandboxClient
@@ -25,6 +24,7 @@ from worker.adapters.learningstudio import GradebookItem, LearningStudioAdapter,
 from worker.adapters.ltiaas import score_path
 from worker.audit.engine import AuditRunner
 from worker.audit.resync import resync
+from worker.events import GradeEvent
 from worker.readback import build_reader
 from worker.readback.base import Found, Reader
 
@@ -190,7 +190,7 @@ def test_an_audit_holds_while_the_destination_is_paused(
     deliver(local, [{"destination": "lt", "learner_id": f"q{i}", "score_given": i, "score_maximum": 10,
                      "target": lt} for i in range(3)])
     from worker.audit.engine import wait_finished
-    from worker.flow.status import FlowStatus
+    from worker.ops.flow_status import FlowStatus
     flow = FlowStatus(local.store.redis, local.store.keys, local.settings.destinations())
     flow.pause("lt", reason="maintenance", actor="test")
     settings = local.settings.model_copy(update={"audit_unlimited_rate": 6000.0})

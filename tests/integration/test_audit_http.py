@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-from producers.events import GradeEvent
 from sandbox import DEMO_CREDENTIALS
 from sandbox.base import Running
 from sandbox.control import SandboxClient
@@ -21,6 +20,7 @@ from tests.integration.conftest import Cluster
 from tests.integration.test_http_api import Ops, lt_event, ops_settings
 from worker.adapters.ltiaas import score_path
 from worker.audit.jobs import AuditJobs, AuditRequest
+from worker.events import GradeEvent
 from worker.ops.api import create_app
 from worker.ops.overview import OpsContext
 from worker.ops.serve import ServerThread

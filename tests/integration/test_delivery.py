@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import redis
 
-from producers.events import GradeEvent
-from producers.publish import Publisher
-from producers.settings import Destination, Settings, reset_settings
 from worker import errors, hooks
 from worker.adapters.base import AdapterContext, DeliveryResult
 from worker.delivery import AdapterPool, Deliverer
+from worker.events import GradeEvent
+from worker.publish import Publisher
+from worker.settings import Destination, Settings, reset_settings
 from worker.store import Store
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import redis
 
-from producers.settings import Settings
 from worker.dispatch import BrokerUnavailable, Delivery, Dispatcher
 from worker.dispatch.celery import CeleryDispatcher, priority_lists
+from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 

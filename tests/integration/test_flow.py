@@ -12,10 +12,10 @@ import time
 import pytest
 from structlog.testing import capture_logs
 
-from producers.settings import reset_settings
 from sandbox.control import SandboxClient
 from tests.integration.conftest import Cluster
 from tests.integration.test_pipeline import lt_event, ti_event
+from worker.settings import reset_settings
 
 pytestmark = pytest.mark.integration
 

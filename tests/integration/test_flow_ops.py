@@ -17,12 +17,12 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from producers.keys import Keys
-from producers.settings import parse_destinations
 from tests.integration.conftest import Cluster
-from worker.flow.status import MAX_REASON, FlowStatus
+from worker.keys import Keys
 from worker.ops.api import create_app
+from worker.ops.flow_status import MAX_REASON, FlowStatus
 from worker.ops.serve import ServerThread
+from worker.settings import parse_destinations
 from worker.store.deadletters import DeadLetterQueue
 
 pytestmark = pytest.mark.integration

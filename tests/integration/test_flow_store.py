@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import redis
 
-from producers.keys import Keys
 from worker.flow.decide import FlowState, Knobs, Outcome, Transition, after
 from worker.flow.store import FlowStore
+from worker.keys import Keys
+from worker.store.ledger import Ledger
 from worker.store.schedule import RetrySchedule
 
 pytestmark = pytest.mark.integration
@@ -18,6 +19,11 @@ NOW = 1_000_000.0
 @pytest.fixture
 def flow(redis_client: redis.Redis) -> FlowStore:
     return FlowStore(redis_client, Keys("t"))
+
+
+def ledger(flow: FlowStore) -> Ledger:
+    """Parking writes the event's record, so it is the ledger's (the drain and the probe are flow's)."""
+    return Ledger(flow.r, flow.keys, 3600)
 
 
 def test_gcra_allows_the_burst_then_spaces_every_slot(flow: FlowStore) -> None:
@@ -63,7 +69,7 @@ def test_apply_recomputes_when_the_state_changed_meanwhile(flow: FlowStore, redi
 def test_park_drain_and_release(flow: FlowStore, redis_client: redis.Redis) -> None:
     keys = flow.keys
     for i in range(5):
-        flow.park("d", f"e{i}", now=NOW + i, reason="paused")
+        ledger(flow).hold("d", f"e{i}", now=NOW + i, reason="paused")
     assert flow.parked_count("d") == 5
     assert redis_client.hget(keys.event("e0"), "parked_reason") == b"paused"
     assert flow.drain("d", 2, now=NOW + 10) == 2
@@ -76,8 +82,8 @@ def test_park_drain_and_release(flow: FlowStore, redis_client: redis.Redis) -> N
 def test_release_probe_sends_one_parked_event_when_the_cooldown_is_over(flow: FlowStore,
                                                                         redis_client: redis.Redis) -> None:
     redis_client.hset(flow.keys.flow("d"), mapping={"breaker": "open", "probe_at": str(NOW + 5)})
-    flow.park("d", "a", now=NOW)
-    flow.park("d", "b", now=NOW + 1)
+    ledger(flow).hold("d", "a", now=NOW)
+    ledger(flow).hold("d", "b", now=NOW + 1)
     assert not flow.release_probe("d", now=NOW)
     assert flow.release_probe("d", now=NOW + 5)
     assert not flow.release_probe("d", now=NOW + 6)  # at most one every 10 s

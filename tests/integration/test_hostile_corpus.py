@@ -13,13 +13,13 @@ import redis
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from producers import safejson
-from producers.publish import InvalidEvents
-from producers.settings import reset_settings
 from tests.integration.conftest import Cluster
+from worker import safejson
 from worker.cli import cli
 from worker.ops.api import create_app
 from worker.ops.serve import ServerThread
+from worker.publish import InvalidEvents
+from worker.settings import reset_settings
 
 CORPUS = Path(__file__).parent / "corpus"
 CASES = sorted(CORPUS.glob("*.case"))

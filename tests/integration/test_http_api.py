@@ -17,14 +17,14 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from producers.keys import Keys
-from producers.settings import ConfigError, Settings
 from sandbox.control import SandboxClient
 from sandbox.localredis import free_port
 from tests.integration.conftest import Cluster
+from worker.keys import Keys
 from worker.ops.api import create_app
 from worker.ops.overview import OpsContext
 from worker.ops.serve import ServerThread
+from worker.settings import ConfigError, Settings
 
 pytestmark = pytest.mark.integration
 

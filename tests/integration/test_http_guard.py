@@ -13,10 +13,10 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from producers.settings import ConfigError
 from tests.integration.conftest import Cluster
 from worker.ops.api import create_app
 from worker.ops.serve import ServerThread
+from worker.settings import ConfigError
 
 pytestmark = pytest.mark.integration
 

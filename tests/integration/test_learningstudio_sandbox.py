@@ -12,8 +12,6 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from producers.events import GradeEvent
-from producers.vendors.learningstudio import LearningStudioDestination
 from sandbox import DEMO_CREDENTIALS, make_app
 from sandbox.base import Running, start
 from sandbox.control import SandboxClient
@@ -22,7 +20,9 @@ from worker.adapters import oauth1_cmac
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
 from worker.adapters.learningstudio import CACHE_NAMESPACE, LearningStudioAdapter
+from worker.events import GradeEvent
 from worker.store.cache import RedisCache
+from worker.vendors.learningstudio import LearningStudioDestination
 
 pytestmark = pytest.mark.integration
 

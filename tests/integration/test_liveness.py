@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from producers.settings import Settings
 from sandbox import Running
 from sandbox.control import SandboxClient
 from sandbox.localredis import EmbeddedRedis
@@ -17,6 +16,7 @@ from tests.integration.conftest import Cluster
 from tests.integration.test_pipeline import ti_event
 from worker import heartbeat
 from worker.ops.api import create_app
+from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,6 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from producers.events import GradeEvent
-from producers.lti_keys import generate_key, jwks
-from producers.vendors.lti import LtiAgsDestination
 from sandbox import DEMO_CREDENTIALS, make_app
 from sandbox.base import Running, start
 from sandbox.control import SandboxClient
@@ -28,7 +25,10 @@ from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
 from worker.adapters.lti_ags import LtiAgsAdapter
 from worker.adapters.lti_auth import ASSERTION_TYPE, build_assertion
+from worker.events import GradeEvent
+from worker.lti_keys import generate_key, jwks
 from worker.store.cache import RedisCache
+from worker.vendors.lti import LtiAgsDestination
 
 pytestmark = pytest.mark.integration
 

@@ -48,11 +48,6 @@ from lti1p3platform.score import UpdateScoreStatus
 from lti1p3platform.service_connector import AssignmentsGradesService
 from pydantic import SecretStr
 
-from producers.events import GradeEvent
-from producers.lti_keys import generate_key
-from producers.publish import Publisher
-from producers.settings import reset_settings
-from producers.vendors.lti import LtiAgsDestination
 from sandbox.base import Request, Response, Running, SandboxApp, start
 from sandbox.lti_demo import demo_key
 from tests.integration.conftest import Cluster
@@ -61,9 +56,14 @@ from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
 from worker.adapters.lti_ags import LtiAgsAdapter
 from worker.adapters.lti_auth import ASSERTION_TYPE, build_assertion
+from worker.events import GradeEvent
+from worker.lti_keys import generate_key
 from worker.ops.api import create_app
 from worker.ops.serve import ServerThread
+from worker.publish import Publisher
+from worker.settings import reset_settings
 from worker.store.cache import RedisCache
+from worker.vendors.lti import LtiAgsDestination
 
 pytestmark = pytest.mark.integration
 

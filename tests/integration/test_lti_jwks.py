@@ -12,11 +12,11 @@ import pytest
 import redis
 from pydantic import SecretStr
 
-from producers.lti_keys import generate_key, load_key
-from producers.settings import Settings, reset_settings
 from worker.adapters.lti_jwks import NAMESPACE, publish_public_keys
+from worker.lti_keys import generate_key, load_key
 from worker.ops.api import create_app
 from worker.ops.serve import ServerThread
+from worker.settings import Settings, reset_settings
 from worker.store import Store
 
 pytestmark = pytest.mark.integration

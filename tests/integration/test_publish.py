@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from producers.publish import InvalidEvents, Publisher, PublishError
-from producers.settings import Settings
 from tests.integration.conftest import Cluster
 from tests.integration.test_pipeline import lt_event, ti_event
+from worker.publish import InvalidEvents, Publisher, PublishError
+from worker.settings import Settings
 
 pytestmark = pytest.mark.integration
 

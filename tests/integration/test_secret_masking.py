@@ -17,13 +17,13 @@ import redis
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from producers.settings import reset_settings
 from sandbox import DEMO_CREDENTIALS
 from sandbox.control import SandboxClient
 from tests.integration.conftest import SECRETS, Cluster
 from worker.cli import cli
 from worker.ops.api import create_app
 from worker.ops.serve import ServerThread
+from worker.settings import reset_settings
 
 TOKEN = "it-masking-token-4b8e1c7a9d2f3e5a6c0b"
 #: per-event secrets with characters that URL- and JSON-encoding change

@@ -12,14 +12,14 @@ import redis
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from producers.crypto import PREFIX, WireCipher, generate_key
-from producers.publish import Publisher
-from producers.settings import ConfigError, Settings, reset_settings
 from sandbox.localredis import EmbeddedRedis
 from tests.integration.test_delivery import Scripted, deliverer
 from worker import errors
 from worker.cli import cli
+from worker.crypto import PREFIX, WireCipher, generate_key
 from worker.ops.keys_cli import rotate_all
+from worker.publish import Publisher
+from worker.settings import ConfigError, Settings, reset_settings
 from worker.store import Store
 from worker.store.deadletters import DeadLetterQueue
 
@@ -85,7 +85,7 @@ def test_rotation_reencrypts_with_the_first_key_and_an_unknown_key_dead_letters(
     new_key = generate_key()
     both = settings.model_copy(update={"secret_key": SecretStr(f"{new_key},{old.get_secret_value()}")})
     before = redis_client.hget(f"gradesync:event:{eid}", "wire")
-    counts = rotate_all(redis_client, "gradesync", WireCipher.from_settings(both))
+    counts = rotate_all(Store.connect(settings, redis_client).ledger, WireCipher.from_settings(both))
     assert counts == {"rotated": 2, "changed_meanwhile": 0, "undecryptable": 0}
     monkeypatch.setenv("GRADESYNC_SECRET_KEY", f"{new_key},{old.get_secret_value()}")
     reset_settings()

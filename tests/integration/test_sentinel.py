@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from producers.connections import redis_client
-from producers.publish import PublishError
 from sandbox import Running
 from sandbox.control import SandboxClient
 from sandbox.localsentinel import EmbeddedSentinel
 from tests.integration.conftest import Cluster
 from tests.integration.test_pipeline import ti_event
+from worker.connections import redis_client
+from worker.publish import PublishError
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from producers.publish import validate_all
 from sandbox.control import SandboxClient
 from tests.integration.conftest import Cluster
 from worker.dispatch import Delivery
 from worker.dispatch.memory import InMemoryDispatcher
+from worker.publish import validate_all
 from worker.sweeper import Sweeper
 
 pytestmark = pytest.mark.integration

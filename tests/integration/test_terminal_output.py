@@ -9,11 +9,11 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from producers.publish import Publisher
-from producers.settings import Settings, reset_settings
 from tests.integration.test_delivery import TOML, Scripted, deliverer, event
 from worker import errors
 from worker.cli import cli
+from worker.publish import Publisher
+from worker.settings import Settings, reset_settings
 from worker.store import Store
 
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x9b31m\u202e"

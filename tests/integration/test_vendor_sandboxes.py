@@ -15,10 +15,6 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from producers.events import GradeEvent
-from producers.vendors.edlink import EdlinkDestination
-from producers.vendors.ltiaas import LtiaasDestination
-from producers.vendors.thoughtindustries import ThoughtIndustriesDestination
 from sandbox import DEMO_CREDENTIALS, make_app
 from sandbox.base import Running, start
 from sandbox.control import SandboxClient
@@ -29,6 +25,10 @@ from worker.adapters.edlink import EdlinkAdapter
 from worker.adapters.http import make_client
 from worker.adapters.ltiaas import LtiaasAdapter
 from worker.adapters.thoughtindustries import ThoughtIndustriesAdapter, sign_hs256
+from worker.events import GradeEvent
+from worker.vendors.edlink import EdlinkDestination
+from worker.vendors.ltiaas import LtiaasDestination
+from worker.vendors.thoughtindustries import ThoughtIndustriesDestination
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ from urllib.parse import parse_qs
 import httpx
 from pydantic import SecretStr
 
-from producers.events import GradeEvent
-from producers.lti_keys import ToolKey, generate_key
-from producers.vendors.lti import LtiAgsDestination
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
+from worker.events import GradeEvent
+from worker.lti_keys import ToolKey, generate_key
+from worker.vendors.lti import LtiAgsDestination
 
 BASE = "https://canvas.example.edu"
 TOKEN_URL = "https://sso.example.edu/login/oauth2/token"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from producers.settings import Settings
 from worker.affinity import Mode, plan
+from worker.settings import Settings
 
 
 @pytest.mark.parametrize(("processes", "allowed", "mode", "expected"), [

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from producers.settings import ConfigError
 from worker.ops.auth import MIN_TOKEN_LENGTH, TrustedProxies, check_token
+from worker.settings import ConfigError
 
 
 @pytest.mark.parametrize("token", ["", " ", "\t\n ", "a" * (MIN_TOKEN_LENGTH - 1), " " + "b" * 40, "c" * 40 + "\n"])

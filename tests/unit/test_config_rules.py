@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from producers.settings import (
+from worker.settings import (
     ConfigError,
     ProducerSettings,
     ServerSettings,
@@ -17,7 +17,7 @@ from producers.settings import (
     WorkerSettings,
     reset_settings,
 )
-from producers.vendors import TABLE, VENDORS
+from worker.vendors import TABLE, VENDORS
 
 LS = """[destinations.ls]
 vendor = "learningstudio"
@@ -88,8 +88,8 @@ def test_the_settings_objects_are_separate_over_one_environment(monkeypatch: pyt
 
 
 def test_the_vendor_table_is_the_one_source() -> None:
-    from producers.settings import SECRET_KEYS, VENDOR_RATE_LIMITS
     from worker.adapters import REGISTRY
+    from worker.settings import SECRET_KEYS, VENDOR_RATE_LIMITS
 
     assert VENDORS == ("learningstudio", "ltiaas", "edlink", "thoughtindustries", "lti_ags")
     assert set(REGISTRY) == set(SECRET_KEYS) == set(VENDORS)
@@ -104,7 +104,7 @@ def test_the_vendor_table_is_the_one_source() -> None:
 def test_event_validation_takes_the_vendor_map_explicitly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from pydantic import ValidationError
 
-    from producers.events import GradeEvent, format_errors
+    from worker.events import GradeEvent, format_errors
 
     # a configured destinations file is NOT consulted behind the caller's back
     monkeypatch.setenv("CFG_LS_SECRET", "0123456789abcdef")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from producers.connections import SentinelURL, broker_transport_options, broker_url, is_sentinel_url
-from producers.settings import Settings, is_redis_url
 from worker.celery_app import broker_queue, build_config
+from worker.connections import SentinelURL, broker_transport_options, broker_url, is_sentinel_url
+from worker.settings import Settings, is_redis_url
 
 
 def test_sentinel_url_parsing() -> None:
@@ -53,7 +53,7 @@ def test_worker_config_on_rabbitmq_and_on_sentinel(tmp_path: Path) -> None:
 def test_managed_redis_tls_url_with_password() -> None:
     import redis
 
-    from producers.connections import redis_client
+    from worker.connections import redis_client
 
     url = "rediss://default:s3cret@redis.example.com:6380/0?ssl_cert_reqs=required"
     client = redis_client(url, socket_timeout=5)  # no connection is made until the first command

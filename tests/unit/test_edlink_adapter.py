@@ -11,12 +11,12 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from producers.events import GradeEvent
-from producers.vendors.edlink import EdlinkDestination
 from worker import errors
 from worker.adapters.base import AdapterContext
 from worker.adapters.edlink import EdlinkAdapter
 from worker.adapters.http import make_client
+from worker.events import GradeEvent
+from worker.vendors.edlink import EdlinkDestination
 
 INTEGRATION = "int-token-0123456789"
 PERSON = "person-token-abcdef"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from producers.events import GradeEvent, event_json_schema, format_errors
+from worker.events import GradeEvent, event_json_schema, format_errors
 
 VENDORS = {"ls": "learningstudio", "lt": "ltiaas", "ed": "edlink", "ti": "thoughtindustries"}
 LEARNER = str(uuid.uuid4())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from producers.settings import ConfigError, parse_destinations
 from worker.flow.share import MAX_DEFER, MIN_DEFER, FairShare, defer_delay, share_limit
+from worker.settings import ConfigError, parse_destinations
 
 
 @pytest.mark.parametrize(("max_concurrency", "slots", "limit"), [

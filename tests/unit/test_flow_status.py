@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.flow.status import MAX_REASON, clean_reason, derive
+from worker.ops.flow_status import MAX_REASON, clean_reason, derive
 
 NOW = 1_700_000_000.0
 OPEN = {"breaker": "open", "breaker_reason": "5 consecutive transient failures: 503 Service Unavailable",

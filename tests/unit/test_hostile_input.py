@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from producers import safejson
-from producers.events import GradeEvent, format_errors
-from producers.publish import InvalidEvents, validate_all
-from producers.safetext import check_id, printable
+from worker import safejson
+from worker.events import GradeEvent, format_errors
 from worker.ops.actions import FilterBody, parse_since
+from worker.publish import InvalidEvents, validate_all
+from worker.safetext import check_id, printable
 
 VENDORS = {"lt": "ltiaas", "ls": "learningstudio"}
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from flower.urls import handlers as flower_handlers
 
-from producers.settings import ConfigError, Settings, parse_destinations
 from worker import heartbeat
 from worker.kube.plan import ClusterConfig, load_config, make_plan, per_process_rate, processes_usable
 from worker.kube.render import SECRETS_FILE, render, to_text
+from worker.settings import ConfigError, Settings, parse_destinations
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"

@@ -11,13 +11,13 @@ import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from producers.events import GradeEvent
-from producers.vendors.learningstudio import LearningStudioDestination
 from worker import errors
 from worker.adapters import oauth1_cmac
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
 from worker.adapters.learningstudio import CACHE_NAMESPACE, CACHE_TTL_SECONDS, LearningStudioAdapter
+from worker.events import GradeEvent
+from worker.vendors.learningstudio import LearningStudioDestination
 
 SECRET = "s3cr3t-s3cr3t-16"
 BASE = "https://api.learningstudio.test"

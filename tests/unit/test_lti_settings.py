@@ -11,12 +11,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from producers.events import GradeEvent
-from producers.lti_keys import KeyProblem, jwks, load_key, thumbprint
-from producers.settings import ConfigError, parse_destinations
-from producers.vendors.lti import LtiAgsDestination
 from tests.unit.lti_support import BASE, TOKEN_URL, VENDORS, key
+from worker.events import GradeEvent
 from worker.kube.plan import ClusterConfig, load_config, make_plan
+from worker.lti_keys import KeyProblem, jwks, load_key, thumbprint
+from worker.settings import ConfigError, parse_destinations
+from worker.vendors.lti import LtiAgsDestination
 
 
 def raw(**over: Any) -> dict[str, Any]:

@@ -10,13 +10,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from producers.events import GradeEvent
-from producers.vendors.edlink import EdlinkDestination
-from producers.vendors.ltiaas import LtiaasDestination
 from worker import errors
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
 from worker.adapters.ltiaas import LtiaasAdapter
+from worker.events import GradeEvent
+from worker.vendors.edlink import EdlinkDestination
+from worker.vendors.ltiaas import LtiaasDestination
 
 API_KEY = "lt-api-key-0123"
 SERVICE_KEY = "svc-key-4567"

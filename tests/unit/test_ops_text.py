@@ -27,8 +27,8 @@ def test_humanize_since_and_until() -> None:
 
 
 def test_the_destinations_table_neutralises_and_aligns() -> None:
-    from worker.flow.status import derive
     from worker.ops.destinations_cli import rate_text, render_table
+    from worker.ops.flow_status import derive
 
     now = 1_000_000.0
     open_ = derive("acme-ti", "thoughtindustries", {"breaker": "open", "breaker_since": str(now - 65),

@@ -11,12 +11,6 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from producers.events import GradeEvent
-from producers.vendors.edlink import EdlinkDestination
-from producers.vendors.learningstudio import LearningStudioDestination
-from producers.vendors.lti import LtiAgsDestination
-from producers.vendors.ltiaas import LtiaasDestination
-from producers.vendors.thoughtindustries import ThoughtIndustriesDestination
 from sandbox import DEMO_CREDENTIALS, make_app
 from sandbox.base import Running, start
 from sandbox.control import SandboxClient
@@ -26,9 +20,15 @@ from worker.adapters import build_adapter
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
 from worker.adapters.ltiaas import score_path
+from worker.events import GradeEvent
 from worker.readback import Unreadable, build_reader
 from worker.readback.base import Found, Reader
 from worker.readback.lti_ags import RESULT_SCOPE, results_url
+from worker.vendors.edlink import EdlinkDestination
+from worker.vendors.learningstudio import LearningStudioDestination
+from worker.vendors.lti import LtiAgsDestination
+from worker.vendors.ltiaas import LtiaasDestination
+from worker.vendors.thoughtindustries import ThoughtIndustriesDestination
 
 LT, ED, LS, TI = (DEMO_CREDENTIALS[v] for v in ("ltiaas", "edlink", "learningstudio", "thoughtindustries"))
 T0 = datetime(2026, 1, 5, 9, 0, 0, 123000, tzinfo=UTC)

@@ -6,13 +6,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from producers.keys import Keys
-from producers.vendors.edlink import EdlinkDestination
-from producers.vendors.learningstudio import LearningStudioDestination
-from producers.vendors.ltiaas import LtiaasDestination
-from producers.vendors.thoughtindustries import ThoughtIndustriesDestination
 from worker.adapters import REGISTRY, build_adapter
 from worker.adapters.base import AdapterContext
+from worker.keys import Keys
+from worker.vendors.edlink import EdlinkDestination
+from worker.vendors.learningstudio import LearningStudioDestination
+from worker.vendors.ltiaas import LtiaasDestination
+from worker.vendors.thoughtindustries import ThoughtIndustriesDestination
 
 DESTS = [
     LearningStudioDestination(name="ls", vendor="learningstudio", base_url="https://ls.example", application_id="a",

@@ -11,13 +11,13 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
-from producers.crypto import PREFIX, UndecryptableRecord, WireCipher, generate_key
-from producers.events import GradeEvent
-from producers.settings import ConfigError, Settings
-from producers.vendors.ltiaas import LtiaasDestination
 from worker import errors
+from worker.crypto import PREFIX, UndecryptableRecord, WireCipher, generate_key
+from worker.events import GradeEvent
 from worker.known_secrets import EVENT_SECRET_FIELDS, destination_secrets, event_secrets, scrub_error, wire_secrets
 from worker.redact import MASK, known_secrets, mask_known, redact, redact_text
+from worker.settings import ConfigError, Settings
+from worker.vendors.ltiaas import LtiaasDestination
 
 SECRET = 'sk/live+"q"&x=1'
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from producers.settings import ConfigError, Settings, load_destinations, parse_destinations
+from worker.settings import ConfigError, Settings, load_destinations, parse_destinations
 
 GOOD = {
     "destinations": {

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from producers.settings import Settings
+from worker.settings import Settings
 from worker.supervisor import child_hostname
 
 

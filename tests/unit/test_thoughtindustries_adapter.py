@@ -13,12 +13,12 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from producers.events import GradeEvent
-from producers.vendors.thoughtindustries import ThoughtIndustriesDestination
 from worker import errors
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
 from worker.adapters.thoughtindustries import ThoughtIndustriesAdapter
+from worker.events import GradeEvent
+from worker.vendors.thoughtindustries import ThoughtIndustriesDestination
 
 API_KEY = "ti_test_key_0123"
 ASSIGNMENT = "123e4567-e89b-12d3-a456-426614174000"

@@ -50,7 +50,7 @@ def test_no_cookie_is_kept_or_sent() -> None:
 
 
 def test_make_client_builds_a_vendor_client() -> None:
-    from producers.vendors.ltiaas import LtiaasDestination
+    from worker.vendors.ltiaas import LtiaasDestination
 
     dest = LtiaasDestination(name="d", vendor="ltiaas", base_url="https://ltiaas.example", api_key_env="X_KEY")
     client = vendor_http.make_client(dest)

@@ -1,6 +1,6 @@
 """Vendor adapters, one module per vendor behind :class:`worker.adapters.base.Adapter`.
 
-The registry is the vendor table's ``adapter`` column (:mod:`producers.vendors`): each adapter module
+The registry is the vendor table's ``adapter`` column (:mod:`worker.vendors`): each adapter module
 is imported the first time a destination of its vendor is built.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib
 
-from producers.settings import Destination
-from producers.vendors import TABLE
 from worker.adapters.base import Adapter, AdapterContext, DeliveryResult
+from worker.settings import Destination
+from worker.vendors import TABLE
 
 #: vendor -> "module:class" of its adapter (imported on first use)
 REGISTRY: dict[str, str] = {row.name: row.adapter for row in TABLE}

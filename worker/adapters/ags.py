@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from producers.events import GradeEvent
 from worker.adapters.http import json_number
+from worker.events import GradeEvent
 
 #: a 400 naming the timestamp is a stale-score refusal when it also says how the timestamps compare
 STALE_WORDS = re.compile(

@@ -1,6 +1,6 @@
 """The adapter Protocol: what the worker needs from one LMS vendor.
 
-An adapter delivers one :class:`~producers.events.GradeEvent` to its vendor in one call of
+An adapter delivers one :class:`~worker.events.GradeEvent` to its vendor in one call of
 :meth:`Adapter.deliver`, returning a :class:`DeliveryResult` or raising a
 :class:`~worker.errors.DeliveryError` subclass. It is built once per destination per worker process,
 holds one pooled HTTP client (keep-alive), and is called from several threads at once.
@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Protocol
 
 import httpx
 
-from producers.events import GradeEvent
-from producers.settings import Destination
+from worker.events import GradeEvent
+from worker.settings import Destination
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,6 @@ from typing import Any, ClassVar
 import httpx
 import structlog
 
-from producers.events import FileAttachment, GradeEvent, LinkAttachment, TextAttachment
-from producers.vendors.edlink import EdlinkDestination, EdlinkTarget
 from worker import errors
 from worker.adapters.base import DeliveryResult
 from worker.adapters.http import (
@@ -33,7 +31,9 @@ from worker.adapters.http import (
     path_segment,
     send,
 )
+from worker.events import FileAttachment, GradeEvent, LinkAttachment, TextAttachment
 from worker.redact import redact_text
+from worker.vendors.edlink import EdlinkDestination, EdlinkTarget
 
 log = structlog.get_logger(__name__)
 

@@ -23,11 +23,11 @@ from urllib.parse import quote
 
 import httpx
 
-from producers.settings import Destination
-from producers.vendors.base import DestinationBase
 from worker import errors, shutdown
 from worker.adapters.base import AdapterContext, RequestObserver
 from worker.redact import excerpt
+from worker.settings import Destination
+from worker.vendors.base import DestinationBase
 
 USER_AGENT = "gradesync/0.1 (+https://github.com/gradesync)"
 #: a vendor's Retry-After beyond this is treated as this (sanity cap: one day)

@@ -21,14 +21,14 @@ from typing import Any, ClassVar
 import httpx
 import structlog
 
-from producers.events import GradeEvent
-from producers.settings import Destination
-from producers.vendors.learningstudio import LearningStudioDestination, LearningStudioTarget
 from worker import errors
 from worker.adapters import http, oauth1_cmac
 from worker.adapters.base import AdapterContext, DeliveryResult
 from worker.adapters.http import error_for_status, json_number, json_or_none, send
+from worker.events import GradeEvent
 from worker.redact import redact
+from worker.settings import Destination
+from worker.vendors.learningstudio import LearningStudioDestination, LearningStudioTarget
 
 log = structlog.get_logger(__name__)
 

@@ -28,9 +28,6 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import structlog
 
-from producers.events import GradeEvent
-from producers.settings import Destination
-from producers.vendors.lti import LtiAgsDestination, LtiAgsTarget
 from worker import errors
 from worker.adapters.ags import is_stale_refusal, score_body
 from worker.adapters.base import AdapterContext, DeliveryResult
@@ -38,7 +35,10 @@ from worker.adapters.http import HttpAdapter, compact_json, error_class_for, err
 from worker.adapters.lti_auth import AccessToken, TokenSource
 from worker.adapters.lti_jwks import publish_public_keys
 from worker.adapters.lti_lineitems import LineItems, message_of, origin
+from worker.events import GradeEvent
 from worker.redact import redact_text
+from worker.settings import Destination
+from worker.vendors.lti import LtiAgsDestination, LtiAgsTarget
 
 log = structlog.get_logger("gradesync.lti_ags")
 

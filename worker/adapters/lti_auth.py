@@ -27,12 +27,12 @@ import httpx
 import jwt
 import structlog
 
-from producers.lti_keys import KeyProblem, ToolKey, load_key
-from producers.vendors.lti import LtiAgsDestination
 from worker import errors
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import error_for_status, json_or_none, send
+from worker.lti_keys import KeyProblem, ToolKey, load_key
 from worker.redact import redact_text
+from worker.vendors.lti import LtiAgsDestination
 
 log = structlog.get_logger("gradesync.lti_auth")
 

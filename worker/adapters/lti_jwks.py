@@ -8,9 +8,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from producers.lti_keys import KeyProblem, ToolKey, load_key, thumbprint
-from producers.vendors.lti import LtiAgsDestination
 from worker.adapters.base import Cache
+from worker.lti_keys import KeyProblem, ToolKey, load_key, thumbprint
+from worker.vendors.lti import LtiAgsDestination
 
 NAMESPACE = "lti_jwks"
 #: how long a published public key stays without a worker publishing it again

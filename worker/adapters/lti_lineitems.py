@@ -26,12 +26,12 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 import httpx
 import structlog
 
-from producers.events import GradeEvent
-from producers.vendors.lti import LtiAgsTarget
 from worker import errors
 from worker.adapters.base import Cache
 from worker.adapters.http import compact_json, error_for_status, json_number, json_or_none
+from worker.events import GradeEvent
 from worker.redact import redact_text
+from worker.vendors.lti import LtiAgsTarget
 
 log = structlog.get_logger("gradesync.lti_lineitems")
 

@@ -16,8 +16,6 @@ from typing import Any, ClassVar
 
 import httpx
 
-from producers.events import GradeEvent
-from producers.vendors.ltiaas import LtiaasDestination, LtiaasTarget
 from worker import errors
 from worker.adapters.ags import is_stale_refusal, score_body
 from worker.adapters.base import DeliveryResult
@@ -30,7 +28,9 @@ from worker.adapters.http import (
     path_segment,
     send,
 )
+from worker.events import GradeEvent
 from worker.redact import redact_text
+from worker.vendors.ltiaas import LtiaasDestination, LtiaasTarget
 
 ROUTE = "score.post"
 

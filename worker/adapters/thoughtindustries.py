@@ -21,8 +21,6 @@ import httpx
 from jwt import PyJWS
 from jwt.algorithms import HMACAlgorithm
 
-from producers.events import ActivityProgress, GradeEvent
-from producers.vendors.thoughtindustries import ThoughtIndustriesDestination, ThoughtIndustriesTarget
 from worker import errors
 from worker.adapters.base import DeliveryResult
 from worker.adapters.http import (
@@ -34,7 +32,9 @@ from worker.adapters.http import (
     parse_retry_after,
     send,
 )
+from worker.events import ActivityProgress, GradeEvent
 from worker.redact import redact_text
+from worker.vendors.thoughtindustries import ThoughtIndustriesDestination, ThoughtIndustriesTarget
 
 PATH = "/incoming/v2/assignmentExternalActivity"
 ROUTE = "activity.post"

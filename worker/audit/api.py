@@ -155,7 +155,7 @@ def dashboard_json(ctx: OpsContext) -> dict[str, Any]:
 
 def add_audit_dashboard_routes(api: APIRouter, ctx: OpsContext, csrf: params.Depends) -> None:
     """The dashboard's audit routes on its session-authenticated ``/ui/api`` router."""
-    from producers.publish import Publisher
+    from worker.publish import Publisher
 
     @api.get("/audits")
     def ui_audits() -> dict[str, Any]:

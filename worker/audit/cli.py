@@ -16,9 +16,6 @@ from typing import Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from producers.publish import Publisher
-from producers.safetext import printable
-from producers.settings import Settings, get_settings
 from worker import errors
 from worker.audit.compare import VERDICTS
 from worker.audit.engine import AuditRunner
@@ -27,7 +24,10 @@ from worker.audit.resync import RESYNCABLE
 from worker.known_secrets import register_destinations
 from worker.logs import configure
 from worker.ops import actions
+from worker.publish import Publisher
 from worker.redact import redact
+from worker.safetext import printable
+from worker.settings import Settings, get_settings
 from worker.store import Store
 
 #: the keys of one cell in ``--json`` output, in order

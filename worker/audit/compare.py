@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from producers.events import GradeEvent
+from worker.events import GradeEvent
 from worker.readback.base import Found
 
 

@@ -24,8 +24,6 @@ from typing import Any
 
 import structlog
 
-from producers.events import GradeEvent
-from producers.settings import Destination, Settings
 from worker import errors
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import make_client
@@ -33,10 +31,12 @@ from worker.audit.compare import Delivered, Outcome, Verdict, compare
 from worker.audit.jobs import AuditJobs, AuditRequest, JobView
 from worker.audit.pace import AuditPace
 from worker.audit.resync import Publishes, log_action, resync
+from worker.events import GradeEvent
 from worker.known_secrets import wire_secrets
 from worker.readback import Reader, Unreadable, build_reader
 from worker.readback.base import Found
 from worker.redact import redact, redact_text
+from worker.settings import Destination, Settings
 from worker.store import Store
 from worker.store.ledger import EventState
 

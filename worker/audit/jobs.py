@@ -1,5 +1,5 @@
 """Audit jobs in Redis: the job hash, the cells it reads, its results, and the lease of the process that
-runs it (key names from :class:`producers.keys.Keys`: ``audits…``).
+runs it (key names from :class:`worker.keys.Keys`: ``audits…``).
 
 A job's progress is a cursor per destination (``done:{dest}``) written in the same transaction as the
 cell's result and its verdict count, so a job resumed after its process died (its lease expired) goes on
@@ -16,8 +16,8 @@ from typing import Any
 
 import redis
 
-from producers.keys import Keys
 from worker.audit.compare import VERDICTS
+from worker.keys import Keys
 
 #: how long a job and its results are kept (seconds)
 JOB_TTL = 30 * 86_400

@@ -20,9 +20,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from producers.settings import Destination
 from worker.flow.decide import SAFETY, Knobs, Outcome, limiter_burst
 from worker.flow.gate import FlowControl
+from worker.settings import Destination
 from worker.store import Store
 
 #: seconds between looks at a paused / open destination

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from producers.events import GradeEvent
-from producers.settings import Settings
 from worker.audit.compare import Verdict
 from worker.audit.jobs import AuditJobs
+from worker.events import GradeEvent
+from worker.settings import Settings
 from worker.store import Store
 from worker.store.deadletters import AUDIT_MAXLEN
 
@@ -79,9 +79,8 @@ def resync(settings: Settings, store: Store, publisher: Publishes, job_id: str, 
         (new_id,) = publisher.publish_many([data])
         report.republished[old_id] = new_id
         now = time.time()
-        store.redis.rpush(store.keys.attempts(old_id), json.dumps({
-            "operator_action": "resync", "actor": actor, "at": now, "audit": job_id, "verdict": cell["verdict"],
-            "new_event_id": new_id}))
+        store.ledger.note(old_id, {"operator_action": "resync", "actor": actor, "at": now, "audit": job_id,
+                                   "verdict": cell["verdict"], "new_event_id": new_id})
     if report.republished or report.skipped:
         log_action(store, "resync", actor=actor, filters={"audit": job_id, "verdicts": report.verdicts},
                    matched=len(report.republished) + len(report.skipped), count=len(report.republished),

@@ -4,7 +4,7 @@ and the ops overview. Two implementations:
 
 * :class:`worker.dispatch.celery.CeleryDispatcher`: the real one (Redis or RabbitMQ through Celery /
   kombu), with batched sends and the broker's queue depths;
-* :class:`worker.dispatch.memory.InMemoryDispatcher`: a process-local queue per destination that drains
+* :class:`worker.dispatch.memory.InMemoryDispatcher`: a process-local queue per destination, drained
   into a :class:`worker.delivery.Deliverer` in the same process (as dramatiq's ``StubBroker`` or
   procrastinate's ``InMemoryConnector``), so the pipeline — publish, retry, dead-letter, requeue, stale —
   runs in one process against the real Redis.

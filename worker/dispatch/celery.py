@@ -38,11 +38,11 @@ from kombu.exceptions import OperationalError
 from kombu.transport.redis import PRIORITY_STEPS
 from kombu.transport.redis import Channel as RedisChannel
 
-from producers.connections import is_amqp_url, redis_client
-from producers.keys import DELIVER_TASK, Keys
-from producers.settings import Settings, is_redis_url, without_credentials
-from worker import celery_app  # a module, not a name: importing producers may lead back here
+from worker.celery_app import make_client_app
+from worker.connections import is_amqp_url, redis_client
 from worker.dispatch import BrokerUnavailable, Delivery
+from worker.keys import DELIVER_TASK, Keys
+from worker.settings import Settings, is_redis_url, without_credentials
 
 log = structlog.get_logger("gradesync.dispatch")
 
@@ -165,7 +165,7 @@ class CeleryDispatcher:
 
     def __init__(self, settings: Settings, *, app: Celery | None = None, client: redis.Redis | None = None) -> None:
         self.settings = settings
-        self.app = app or celery_app.make_client_app(settings)
+        self.app = app or make_client_app(settings)
         url = settings.broker
         self.kind = "redis" if is_redis_url(url) else "amqp" if is_amqp_url(url) else "other"
         self._own_broker = False

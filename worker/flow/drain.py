@@ -19,9 +19,9 @@ from collections.abc import Callable, Mapping
 
 import structlog
 
-from producers.settings import Destination
 from worker.flow.decide import FlowState, Knobs
 from worker.flow.store import FlowStore
+from worker.settings import Destination
 
 log = structlog.get_logger("gradesync.flow")
 

@@ -18,11 +18,11 @@ from typing import Any
 
 import structlog
 
-from producers.publish import new_token
-from producers.settings import Destination
 from worker import errors
+from worker.dispatch import new_token
 from worker.flow.decide import SAFETY, FlowState, Gate, Knobs, Outcome, Transition, admit, after, limiter_burst
 from worker.flow.store import FlowStore
+from worker.settings import Destination
 from worker.store import EventRecord, Store
 
 log = structlog.get_logger("gradesync.flow")
@@ -93,7 +93,7 @@ class FlowControl:
             if adm.gate is Gate.EXPIRE:
                 return Verdict(go=False, result="expired", reason=adm.reason)
             if adm.gate is Gate.PARK:
-                self.flow.park(name, record.event_id, now=now, reason=adm.reason)
+                self.store.ledger.hold(name, record.event_id, now=now, reason=adm.reason)
                 log.info("parked", reason=adm.reason)
                 return Verdict(go=False, result="parked", reason=adm.reason)
             # LIMIT or WAIT: take a rate-limit slot (after the pause, if the vendor asked for one)
@@ -105,7 +105,7 @@ class FlowControl:
             self.store.ledger.defer(record, due, extra={"flow_slot": f"{state.epoch}:{due:.6f}",
                                                         "next_attempt_at": f"{due:.3f}"})
             return Verdict(go=False, result="waiting", reason=adm.reason or "waiting for a rate-limit slot")
-        self.flow.park(name, record.event_id, now=now, reason="the circuit is half-open (a probe is running)")
+        self.store.ledger.hold(name, record.event_id, now=now, reason="the circuit is half-open (a probe is running)")
         return Verdict(go=False, result="parked", reason="the circuit is half-open (a probe is running)")
 
     def succeeded(self, destination: Destination, verdict: Verdict) -> None:

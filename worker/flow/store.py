@@ -1,5 +1,5 @@
 """The destination's flow-control state in Redis (the ``flow:{dest}`` hash and ``parked:{dest}`` zset of
-:mod:`producers.keys`), shared by every worker process and host.
+:mod:`worker.keys`), shared by every worker process and host.
 
 * :meth:`FlowStore.reserve` — the rate limiter: a GCRA (generic cell rate algorithm, as in
   ``redis-cell``) in one Lua script. One timestamp per destination (``tat``, the theoretical arrival
@@ -10,21 +10,21 @@
 * :meth:`FlowStore.apply` — writes a :class:`~worker.flow.decide.Transition` if the fields it was
   computed from did not change meanwhile (compare-and-set in Lua; re-computed on a conflict).
 * :meth:`FlowStore.drain` / :meth:`FlowStore.release_probe` — move parked events back to the retry
-  schedule (the pump does this, :mod:`worker.flow.drain`).
+  schedule (the pump does this, :mod:`worker.flow.drain`). Parking itself writes the event's record, so
+  it is the ledger's (:meth:`worker.store.ledger.Ledger.park` / :meth:`~worker.store.ledger.Ledger.hold`).
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
 
-from producers.keys import Keys
 from worker.flow.decide import SENT_WINDOW, FlowState, Knobs, Transition
 from worker.flow.rate import DOUBLING, Adapted
+from worker.keys import Keys
 
 
 def _s(value: Any) -> str:
@@ -57,7 +57,7 @@ return string.format('%.6f', allow)
 """
 
 # Lua: a sliding-window counter of requests sent while no rate is known (flow hash ``key``, window ``w``
-# seconds); also part of the delivery's claim script (worker.store.attempts)
+# seconds); also part of the delivery's claim script (worker.store.scripts CLAIM)
 COUNT_SENT_LUA = """
 local function count_sent(key, now, w)
   local t = tonumber(redis.call('HGET', key, 'sent_t') or '0') or 0
@@ -70,6 +70,24 @@ local function count_sent(key, now, w)
   if now - t < 2 * w then start = t + w else n = 0 end
   redis.call('HSET', key, 'sent_t', string.format('%.3f', start), 'sent_prev', n, 'sent_n', 1)
   return 1
+end
+"""
+
+# Lua: is the destination's flow state clean (flow hash ``key`` at ``now``)? Not paused, breaker closed,
+# no learnt rate, no 429 pause: then every event may go without a rate-limit slot, probe or park — the
+# same answer as :func:`worker.flow.decide.admit` gives (``Gate.GO``, no rate) when the destination has no
+# configured rate either (the caller's half, ``Destination.rate_limit_per_minute``). Returns clean, and
+# the failure count (a success on a destination with none changes nothing). Part of the delivery's claim
+# script (worker.store.scripts); the one place this rule is written in Lua.
+FLOW_CLEAN_LUA = """
+local function flow_clean(key, now)
+  local f = redis.call('HMGET', key, 'paused', 'breaker', 'throttled_until', 'rate', 'failures')
+  if f[1] == '1' or (f[2] and f[2] ~= '' and f[2] ~= 'closed') or (f[4] and f[4] ~= '') then
+    return false, '0'
+  end
+  local until_ = tonumber(f[3] or '')
+  if until_ and now < until_ then return false, '0' end
+  return true, f[5] or '0'
 end
 """
 
@@ -209,15 +227,6 @@ class FlowStore:
             if ok:
                 return transition
         return transition
-
-    def park(self, destination: str, event_id: str, *, now: float | None = None, reason: str = "") -> None:
-        """Park an event that made no attempt now (its token stays valid for the drain)."""
-        when = time.time() if now is None else now
-        with self.r.pipeline(transaction=True) as pipe:
-            pipe.zadd(self.keys.parked(destination), {event_id: when}, nx=True)
-            pipe.zrem(self.keys.queued, event_id)  # durably parked: not for the stranded-event sweeper
-            pipe.hset(self.keys.event(event_id), mapping={"parked_reason": reason, "parked_at": f"{when:.3f}"})
-            pipe.execute()
 
     def parked_count(self, destination: str) -> int:
         return int(self.r.zcard(self.keys.parked(destination)))

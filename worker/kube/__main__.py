@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from producers.settings import ConfigError
 from worker.kube.plan import load_config, make_plan
 from worker.kube.render import write
+from worker.settings import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

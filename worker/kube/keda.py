@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from producers.keys import Keys
+from worker.keys import Keys
 from worker.kube.manifests import SECRET_KEDA, Obj, meta, worker_name
 from worker.kube.plan import GroupPlan, Plan
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # VENDOR_RATE_LIMITS: the vendors' documented request limits, used when a destination sets no
 # ``rate_limit_per_minute`` (the same table the destination settings use; 0 in the file means no limit)
-from producers.settings import SECRET_KEYS, VENDOR_RATE_LIMITS, ConfigError
+from worker.settings import SECRET_KEYS, VENDOR_RATE_LIMITS, ConfigError
 
 DEFAULT_GROUP = "default"
 

@@ -15,11 +15,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from producers.safetext import printable
-from producers.settings import Settings
 from worker.ops.overview import OpsContext
 from worker.ops.views import iso
 from worker.redact import redact, redact_text
+from worker.safetext import printable
+from worker.settings import Settings
 from worker.store.deadletters import ActionReport, DeadLetter, DLQFilter
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")

@@ -30,9 +30,6 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from producers.http import event_schemas, ingest_router
-from producers.publish import Publisher
-from producers.settings import ConfigError, Settings, get_settings, without_credentials
 from worker.audit.api import audits_router, auth_dependency
 from worker.audit.engine import AuditRunner
 from worker.known_secrets import register_destinations
@@ -41,10 +38,13 @@ from worker.ops.auth import AuthLimiter, SessionStore, TrustedProxies, check_tok
 from worker.ops.dashboard import Sessions, dashboard_router, static_app
 from worker.ops.destinations_api import destinations_router
 from worker.ops.guard import BodyLimitExceeded, Guard, body_limit_body
+from worker.ops.ingest import event_schemas, ingest_router
 from worker.ops.jwks import jwks_router
 from worker.ops.metrics import metrics_router
 from worker.ops.overview import OpsContext, overview_json
 from worker.ops.views import event_view
+from worker.publish import Publisher
+from worker.settings import ConfigError, Settings, get_settings, without_credentials
 from worker.store.deadletters import DLQFilter
 
 log = structlog.get_logger("gradesync.api")

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import redis
 import structlog
 
-from producers.keys import Keys
-from producers.settings import ConfigError
+from worker.keys import Keys
+from worker.settings import ConfigError
 
 log = structlog.get_logger("gradesync.auth")
 

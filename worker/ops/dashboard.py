@@ -36,11 +36,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from producers.http import BodyTooLarge, read_body
 from worker.audit.api import add_audit_dashboard_routes
 from worker.ops import actions
 from worker.ops.auth import AuthLimiter, SessionStore
 from worker.ops.destinations_api import add_dashboard_routes
+from worker.ops.ingest import BodyTooLarge, read_body
 from worker.ops.overview import OpsContext, overview_json
 from worker.ops.views import event_view
 

@@ -1,5 +1,5 @@
 """Flow control over HTTP: ``/v1/destinations`` (Bearer token) and the dashboard's JSON routes (session +
-CSRF), both backed by :class:`worker.flow.status.FlowStatus`.
+CSRF), both backed by :class:`worker.ops.flow_status.FlowStatus`.
 
 ``GET /v1/destinations``, ``GET /v1/destinations/{name}`` (404 for a destination that is not configured),
 ``POST /v1/destinations/{name}/pause`` with ``{"reason": "..."}`` (required, at most 500 characters, else
@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response, params
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from worker.flow.status import MAX_REASON, DestinationStatus, FlowStatus, clean_reason
+from worker.ops.flow_status import MAX_REASON, DestinationStatus, FlowStatus, clean_reason
 from worker.ops.overview import OpsContext
 from worker.ops.views import iso
 from worker.redact import redact_text

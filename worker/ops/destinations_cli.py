@@ -17,12 +17,12 @@ from typing import Any
 import click
 import redis
 
-from producers.safetext import printable
-from producers.settings import ConfigError, get_settings, without_credentials
-from worker.flow.status import MAX_REASON, STATES, DestinationStatus, FlowStatus
 from worker.ops.actions import cli_actor
+from worker.ops.flow_status import MAX_REASON, STATES, DestinationStatus, FlowStatus
 from worker.ops.lti_cli import lti_check_cmd
 from worker.ops.text import humanize_since, humanize_until
+from worker.safetext import printable
+from worker.settings import ConfigError, get_settings, without_credentials
 from worker.store import Store
 
 STATE_COLOURS = {"closed": "green", "half_open": "yellow", "open": "red", "paused": "magenta"}

@@ -11,13 +11,13 @@ from typing import Any
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from producers.safetext import printable
-from producers.settings import get_settings
 from worker.dispatch.celery import CeleryDispatcher
 from worker.known_secrets import register_destinations
 from worker.ops import actions
 from worker.ops.views import event_view, iso
 from worker.redact import redact, redact_text
+from worker.safetext import printable
+from worker.settings import get_settings
 from worker.store import Store
 from worker.store.deadletters import DeadLetterQueue, DLQFilter
 

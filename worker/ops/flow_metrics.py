@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from worker.flow.status import STATES, FlowStatus
+from worker.ops.flow_status import STATES, FlowStatus
 from worker.ops.overview import OpsContext
 
 NS = "gradesync"

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from producers.settings import get_settings
+from worker.settings import get_settings
 
 AUTH_OPTIONS = ("--basic-auth", "--basic_auth", "--auth")
 AUTH_ENV = ("FLOWER_BASIC_AUTH", "FLOWER_AUTH")

@@ -21,11 +21,11 @@ import structlog
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from producers.settings import Destination, Settings
-from producers.vendors import spec
-from producers.vendors.lti import LtiAgsDestination
 from worker.adapters.base import Cache
 from worker.adapters.lti_jwks import NAMESPACE, local_keys, published_jwk
+from worker.settings import Destination, Settings
+from worker.vendors import spec
+from worker.vendors.lti import LtiAgsDestination
 
 CACHE_CONTROL = "public, max-age=300"
 log = structlog.get_logger("gradesync.jwks")

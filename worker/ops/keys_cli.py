@@ -1,6 +1,6 @@
 """`gradesync keys`: generate a ``GRADESYNC_SECRET_KEY`` and re-encrypt stored events after a rotation.
 
-Rotation, step by step (see :mod:`producers.crypto`)::
+Rotation, step by step (see :mod:`worker.crypto`)::
 
     gradesync keys generate                       # the new key
     GRADESYNC_SECRET_KEY=<old>,<new>              # everywhere, rolling restart: all can read <new>
@@ -12,29 +12,20 @@ Rotation, step by step (see :mod:`producers.crypto`)::
 from __future__ import annotations
 
 import click
-import redis
 
-from producers.crypto import UndecryptableRecord, WireCipher, generate_key
-from producers.settings import ConfigError, get_settings
+from worker.crypto import UndecryptableRecord, WireCipher, generate_key
 from worker.ops.lti_cli import lti_keys_generate
+from worker.settings import ConfigError, get_settings
 from worker.store import Store
-
-# KEYS: event ; ARGV: the wire read, the re-encrypted wire -- only if nobody changed it meanwhile
-_SWAP = """
-if redis.call('HGET', KEYS[1], 'wire') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'wire', ARGV[2])
-  return 1
-end
-return 0
-"""
+from worker.store.ledger import Ledger
 
 
-def rotate_all(client: redis.Redis, prefix: str, cipher: WireCipher, *, batch: int = 500) -> dict[str, int]:
+def rotate_all(ledger: Ledger, cipher: WireCipher, *, batch: int = 500) -> dict[str, int]:
     """Re-encrypt the ``wire`` of every stored event with the first key: counts of what happened."""
-    swap = client.register_script(_SWAP)
     counts = {"rotated": 0, "changed_meanwhile": 0, "undecryptable": 0}
-    for key in client.scan_iter(match=f"{prefix}:event:*", count=batch, _type="HASH"):
-        raw = client.hget(key, "wire")
+    prefix = ledger.keys.event("")
+    for key in ledger.r.scan_iter(match=f"{prefix}*", count=batch, _type="HASH"):
+        raw = ledger.r.hget(key, "wire")
         if raw is None:
             continue
         stored = raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -43,7 +34,8 @@ def rotate_all(client: redis.Redis, prefix: str, cipher: WireCipher, *, batch: i
         except UndecryptableRecord:
             counts["undecryptable"] += 1
             continue
-        if swap(keys=[key], args=[stored, fresh]):
+        event_id = (key.decode() if isinstance(key, bytes) else str(key))[len(prefix):]
+        if ledger.swap_wire(event_id, stored, fresh):
             counts["rotated"] += 1
         else:
             counts["changed_meanwhile"] += 1
@@ -71,7 +63,7 @@ def keys_rotate() -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     store = Store.connect(settings)
-    counts = rotate_all(store.redis, settings.key_prefix, cipher)
+    counts = rotate_all(store.ledger, cipher)
     click.echo(f"re-encrypted {counts['rotated']} stored event(s) with the first of {cipher.key_count} key(s); "
                f"{counts['changed_meanwhile']} changed meanwhile (run again), "
                f"{counts['undecryptable']} encrypted with a key not in GRADESYNC_SECRET_KEY")

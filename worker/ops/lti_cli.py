@@ -18,9 +18,9 @@ from pathlib import Path
 
 import click
 
-from producers.lti_keys import generate_key
-from producers.settings import ConfigError, get_settings
-from producers.vendors.lti import LtiAgsDestination
+from worker.lti_keys import generate_key
+from worker.settings import ConfigError, get_settings
+from worker.vendors.lti import LtiAgsDestination
 
 
 @click.command("generate-lti")

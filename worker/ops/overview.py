@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from producers.keys import Keys
-from producers.settings import Settings
 from worker.dispatch import Dispatcher
 from worker.dispatch.celery import CeleryDispatcher
+from worker.keys import Keys
 from worker.ops.views import iso
+from worker.settings import Settings
 from worker.store import Store
 from worker.store.deadletters import DeadLetterQueue
 from worker.store.ledger import EventState

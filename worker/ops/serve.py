@@ -13,8 +13,8 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from producers.settings import ConfigError, get_settings
 from worker.logs import configure
+from worker.settings import ConfigError, get_settings
 
 log = structlog.get_logger("gradesync.serve")
 

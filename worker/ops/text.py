@@ -1,6 +1,6 @@
 """Times as operators read them on a terminal: ``3m 12s ago``, ``in 12s``.
 
-(Control characters in what the CLI prints are neutralised by :func:`producers.safetext.printable`, the
+(Control characters in what the CLI prints are neutralised by :func:`worker.safetext.printable`, the
 one definition of an unsafe character.)
 """
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from producers.events import GradeEvent
+from worker.events import GradeEvent
 from worker.known_secrets import wire_secrets
 from worker.redact import redact
 from worker.store import EventRecord, Store

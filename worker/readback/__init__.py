@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib
 
-from producers.settings import Destination
 from worker.adapters.base import AdapterContext
 from worker.readback.base import Found, Reader, Unreadable
+from worker.settings import Destination
 
 REGISTRY: dict[str, str] = {
     "learningstudio": "worker.readback.learningstudio:LearningStudioReader",

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from producers.events import GradeEvent
-from producers.settings import Destination
 from worker import errors
 from worker.adapters.base import AdapterContext
+from worker.events import GradeEvent
+from worker.settings import Destination
 
 
 class Unreadable(errors.GradeSyncError):

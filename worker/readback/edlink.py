@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from producers.events import GradeEvent
-from producers.vendors.edlink import EdlinkTarget
 from worker import errors
 from worker.adapters.edlink import EdlinkAdapter, errors_message
 from worker.adapters.http import error_for_status, json_or_none, path_segment, send
 from worker.adapters.lti_lineitems import origin
+from worker.events import GradeEvent
 from worker.readback.base import Found, number
+from worker.vendors.edlink import EdlinkTarget
 
 ROUTE = "submissions.get"
 PAGE_SIZE = 100

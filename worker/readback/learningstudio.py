@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from producers.events import GradeEvent
-from producers.vendors.learningstudio import LearningStudioTarget
 from worker import errors
 from worker.adapters.http import json_or_none
 from worker.adapters.learningstudio import (
@@ -21,7 +19,9 @@ from worker.adapters.learningstudio import (
     LearningStudioAdapter,
     grade_path,
 )
+from worker.events import GradeEvent
 from worker.readback.base import Found, number
+from worker.vendors.learningstudio import LearningStudioTarget
 
 
 class LearningStudioReader(LearningStudioAdapter):

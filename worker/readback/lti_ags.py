@@ -15,15 +15,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from producers.events import GradeEvent
-from producers.settings import Destination
-from producers.vendors.lti import LtiAgsTarget
 from worker import errors
 from worker.adapters.base import AdapterContext
 from worker.adapters.http import error_class_for, error_for_status, json_or_none
 from worker.adapters.lti_ags import ROUTE_SCOPE, LtiAgsAdapter
 from worker.adapters.lti_lineitems import message_of, with_query
+from worker.events import GradeEvent
 from worker.readback.base import Found, number
+from worker.settings import Destination
+from worker.vendors.lti import LtiAgsTarget
 
 RESULT_TYPE = "application/vnd.ims.lis.v2.resultcontainer+json"
 RESULT_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/result.readonly"

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from producers.events import GradeEvent
-from producers.vendors.ltiaas import LtiaasTarget
 from worker import errors
 from worker.adapters.http import json_or_none, send
 from worker.adapters.ltiaas import LtiaasAdapter, classify, score_path
+from worker.events import GradeEvent
 from worker.readback.base import Found, number
+from worker.vendors.ltiaas import LtiaasTarget
 
 ROUTE = "scores.get"
 MAX_PAGES = 20

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from producers.events import GradeEvent
-from producers.settings import Destination
 from worker.adapters.base import AdapterContext
+from worker.events import GradeEvent
 from worker.readback.base import Found, Unreadable
+from worker.settings import Destination
 
 
 class ThoughtIndustriesReader:

@@ -1,5 +1,5 @@
 """Everything gradesync keeps in Redis: the ledger, scheduled retries, dead letters, counters, caches.
-Key names come from :mod:`producers.keys` only."""
+Key names come from :mod:`worker.keys` only."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from producers.connections import redis_client
-from producers.crypto import WireCipher
-from producers.keys import Keys
-from producers.settings import Settings
+from worker.connections import redis_client
+from worker.crypto import WireCipher
+from worker.keys import Keys
+from worker.settings import Settings
 from worker.store.cache import RedisCache
 from worker.store.ledger import EventRecord, Ledger
 from worker.store.schedule import RetrySchedule

@@ -239,7 +239,7 @@ class DeadLetterQueue:
                 "selection": f.get("selection"),
                 "filters": json.loads(f.get("filters", "{}")),
                 "event_ids": json.loads(f.get("event_ids", "[]")),
-                # a destination's pause / resume (worker.flow.status) also says which and why
+                # a destination's pause / resume (worker.ops.flow_status) also says which and why
                 **({"destination": f["destination"], "reason": f.get("reason", "")} if "destination" in f else {}),
             })
         return out

@@ -19,8 +19,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from producers.connections import redis_client
-from producers.settings import Settings
+from worker.connections import redis_client
+from worker.settings import Settings
 
 #: about how long a worker's Redis command keeps retrying before it gives up (backoff capped at 2 s)
 OUTAGE_SECONDS = 90

@@ -1,11 +1,34 @@
-"""The event ledger in Redis: each event's state, its attempts, and the atomic state transitions the
-worker makes after each attempt (success, superseded, retry scheduled, dead-lettered, requeued).
+"""The one owner of an event's record in Redis: every write to it (the hash, its attempt list and the
+indexes its state moves through) is a named operation of :class:`Ledger`, and every one of them is a
+script of :mod:`worker.store.scripts` or one transaction here.
 
-The ledger owns the record from creation (:meth:`Ledger.register_many`, called by the publisher) to
-purge. States (:class:`EventState`):
+States (:class:`~worker.store.records.EventState`):
 ``queued → in_progress → (succeeded | superseded | retrying → in_progress … | dead_lettered)``;
 ``dead_lettered → queued`` on requeue. A delivery message runs only while the ledger holds its dispatch
 token, so duplicate or re-delivered messages never run an attempt twice.
+
+======================  ===========================================  =========================
+operation               who calls it                                 how
+======================  ===========================================  =========================
+``register_many``       the publisher                                ``REGISTER``
+``claim``               a delivery, before the vendor call           ``CLAIM`` (the hot path)
+``start``               a delivery admitted by flow control          ``START``
+``succeed``             a delivery, after a success                  ``SUCCEED``
+``supersede``           a delivery (stale guard, retry decision)     transaction
+``schedule_retry``      a delivery (retry decision)                  transaction
+``defer``               a delivery (lease busy, over share, slot)    transaction
+``park`` / ``hold``     flow control (after / instead of an attempt) transaction
+``dead_letter``         a delivery                                   transaction
+``hand_back``           a delivery while the worker shuts down       ``HAND_BACK``
+``reissue``             the stranded-event sweeper                   ``REISSUE``
+``requeue`` / ``purge`` operators (dlq CLI, API, dashboard)          ``REQUEUE`` / transaction
+``swap_wire``           ``gradesync keys rotate``                    ``SWAP_WIRE``
+======================  ===========================================  =========================
+
+Why the success and the claim are scripts (they were a dozen round trips): a delivery's own Redis work
+is two round trips, and each costs little in Redis but a lot of Python in redis-py under the one
+interpreter lock of a worker process; at a few hundred events a second per process that was half of the
+worker's CPU. One script per step does the same work atomically (so also without windows between steps).
 """
 
 from __future__ import annotations
@@ -13,189 +36,43 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
-from functools import cached_property
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from producers.crypto import ENV, UndecryptableRecord, WireCipher, is_encrypted
-from producers.keys import Keys
+from worker.crypto import WireCipher
+from worker.flow.decide import SENT_WINDOW
+from worker.keys import Keys
+from worker.store import scripts
+from worker.store.records import RUNNABLE, TERMINAL, WAITING, EventRecord, EventState, NewEvent, _s
+from worker.store.stats import MINUTE_TTL, processed_field
 
+__all__ = ["RUNNABLE", "TERMINAL", "WAITING", "Claim", "EventRecord", "EventState", "Ledger", "NewEvent"]
 
-class EventState(StrEnum):
-    """An event's state in the ledger: the one list the ledger, the API, the CLI and the dashboard use
-    (the dashboard's JavaScript gets it from the server). A ``StrEnum``, so it is stored, compared and
-    serialised as the plain string."""
-
-    QUEUED = "queued"
-    IN_PROGRESS = "in_progress"
-    RETRYING = "retrying"
-    SUCCEEDED = "succeeded"
-    SUPERSEDED = "superseded"
-    DEAD_LETTERED = "dead_lettered"
-
-
-#: the states in which a delivery message may still run an attempt
-RUNNABLE = (EventState.QUEUED, EventState.RETRYING, EventState.IN_PROGRESS)
-#: the states an event ends in (until a dead letter is requeued)
-TERMINAL = (EventState.SUCCEEDED, EventState.SUPERSEDED, EventState.DEAD_LETTERED)
-
-# Creation of a batch. KEYS: published counter, queued, then each event's key ; ARGV: now, ttl, then 7 per
-# event: wire, destination, vendor, token, learner id, occurred_at, event id. Records each event unless it
-# exists (and indexes it in ``queued`` for the stranded-event sweeper of worker.sweeper, should the
-# producer die before its message is queued); returns token, state of each event (as found or created).
-# One script call per chunk of events, not per event: the per-command cost was most of publishing's.
-_REGISTER = """
-local out = {}
-for i = 3, #KEYS do
-  local a = 2 + (i - 3) * 7
-  local existing = redis.call('HMGET', KEYS[i], 'token', 'state')
-  if existing[2] then
-    out[#out + 1] = existing[1]
-    out[#out + 1] = existing[2]
-  else
-    redis.call('HSET', KEYS[i], 'wire', ARGV[a + 1], 'destination', ARGV[a + 2], 'vendor', ARGV[a + 3],
-      'token', ARGV[a + 4], 'state', 'queued', 'attempts', 0, 'created_at', ARGV[1], 'updated_at', ARGV[1],
-      'learner_id', ARGV[a + 5], 'occurred_at', ARGV[a + 6])
-    redis.call('EXPIRE', KEYS[i], ARGV[2])
-    redis.call('HINCRBY', KEYS[1], ARGV[a + 2], 1)
-    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[a + 7])
-    out[#out + 1] = ARGV[a + 4]
-    out[#out + 1] = 'queued'
-  end
-end
-return out
-"""
 #: events per register script call (a call runs alone in Redis: a bounded batch keeps it short)
 REGISTER_CHUNK = 500
 
-# KEYS: event, inflight, queued ; ARGV: token, now, event id
-_START = """
-local h = redis.call('HMGET', KEYS[1], 'token', 'state', 'attempts')
-if not h[2] then return {-1, 'missing'} end
-if h[1] ~= ARGV[1] then return {-2, h[2]} end
-if h[2] ~= 'queued' and h[2] ~= 'retrying' and h[2] ~= 'in_progress' then return {-3, h[2]} end
-local n = tonumber(h[3] or '0') + 1
-redis.call('HSET', KEYS[1], 'state', 'in_progress', 'attempts', n, 'started_at', ARGV[2], 'updated_at', ARGV[2])
-redis.call('HDEL', KEYS[1], 'next_attempt_at')
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-redis.call('ZREM', KEYS[3], ARGV[3])
-return {n, 'in_progress'}
-"""
 
-# KEYS: hwm ; ARGV: occurred_ms, event_id  -- keep the newest occurred_at applied
-_ADVANCE = """
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local ms = tonumber(string.match(cur, '^(%d+)'))
-  if ms and ms > tonumber(ARGV[1]) then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2])
-return 1
-"""
-
-# KEYS: event, dlq, attempts, dlq of the destination, queued ; ARGV: new token, now, ttl, event id
-_REQUEUE = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= 'dead_lettered' then return state or 'missing' end
-redis.call('ZREM', KEYS[2], ARGV[4])
-redis.call('ZREM', KEYS[4], ARGV[4])
-redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'token', ARGV[1], 'requeued_at', ARGV[2],
-  'updated_at', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'requeues', 1)
-redis.call('HDEL', KEYS[1], 'dead_at', 'next_attempt_at', 'uncounted', 'flow_slot', 'parked_reason', 'parked_at')
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[3], ARGV[3])
-redis.call('ZADD', KEYS[5], ARGV[2], ARGV[4])
-return 'queued'
-"""
-
-# KEYS: lock ; ARGV: owner
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _decrypt(stored: str, cipher: WireCipher | None) -> tuple[str, str | None]:
-    if not is_encrypted(stored):
-        return stored, None
-    if cipher is None:
-        return "", f"the stored event is encrypted and {ENV} is not set"
+def _number(text: str) -> float:
+    """A flow-hash number as :class:`worker.flow.decide.FlowState` reads it (absent or unreadable: 0)."""
     try:
-        return cipher.decrypt(stored), None
-    except UndecryptableRecord as exc:
-        return "", str(exc)
+        return float(text) if text else 0.0
+    except ValueError:
+        return 0.0
 
 
 @dataclass(frozen=True)
-class NewEvent:
-    """What :meth:`Ledger.register_many` records for one published event (``stored_wire`` encrypted)."""
+class Claim:
+    """What :meth:`Ledger.claim` found: ``code`` is ``skipped`` (not this message's turn: duplicate,
+    re-delivered or already finished), ``busy`` (another worker holds the lease), ``stale`` (a newer event
+    was applied: ``newest``), ``flow`` (lease held; the general flow-control path decides) or ``started``
+    (lease held, attempt ``attempt`` begun; ``clean``: the destination had no failures counted)."""
 
-    event_id: str
-    destination: str
-    vendor: str
-    stored_wire: str
-    learner_id: str
-    occurred_at: str
-    token: str
-
-
-@dataclass
-class EventRecord:
-    """One event's ledger entry. ``wire`` is the event decrypted on first use (secrets included: never
-    print it); ``wire_error`` says why it is empty when the stored event could not be decrypted."""
-
-    event_id: str
-    state: str
-    destination: str
-    vendor: str
-    token: str
-    attempts: int
-    stored_wire: str = field(default="", repr=False)  # as stored: fernet:… ciphertext
-    fields: dict[str, str] = field(default_factory=dict)
-    cipher: WireCipher | None = field(default=None, repr=False, compare=False)
-
-    @classmethod
-    def from_hash(cls, event_id: str, raw: Mapping[Any, Any], cipher: WireCipher | None = None) -> EventRecord:
-        f = {_s(k): _s(v) for k, v in raw.items()}
-        return cls(
-            event_id=event_id,
-            state=f.get("state", "missing"),
-            destination=f.get("destination", ""),
-            vendor=f.get("vendor", ""),
-            token=f.get("token", ""),
-            attempts=int(f.get("attempts", "0") or 0),
-            stored_wire=f.pop("wire", ""),
-            fields=f,
-            cipher=cipher,
-        )
-
-    @cached_property
-    def _opened(self) -> tuple[str, str | None]:
-        return _decrypt(self.stored_wire, self.cipher)
-
-    @property
-    def wire(self) -> str:
-        return self._opened[0]
-
-    @property
-    def wire_error(self) -> str | None:
-        return self._opened[1]
-
-    def get_float(self, name: str) -> float | None:
-        value = self.fields.get(name)
-        return float(value) if value else None
-
-    def json_field(self, name: str) -> Any:
-        value = self.fields.get(name)
-        return json.loads(value) if value else None
+    code: str
+    attempt: int = 0
+    newest: str = ""
+    clean: bool = False
 
 
 class Ledger:
@@ -204,13 +81,17 @@ class Ledger:
         self.r = client
         self.keys = keys
         self.ttl = ttl_seconds
-        self.cipher = cipher  # decrypts ``wire`` on load (see producers.crypto)
+        self.cipher = cipher  # decrypts ``wire`` on load (see worker.crypto)
         self.dead_letter_ttl = dead_letter_ttl  # None: dead letters never expire
-        self._register = client.register_script(_REGISTER)
-        self._start = client.register_script(_START)
-        self._advance = client.register_script(_ADVANCE)
-        self._requeue = client.register_script(_REQUEUE)
-        self._release = client.register_script(_RELEASE)
+        self._register = client.register_script(scripts.REGISTER)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._start = client.register_script(scripts.START)
+        self._succeed = client.register_script(scripts.SUCCEED)
+        self._requeue = client.register_script(scripts.REQUEUE)
+        self._hand_back = client.register_script(scripts.HAND_BACK)
+        self._reissue = client.register_script(scripts.REISSUE)
+        self._swap_wire = client.register_script(scripts.SWAP_WIRE)
+        self._release = client.register_script(scripts.RELEASE)
 
     # -- reading ---------------------------------------------------------------------------------
     def load(self, event_id: str) -> EventRecord | None:
@@ -229,14 +110,6 @@ class Ledger:
         return [json.loads(x) for x in self.r.lrange(self.keys.attempts(event_id), 0, -1)]
 
     # -- the stale guard and the learner+item lease ------------------------------------------------
-    def newest_applied(self, destination: str, learner_id: str, item_key: str) -> tuple[int, str] | None:
-        """(occurred_at in ms, event id) of the newest event applied for this learner + item."""
-        raw = self.r.get(self.keys.hwm(destination, learner_id, item_key))
-        if raw is None:
-            return None
-        ms, _, eid = _s(raw).partition("|")
-        return int(ms), eid
-
     def acquire(self, destination: str, learner_id: str, item_key: str, owner: str, lease: float) -> bool:
         return bool(self.r.set(self.keys.lock(destination, learner_id, item_key), owner, nx=True,
                                px=int(lease * 1000)))
@@ -255,7 +128,7 @@ class Ledger:
                 chunk = events[start : start + REGISTER_CHUNK]
                 self._register(
                     keys=fixed + [self.keys.event(e.event_id) for e in chunk],
-                    args=[now, self.ttl, *(x for e in chunk for x in (
+                    args=[now, self.ttl, EventState.QUEUED, *(x for e in chunk for x in (
                         e.stored_wire, e.destination, e.vendor, e.token, e.learner_id, e.occurred_at, e.event_id))],
                     client=pipe,
                 )
@@ -264,13 +137,45 @@ class Ledger:
         return list(zip(flat[0::2], flat[1::2], strict=True))
 
     # -- transitions ------------------------------------------------------------------------------
+    def claim(self, record: EventRecord, token: str, *, lock: str, hwm: str, owner: str, lease: float,
+              occurred_ms: int, fast: bool) -> Claim:
+        """Check the token, take the lease ``lock``, apply the stale guard ``hwm`` and — when ``fast``
+        (the destination has no configured rate) and its flow state is clean — count the request and start
+        the attempt. Otherwise it stops after the stale guard with the lease held (code ``flow``) and the
+        caller takes the general path (:meth:`worker.flow.gate.FlowControl.before`, then :meth:`start`)."""
+        k, eid = self.keys, record.event_id
+        code, n, extra = self._claim(
+            keys=[k.event(eid), lock, hwm, k.flow(record.destination), k.inflight(record.destination), k.queued],
+            args=[token, f"{time.time():.6f}", owner, int(lease * 1000), occurred_ms, eid, "1" if fast else "0",
+                  SENT_WINDOW, EventState.IN_PROGRESS, *RUNNABLE],
+        )
+        code = _s(code)
+        if code == "stale":
+            return Claim(code, newest=_s(extra))
+        if code == "started":
+            return Claim(code, attempt=int(n), clean=not _number(_s(extra)))
+        return Claim(code)
+
     def start(self, record: EventRecord, token: str) -> int:
         """Begin the next attempt; its number, or a negative number when this message must not run."""
         n, _state = self._start(
             keys=[self.keys.event(record.event_id), self.keys.inflight(record.destination), self.keys.queued],
-            args=[token, f"{time.time():.6f}", record.event_id],
+            args=[token, f"{time.time():.6f}", record.event_id, EventState.IN_PROGRESS, *RUNNABLE],
         )
         return int(n)
+
+    def succeed(self, record: EventRecord, attempt: dict[str, Any], *, result: dict[str, Any], lock: str,
+                hwm: str, owner: str, occurred_ms: int) -> None:
+        """Record a successful attempt, advance the stale guard, count it, and release the lease."""
+        k, eid = self.keys, record.event_id
+        now = time.time()
+        done = EventState.SUCCEEDED
+        self._succeed(
+            keys=[k.event(eid), k.attempts(eid), k.inflight(record.destination), k.queued, hwm, lock,
+                  k.stats("processed"), k.minute(record.destination, done, int(now // 60))],
+            args=[f"{now:.6f}", json.dumps(attempt, default=str), json.dumps(result), occurred_ms, eid, owner,
+                  self.ttl, processed_field(record.destination, record.vendor, done), MINUTE_TTL, done],
+        )
 
     def _finish(self, pipe: Any, record: EventRecord, attempt: dict[str, Any] | None, **fields: Any) -> None:
         now = f"{time.time():.6f}"
@@ -280,16 +185,6 @@ class Ledger:
             pipe.rpush(ak, json.dumps(attempt, default=str))
         pipe.zrem(self.keys.inflight(record.destination), record.event_id)
         pipe.zrem(self.keys.queued, record.event_id)
-
-    def succeed(self, record: EventRecord, attempt: dict[str, Any], *, learner_id: str, item_key: str,
-                occurred_ms: int, result: dict[str, Any]) -> None:
-        with self.r.pipeline(transaction=True) as pipe:
-            self._finish(pipe, record, attempt, state=EventState.SUCCEEDED, token="", finished_at=f"{time.time():.6f}",
-                         result=json.dumps(result))
-            self._advance(keys=[self.keys.hwm(record.destination, learner_id, item_key)],
-                          args=[occurred_ms, record.event_id], client=pipe)
-            self._expire(pipe, record.event_id)
-            pipe.execute()
 
     def supersede(self, record: EventRecord, reason: str, attempt: dict[str, Any] | None) -> None:
         with self.r.pipeline(transaction=True) as pipe:
@@ -341,6 +236,41 @@ class Ledger:
             self._expire(pipe, record.event_id)
             pipe.execute()
 
+    def hold(self, destination: str, event_id: str, *, now: float | None = None, reason: str = "") -> None:
+        """Park an event that made no attempt (paused, breaker open): its token stays valid for the drain
+        (:meth:`worker.flow.store.FlowStore.drain`)."""
+        when = time.time() if now is None else now
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.keys.parked(destination), {event_id: when}, nx=True)
+            pipe.zrem(self.keys.queued, event_id)  # durably parked: not for the stranded-event sweeper
+            pipe.hset(self.keys.event(event_id), mapping={"parked_reason": reason, "parked_at": f"{when:.3f}"})
+            pipe.execute()
+
+    def hand_back(self, event_id: str, destination: str, token: str, new_token: str, *, started: bool) -> bool:
+        """Shutting down (:mod:`worker.shutdown`): if ``token`` is still the event's, give it back to the
+        retry schedule due now under ``new_token``; ``started``: un-count the attempt, which sent nothing."""
+        now = f"{time.time():.6f}"
+        done = self._hand_back(
+            keys=[self.keys.event(event_id), self.keys.inflight(destination), self.keys.scheduled],
+            args=[token, new_token, now, event_id, "1" if started else "0", EventState.RETRYING, *RUNNABLE])
+        return bool(done)
+
+    def reissue(self, event_id: str, new_token: str, now: float) -> str | None:
+        """A stranded event (:mod:`worker.sweeper`): if it still waits for a message, give it ``new_token``
+        and return its destination; None when it started, finished or is scheduled meanwhile."""
+        k = self.keys
+        found = self._reissue(keys=[k.event(event_id), k.queued, k.scheduled, k.dispatching],
+                              args=[new_token, f"{now:.6f}", event_id, *WAITING])
+        return _s(found) if found else None
+
+    def swap_wire(self, event_id: str, read: str, fresh: str) -> bool:
+        """Key rotation: store ``fresh`` (re-encrypted) if the stored event is still ``read``."""
+        return bool(self._swap_wire(keys=[self.keys.event(event_id)], args=[read, fresh]))
+
+    def note(self, event_id: str, entry: Mapping[str, Any]) -> None:
+        """An operator action in an event's history (not an attempt: an audit's resync of the cell)."""
+        self.r.rpush(self.keys.attempts(event_id), json.dumps(entry))
+
     def dead_letter(self, record: EventRecord, attempt: dict[str, Any] | None, *, reason: str,
                     error: dict[str, Any] | None) -> float:
         now = time.time()
@@ -363,7 +293,7 @@ class Ledger:
         return _s(self._requeue(
             keys=[self.keys.event(event_id), self.keys.dlq, self.keys.attempts(event_id),
                   self.keys.dlq_of(record.destination), self.keys.queued],
-            args=[token, f"{time.time():.6f}", self.ttl, event_id],
+            args=[token, f"{time.time():.6f}", self.ttl, event_id, EventState.DEAD_LETTERED, EventState.QUEUED],
         ))
 
     def purge(self, record: EventRecord) -> bool:

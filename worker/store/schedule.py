@@ -5,49 +5,24 @@ broker's visibility timeout and run twice: celery#2599, kombu#337). Instead the 
 time here and a pump in every worker process moves due events back to their queue:
 ``claim_due`` atomically moves them to ``dispatching`` (so two pumps never both take one), the pump
 queues their messages and calls ``done``; an entry left in ``dispatching`` by a crashed pump is put back
-by ``recover``.
+by ``recover``. It moves event ids between its sets and never writes an event's record (the ledger
+does, :mod:`worker.store.ledger`); its two scripts are in :mod:`worker.store.scripts`.
 """
 
 from __future__ import annotations
 
 import redis
 
-from producers.keys import Keys
-
-# The per-destination zsets ``scheduled:{dest}`` mirror ``scheduled`` (for cheap counts); the scripts
-# find an event's destination in its ledger hash (ARGV key prefix): one Redis, as everywhere in gradesync.
-
-# KEYS: scheduled, dispatching ; ARGV: now, limit, key prefix
-_CLAIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZADD', KEYS[2], ARGV[1], id)
-  local dest = redis.call('HGET', ARGV[3] .. ':event:' .. id, 'destination')
-  if dest then redis.call('ZREM', ARGV[3] .. ':scheduled:' .. dest, id) end
-end
-return ids
-"""
-
-# KEYS: dispatching, scheduled ; ARGV: cutoff, now, key prefix
-_RECOVER = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZADD', KEYS[2], 'NX', ARGV[2], id)
-  local dest = redis.call('HGET', ARGV[3] .. ':event:' .. id, 'destination')
-  if dest then redis.call('ZADD', ARGV[3] .. ':scheduled:' .. dest, 'NX', ARGV[2], id) end
-end
-return #ids
-"""
+from worker.keys import Keys
+from worker.store import scripts
 
 
 class RetrySchedule:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.r = client
         self.keys = keys
-        self._claim = client.register_script(_CLAIM)
-        self._recover = client.register_script(_RECOVER)
+        self._claim = client.register_script(scripts.SCHEDULE_CLAIM)
+        self._recover = client.register_script(scripts.SCHEDULE_RECOVER)
 
     def claim_due(self, now: float, limit: int = 500) -> list[str]:
         ids = self._claim(keys=[self.keys.scheduled, self.keys.dispatching],

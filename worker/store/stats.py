@@ -11,7 +11,7 @@
 The vendor request histograms are aggregated in the process and written in one pipeline every
 :data:`FLUSH_SECONDS` (and when the process exits, and before this process reads them): one vendor
 request used to cost a round trip of 15 commands. A successful delivery's ``processed`` count is written
-by the delivery's own finishing script (:mod:`worker.store.attempts`), atomically with its state; the
+by the delivery's own finishing script (:meth:`worker.store.ledger.Ledger.succeed`), atomically with its state; the
 other outcomes (rare) go through :meth:`Stats.processed` at once.
 """
 
@@ -27,7 +27,7 @@ from typing import Any
 import redis
 import structlog
 
-from producers.keys import Keys
+from worker.keys import Keys
 
 log = structlog.get_logger("gradesync.stats")
 

@@ -11,11 +11,11 @@ import click
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from producers import safejson
-from producers.events import GradeEvent, event_json_schema, format_errors
-from producers.publish import Publisher, PublishError, duplicate_errors, validation_context
-from producers.safetext import printable
-from producers.settings import ConfigError, get_settings
+from worker import safejson
+from worker.events import GradeEvent, event_json_schema, format_errors
+from worker.publish import Publisher, PublishError, duplicate_errors, validation_context
+from worker.safetext import printable
+from worker.settings import ConfigError, get_settings
 
 BATCH = 500
 PROGRESS_FROM = 1000  # events: smaller files publish without a bar
@@ -24,7 +24,7 @@ PROGRESS_FROM = 1000  # events: smaller files publish without a bar
 def read_records(stream: TextIO) -> Iterator[tuple[str, Any | Exception]]:
     """(label, parsed record or the parse error) for a JSON array or JSON Lines input.
 
-    Parsed with :func:`producers.safejson.loads`: a hostile number or nesting is a per-record error,
+    Parsed with :func:`worker.safejson.loads`: a hostile number or nesting is a per-record error,
     never a traceback.
     """
     text = stream.read()

@@ -37,11 +37,11 @@ from typing import Any
 
 import redis
 
-from producers.keys import Keys
-from producers.safetext import printable
-from producers.settings import Destination
 from worker.flow.decide import FlowState, Knobs
+from worker.keys import Keys
 from worker.ops.views import iso
+from worker.safetext import printable
+from worker.settings import Destination
 from worker.store.deadletters import AUDIT_MAXLEN
 
 STATES = ("closed", "open", "half_open", "paused")

@@ -1,5 +1,5 @@
 """What every vendor module builds on: the destination settings base, the target base, and the row
-:class:`VendorSpec` of the one vendor table (:mod:`producers.vendors`).
+:class:`VendorSpec` of the one vendor table (:mod:`worker.vendors`).
 
 A vendor contributes a :class:`DestinationBase` subclass (its ``destinations.toml`` keys) and a
 :class:`TargetBase` subclass (the addressing of one grade at that vendor); everything generic —
@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from producers.safetext import check_id
+from worker.safetext import check_id
 
 MASK = "**********"
 
@@ -138,7 +138,7 @@ class DestinationBase(BaseModel):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        from producers.vendors import spec
+        from worker.vendors import spec
 
         row = spec(str(data.get("vendor")))
         if "rate_limit_per_minute" not in data:
@@ -172,7 +172,7 @@ class DestinationBase(BaseModel):
 
     def missing_secrets(self) -> list[str]:
         """The ``*_env`` keys whose environment variable was not set."""
-        from producers.vendors import spec
+        from worker.vendors import spec
 
         row = spec(self.vendor)
         missing = []

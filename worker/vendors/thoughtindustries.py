@@ -11,7 +11,7 @@ from uuid import UUID
 
 from pydantic import Field, SecretStr
 
-from producers.vendors.base import DestinationBase, TargetBase
+from worker.vendors.base import DestinationBase, TargetBase
 
 
 class ThoughtIndustriesDestination(DestinationBase):

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
 
-from producers.vendors.base import DestinationBase, Label, TargetBase, reveal
+from worker.vendors.base import DestinationBase, Label, TargetBase, reveal
 
 
 class LtiaasDestination(DestinationBase):

@@ -22,13 +22,13 @@ import redis
 from pydantic import ValidationError
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from producers.connections import redis_client
-from producers.crypto import WireCipher
-from producers.events import DEFAULT_MAX_FUTURE_SKEW, GradeEvent, format_errors
-from producers.keys import Keys
-from producers.settings import Settings, get_settings, without_credentials
+from worker.connections import redis_client
+from worker.crypto import WireCipher
 from worker.dispatch import Delivery, Dispatcher, new_token
-from worker.dispatch import celery as celery_dispatch  # a module, not a name: it imports producers too
+from worker.dispatch.celery import CeleryDispatcher
+from worker.events import DEFAULT_MAX_FUTURE_SKEW, GradeEvent, format_errors
+from worker.keys import Keys
+from worker.settings import Settings, get_settings, without_credentials
 from worker.store.ledger import EventState, Ledger, NewEvent
 
 # BrokerUnavailable (what a dispatcher raises) is a ConnectionError
@@ -133,7 +133,7 @@ class Publisher:
         self.keys = Keys(settings.key_prefix)
         self.redis = redis_client(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
         self._own_dispatcher = dispatcher is None
-        self.dispatcher: Dispatcher = dispatcher or celery_dispatch.CeleryDispatcher(settings, client=self.redis)
+        self.dispatcher: Dispatcher = dispatcher or CeleryDispatcher(settings, client=self.redis)
         self.cipher = WireCipher.from_settings(settings)  # the event is encrypted before it leaves us
         self.ledger = Ledger(self.redis, self.keys, settings.ledger_ttl_seconds)
 

@@ -3,7 +3,7 @@ surface read and update them). Nothing else builds a key name.
 
 ``{p}`` is ``Settings.key_prefix`` (default ``gradesync``)::
 
-    {p}:event:{id}               hash: wire (the event, Fernet-encrypted: producers.crypto), state, token, ...
+    {p}:event:{id}               hash: wire (the event, Fernet-encrypted: worker.crypto), state, token, ...
     {p}:event:{id}:attempts      list: one JSON record per attempt
     {p}:scheduled                zset: event id -> due time of its next attempt (durable retries)
     {p}:scheduled:{dest}         zset: the same, per destination (cheap per-destination counts)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from producers.settings import CommonSettings, ConfigError
+from worker.settings import CommonSettings, ConfigError
 
 PREFIX = "fernet:"
 ENV = "GRADESYNC_SECRET_KEY"

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from producers.vendors.base import DestinationBase, Id, TargetBase, Url
+from worker.vendors.base import DestinationBase, Id, TargetBase, Url
 
 AGS_SCOPES: tuple[str, ...] = (
     "https://purl.imsglobal.org/spec/lti-ags/scope/score",
@@ -65,7 +65,7 @@ class LtiAgsDestination(DestinationBase):
 
     @model_validator(mode="after")
     def _keys_match(self) -> LtiAgsDestination:
-        from producers.lti_keys import KeyProblem, load_key
+        from worker.lti_keys import KeyProblem, load_key
 
         problems = []
         if self.private_key is not None:

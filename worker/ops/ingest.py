@@ -1,6 +1,6 @@
 """HTTP ingest: ``POST /v1/events`` for producers that are not written in Python.
 
-This router knows only the producer side (validation and :class:`~producers.publish.Publisher`); it never
+This router knows only the producer side (validation and :class:`~worker.publish.Publisher`); it never
 imports worker or adapter code. The caller (``worker.ops.api``) supplies authentication as router
 dependencies.
 
@@ -20,10 +20,10 @@ from fastapi.params import Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from producers import safejson
-from producers.events import GradeEvent
-from producers.publish import InvalidEvents, Publisher, PublishError
-from producers.settings import ServerSettings
+from worker import safejson
+from worker.events import GradeEvent
+from worker.publish import InvalidEvents, Publisher, PublishError
+from worker.settings import ServerSettings
 
 EVENT_SCHEMA_REF = "#/components/schemas/{model}"
 

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_serializer
 
-from producers.vendors.base import DestinationBase, Id, TargetBase, reveal
+from worker.vendors.base import DestinationBase, Id, TargetBase, reveal
 
 
 class EdlinkDestination(DestinationBase):

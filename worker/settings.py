@@ -4,7 +4,7 @@ Nothing else in gradesync reads the environment: every other module receives set
 :class:`WorkerSettings`, :class:`ServerSettings` or :class:`ProducerSettings`, each a
 :class:`CommonSettings` over the same ``GRADESYNC_*`` variables; :class:`Settings` (from
 :func:`get_settings`, read once per process) has them all — or one of their :class:`Destination` entries.
-What a destination is, per vendor, comes from the vendor table (:mod:`producers.vendors`).
+What a destination is, per vendor, comes from the vendor table (:mod:`worker.vendors`).
 
 ``destinations.toml`` names each LMS destination, its vendor, endpoint, retry policy and credentials.
 A credential key ending in ``_env`` names an environment variable holding the secret, so secrets are
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, SecretStr, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from producers.vendors import TABLE, VENDORS, DestinationBase, tagged_union
+from worker.vendors import TABLE, VENDORS, DestinationBase, tagged_union
 
 #: which credential field each ``*_env`` key of a vendor resolves into
 SECRET_KEYS: dict[str, dict[str, str]] = {row.name: dict(row.secrets) for row in TABLE}
@@ -138,7 +138,7 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRADESYNC_", extra="ignore", frozen=True, populate_by_name=True)
 
     # both accept redis://, rediss:// (TLS) and redis+sentinel://h1:26379,h2:26379/<master>/<db>: see
-    # producers.connections, the one place these URLs are turned into clients and broker options
+    # worker.connections, the one place these URLs are turned into clients and broker options
     redis_url: str = Field("redis://localhost:6379/0", description="state store; broker unless broker_url")
     broker_url: str | None = Field(None, description="redis://…, redis+sentinel://… or amqp://…; defaults to redis_url")
     destinations_file: Path = Field(Path("destinations.toml"), alias="GRADESYNC_DESTINATIONS")
@@ -189,7 +189,7 @@ class CommonSettings(BaseSettings):
         return _destinations_cached(self.destinations_file.resolve(), self.attempt_time_limit)
 
     def vendors(self) -> dict[str, str]:
-        """destination name -> vendor (the map :class:`producers.events.GradeEvent` validation takes)."""
+        """destination name -> vendor (the map :class:`worker.events.GradeEvent` validation takes)."""
         return {name: d.vendor for name, d in self.destinations().items()}
 
 

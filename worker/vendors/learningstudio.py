@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from producers.vendors.base import DestinationBase, Id, TargetBase
+from worker.vendors.base import DestinationBase, Id, TargetBase
 
 
 class LearningStudioDestination(DestinationBase):

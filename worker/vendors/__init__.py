@@ -15,12 +15,12 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from producers.vendors.base import DestinationBase, TargetBase, VendorSpec
-from producers.vendors.edlink import EdlinkDestination, EdlinkTarget
-from producers.vendors.learningstudio import LearningStudioDestination, LearningStudioTarget
-from producers.vendors.lti import LtiAgsDestination, LtiAgsTarget
-from producers.vendors.ltiaas import LtiaasDestination, LtiaasTarget
-from producers.vendors.thoughtindustries import ThoughtIndustriesDestination, ThoughtIndustriesTarget
+from worker.vendors.base import DestinationBase, TargetBase, VendorSpec
+from worker.vendors.edlink import EdlinkDestination, EdlinkTarget
+from worker.vendors.learningstudio import LearningStudioDestination, LearningStudioTarget
+from worker.vendors.lti import LtiAgsDestination, LtiAgsTarget
+from worker.vendors.ltiaas import LtiaasDestination, LtiaasTarget
+from worker.vendors.thoughtindustries import ThoughtIndustriesDestination, ThoughtIndustriesTarget
 
 TABLE: tuple[VendorSpec, ...] = (
     VendorSpec(

@@ -3,7 +3,7 @@
 ``target`` is the vendor addressing of the grade. Its shape depends on the vendor of the event's
 ``destination``, looked up in the vendor map the caller gives (``context={"vendors": {...}}``, or
 :meth:`GradeEvent.validate_for`), and is validated as that vendor's target model (the vendor table's
-``target`` column, :mod:`producers.vendors`).
+``target`` column, :mod:`worker.vendors`).
 
 Per-event credentials (``service_key``, ``ltik``, ``person_token``) are :class:`SecretStr`: every
 ordinary dump shows ``**********``; only :meth:`GradeEvent.to_wire` (the broker / store form) reveals
@@ -34,10 +34,10 @@ from pydantic import (
     model_validator,
 )
 
-from producers.safejson import Refused, depth
-from producers.safetext import check_id
-from producers.vendors import BY_NAME, TABLE, TargetBase, tagged_union
-from producers.vendors.base import Id, Label
+from worker.safejson import Refused, depth
+from worker.safetext import check_id
+from worker.vendors import BY_NAME, TABLE, TargetBase, tagged_union
+from worker.vendors.base import Id, Label
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_METADATA_BYTES = 4096
@@ -102,7 +102,7 @@ def _vendor_map(info: ValidationInfo) -> dict[str, str]:
     """The destination -> vendor map the validation was given (``context={"vendors": {...}}``).
 
     Explicit on purpose: which vendor a destination is comes from the caller's settings
-    (:func:`producers.publish.validation_context`, :meth:`GradeEvent.validate_for`), never from a global.
+    (:func:`worker.publish.validation_context`, :meth:`GradeEvent.validate_for`), never from a global.
     """
     ctx = info.context or {}
     if "vendors" not in ctx:

@@ -1,0 +1,87 @@
+"""The one place that builds a worker: its store, adapters and deliverer (:func:`build`), and the
+background threads every worker runs beside its deliveries (:meth:`Runtime.start`: the retry pump with
+the flow pump, the stranded-event sweeper).
+
+Two callers, built the same way: the Celery task module (:mod:`worker.tasks`, one runtime per worker
+process, on the Celery dispatcher) and the in-process test worker (:class:`worker.testing.LocalWorker`,
+on the in-memory dispatcher). Why one place: the test worker used to assemble its own copy and had
+drifted (it skipped the encryption-key check), so a test could pass on a worker production never runs.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import redis
+
+from worker.crypto import WireCipher
+from worker.delivery import AdapterPool, Deliverer
+from worker.dispatch import Dispatcher
+from worker.flow.share import FairShare
+from worker.known_secrets import register_destinations
+from worker.pump import RetryPump, build_pump
+from worker.settings import Settings
+from worker.store import Store
+from worker.store.durability import worker_client
+from worker.sweeper import Sweeper
+
+
+@dataclass
+class Runtime:
+    """A worker's parts. ``pump`` and ``sweeper`` exist once :meth:`start` ran."""
+
+    settings: Settings
+    store: Store
+    adapters: AdapterPool
+    deliverer: Deliverer
+    pump: RetryPump | None = field(default=None, init=False)
+    sweeper: Sweeper | None = field(default=None, init=False)
+
+    def start_pump(self, dispatcher: Dispatcher) -> RetryPump:
+        """Start the retry pump (with the flow pump), which queues due retries through ``dispatcher``."""
+        self.pump = build_pump(self.store, dispatcher, self.settings)
+        self.pump.start()
+        return self.pump
+
+    def start_sweeper(self, dispatcher: Dispatcher, owner: str | None = None) -> Sweeper:
+        """Start the stranded-event sweeper (``owner``: its leader-lease name)."""
+        self.sweeper = Sweeper(self.store, dispatcher, self.settings, owner=owner)
+        self.sweeper.start()
+        return self.sweeper
+
+    def start(self, dispatcher: Dispatcher, owner: str | None = None) -> None:
+        """Start both background threads."""
+        self.start_pump(dispatcher)
+        self.start_sweeper(dispatcher, owner)
+
+    def stop(self) -> None:
+        """Stop the background threads (deliveries in flight are the caller's to finish)."""
+        if self.pump is not None:
+            self.pump.stop()
+        if self.sweeper is not None:
+            self.sweeper.stop()
+
+    def close(self) -> None:
+        """Stop, then close the adapters' HTTP clients and the Redis connections."""
+        self.stop()
+        self.adapters.close()
+        self.store.redis.close()
+
+
+def build(settings: Settings, *, slots: int | None = None, served: Sequence[str] = (),
+          worker: str | None = None, client: redis.Redis | None = None) -> Runtime:
+    """A worker's store, adapters and deliverer.
+
+    ``slots``: the delivery threads (default ``worker_concurrency``) and ``served``: the destinations
+    whose queues it consumes (default: all), for the fair share; ``worker``: the name in attempt records
+    (default the host name); ``client``: the Redis client (default :func:`worker_client`, which rides out
+    a Redis restart)."""
+    WireCipher.from_settings(settings)  # no key, no delivery: refuse rather than dead-letter everything
+    register_destinations(settings)  # their credentials are masked in every record and log line
+    store = Store.connect(settings, client or worker_client(settings))
+    adapters = AdapterPool(settings, store)
+    share = FairShare(slots or settings.worker_concurrency, len(served or settings.destinations()))
+    deliverer = Deliverer(settings, store, adapters, worker=worker or socket.gethostname(), share=share)
+    return Runtime(settings, store, adapters, deliverer)
