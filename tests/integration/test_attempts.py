@@ -79,7 +79,8 @@ def test_claim_checks_token_lease_and_stale_guard_before_starting(env: Env) -> N
     assert loaded is not None and (loaded.state, loaded.attempts) == ("queued", 0)
 
 
-@pytest.mark.parametrize("flow", [{"paused": "1"}, {"breaker": "open"}, {"rate": "30"},
+@pytest.mark.parametrize("flow", [{"paused": "1"}, {"breaker": "open"},
+                                  {"rate": "30", "rate_since": "0", "rate_until": "9999999999"},  # lowered after a 429
                                   {"throttled_until": "9999999999"}])
 def test_a_destination_with_flow_state_takes_the_general_path(env: Env, flow: dict[str, str]) -> None:
     _, store, publisher = env

@@ -22,7 +22,11 @@ STATES: list[dict[str, str]] = [
     {"breaker": "open", "probe_at": str(NOW + 5)},
     {"breaker": "open", "probe_at": str(NOW - 5)},
     {"breaker": "half_open", "probe_deadline": str(NOW + 5)},
-    {"rate": "30"},
+    {"rate": "30"},  # an ended rate, as an earlier version wrote it (no times): clean
+    {"rate": "30", "rate_since": str(NOW - 5), "rate_until": str(NOW + 20)},   # recovering
+    {"rate": "30", "rate_since": str(NOW + 2), "rate_until": str(NOW + 32)},   # lowered, the pause still on
+    {"rate": "30", "rate_since": str(NOW - 40), "rate_until": str(NOW - 10)},  # recovered
+    {"rate": "fast", "rate_since": str(NOW - 5), "rate_until": str(NOW + 20)},  # garbage is ignored
     {"throttled_until": str(NOW + 5)},
     {"throttled_until": str(NOW - 5)},
     {"sent_t": str(NOW - 1), "sent_n": "7", "epoch": "3"},
@@ -39,5 +43,6 @@ def test_the_claims_flow_clean_check_agrees_with_admit(redis_client: redis.Redis
         FLOW_CLEAN_LUA + "local clean = flow_clean(KEYS[1], tonumber(ARGV[1])) if clean then return 1 end return 0")
     in_lua = bool(check(keys=[key], args=[NOW]))
     state = FlowState.parse(raw)
-    in_python = admit(state, Knobs(), NOW, waiting_since=NOW).gate is Gate.GO and state.effective_rate(Knobs()) is None
+    go = admit(state, Knobs(), NOW, waiting_since=NOW).gate is Gate.GO
+    in_python = go and state.effective_rate(Knobs(), NOW) is None
     assert in_lua == in_python

@@ -81,12 +81,16 @@ end
 # script (worker.store.scripts); the one place this rule is written in Lua.
 FLOW_CLEAN_LUA = """
 local function flow_clean(key, now)
-  local f = redis.call('HMGET', key, 'paused', 'breaker', 'throttled_until', 'rate', 'failures')
-  if f[1] == '1' or (f[2] and f[2] ~= '' and f[2] ~= 'closed') or (f[4] and f[4] ~= '') then
-    return false, '0'
-  end
+  local f = redis.call('HMGET', key, 'paused', 'breaker', 'throttled_until', 'rate', 'failures', 'rate_since',
+                       'rate_until')
+  if f[1] == '1' or (f[2] and f[2] ~= '' and f[2] ~= 'closed') then return false, '0' end
   local until_ = tonumber(f[3] or '')
   if until_ and now < until_ then return false, '0' end
+  -- a rate lowered after a 429 while it recovers (worker.flow.rate: all three fields, until in the future)
+  local lowered_until = tonumber(f[7] or '')
+  if tonumber(f[4] or '') and tonumber(f[6] or '') and lowered_until and now < lowered_until then
+    return false, '0'
+  end
   return true, f[5] or '0'
 end
 """
