@@ -11,6 +11,7 @@ drifted (it skipped the encryption-key check), so a test could pass on a worker 
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ class Runtime:
     deliverer: Deliverer
     pump: RetryPump | None = field(default=None, init=False)
     sweeper: Sweeper | None = field(default=None, init=False)
+    audits_stop: threading.Event = field(default_factory=threading.Event, init=False)
 
     def start_pump(self, dispatcher: Dispatcher) -> RetryPump:
         """Start the retry pump (with the flow pump), which queues due retries through ``dispatcher``."""
@@ -51,6 +53,17 @@ class Runtime:
         self.sweeper.start()
         return self.sweeper
 
+    def start_audits(self, dispatcher: Dispatcher) -> None:
+        """Carry on audits whose process died (:meth:`worker.audit.engine.AuditRunner.resume_forever`): an
+        audit started by a CLI that was stopped, or run by a worker that restarted, goes on from its
+        checkpoint in whichever worker (or ``gradesync serve``) takes its lease first."""
+        from worker.audit.engine import AuditRunner  # only the Celery worker runs it: the test worker need not
+        from worker.publish import Publisher
+
+        runner = AuditRunner(self.settings, self.store, publisher=Publisher(self.settings, dispatcher=dispatcher))
+        threading.Thread(target=runner.resume_forever, args=(self.audits_stop,), name="audit-resume",
+                         daemon=True).start()
+
     def start(self, dispatcher: Dispatcher, owner: str | None = None) -> None:
         """Start both background threads."""
         self.start_pump(dispatcher)
@@ -62,6 +75,7 @@ class Runtime:
             self.pump.stop()
         if self.sweeper is not None:
             self.sweeper.stop()
+        self.audits_stop.set()
 
     def close(self) -> None:
         """Stop, then close the adapters' HTTP clients and the Redis connections."""

@@ -87,6 +87,7 @@ def _start_pump(**_: Any) -> None:
         _heartbeat = Heartbeat(heartbeat_file, healthy=pump.alive)
         _heartbeat.start()
     rt.start_sweeper(dispatcher, owner=f"{socket.gethostname()}:{os.getpid()}")
+    rt.start_audits(dispatcher)
     log.info("worker_ready", queues=sorted(q.name for q in app.conf.task_queues))
     try:
         for risk in redis_risks(rt.store.redis):

@@ -111,3 +111,21 @@ def test_the_server_resumes_an_unfinished_audit(local: Cluster, sandbox: dict[st
         assert job["state"] == "done" and job["summary"]["match"] == 4
     finally:
         ops.close()
+
+
+def test_a_worker_process_resumes_an_unfinished_audit(cluster: Cluster) -> None:
+    """An audit whose process died (a stopped CLI, a restarted worker) is carried on by a worker process:
+    every worker looks for audits whose lease lapsed, so an audit survives a worker restart."""
+    cluster.start_worker(concurrency=2)
+    ids = cluster.publisher.publish_many([lt_event(f"w{i}", line_item=LINE_ITEM) for i in range(3)])
+    assert set(cluster.wait_for(ids).values()) == {"succeeded"}
+    jobs = AuditJobs(cluster.store.redis, cluster.store.keys)
+    job_id = jobs.create(AuditRequest(["lt"], 0.0, "test"))
+    jobs.set_fields(job_id, state="running")  # its process died before reading anything
+    deadline = time.monotonic() + 180  # the workers look every 30 s
+    view = jobs.get(job_id)
+    while time.monotonic() < deadline and (view is None or view.state != "done"):
+        time.sleep(0.5)
+        view = jobs.get(job_id)
+    assert view is not None and view.state == "done", view
+    assert view.counts["lt"]["match"] == 3

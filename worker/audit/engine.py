@@ -41,6 +41,8 @@ from worker.store import Store
 from worker.store.ledger import EventState
 
 log = structlog.get_logger("gradesync.audit")
+#: seconds between looks for audits whose process died (their lease lapsed)
+RESUME_EVERY = 30.0
 
 SCAN_COUNT = 1000
 BATCH = 100
@@ -94,6 +96,18 @@ class AuditRunner:
             self.start(job_id)
             started.append(job_id)
         return started
+
+    def resume_forever(self, stop: threading.Event, every: float = RESUME_EVERY) -> None:
+        """Every ``every`` seconds until ``stop``: carry on the audits whose process died (a CLI stopped, a
+        worker or server restarted) from their checkpoint. Every worker process and ``gradesync serve``
+        runs this; a job's lease lets one of them take it."""
+        while True:
+            try:
+                self.resume_unfinished()
+            except Exception as exc:  # Redis away: the next look retries
+                log.warning("audit_resume_failed", error=type(exc).__name__)
+            if stop.wait(every):
+                return
 
     # -- running -------------------------------------------------------------------------------------
     def run(self, job_id: str, stop: threading.Event | None = None) -> JobView | None:

@@ -235,21 +235,6 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-#: seconds between looks for audits whose process died (their lease lapsed)
-AUDIT_RESUME_EVERY = 30.0
-
-
-def _resume_audits(audits: AuditRunner, stop: threading.Event) -> None:
-    """Audits whose process died (a CLI stopped, a server restarted) carry on from their checkpoint here."""
-    while True:
-        try:
-            audits.resume_unfinished()
-        except Exception as exc:  # a server without Redis still starts (and says so on /healthz)
-            log.warning("audit_resume_failed", error=type(exc).__name__)
-        if stop.wait(AUDIT_RESUME_EVERY):
-            return
-
-
 def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = None) -> FastAPI:
     """The ops app. Raises :class:`ConfigError` without an API token (unless insecure_dev) or when the
     destinations file is invalid."""
@@ -268,7 +253,7 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
-        threading.Thread(target=_resume_audits, args=(audits, stop), name="audit-resume", daemon=True).start()
+        threading.Thread(target=audits.resume_forever, args=(stop,), name="audit-resume", daemon=True).start()
         yield
         stop.set()
         publisher.close()
