@@ -8,7 +8,7 @@ boundary; nothing above an adapter sees httpx or a vendor's error format.
     │   ├── RetryableError            worth another attempt later
     │   │   ├── NetworkError          connection refused / reset / dropped
     │   │   ├── VendorTimeout         no answer within the destination's timeout
-    │   │   ├── RateLimited           429 (retry_after from Retry-After when given)
+    │   │   ├── RateLimited           a throttle: 429, 403 "Rate Limit Exceeded", 503 + Retry-After
     │   │   └── VendorUnavailable     5xx
     │   ├── PermanentError            another attempt would fail the same way: dead-letter it
     │   │   ├── InvalidRequest        400 / 406 / 422: the vendor refused the grade as sent

@@ -297,7 +297,7 @@ def test_many_workers_create_a_missing_line_item_exactly_once(
     ({"status": 429, "retry_after": 7, "path": "/scores$"}, errors.RateLimited),
     ({"drop": True, "path": "/scores$"}, errors.NetworkError),
     ({"latency": 1.5, "path": "/scores$"}, errors.VendorTimeout),
-    ({"status": 503, "retry_after": 3, "path": "/token$"}, errors.VendorUnavailable),
+    ({"status": 503, "retry_after": 3, "path": "/token$"}, errors.RateLimited),  # an overload saying when
     ({"drop": True, "path": "/token$"}, errors.NetworkError),
 ])
 def test_faults_over_the_wire_are_retryable(fault: dict[str, Any], cls: type[errors.DeliveryError], build: Build,

@@ -13,9 +13,10 @@ How platforms answer, and what it becomes:
 200 / 201 / 202 / 204                                  delivered
 409 (Moodle: "earlier timestamp")                      :class:`~worker.errors.Superseded`
 400 whose text names the timestamp (Canvas, Open edX)  :class:`~worker.errors.Superseded`
-401 / 403                                              one fresh token, then permanent, naming the scope
+401 / 403 (not a throttle)                             one fresh token, then permanent, naming the scope
 404 on a cached line item                              the cache entry is dropped and resolved once more
-429 / 5xx / timeouts                                   retryable (``Retry-After`` honoured)
+a throttle (429; 403 rate limit; 503 + Retry-After)    throttled: the destination slows, no attempt spent
+5xx / timeouts                                         retryable (``Retry-After`` honoured)
 other 4xx                                              permanent (dead letter)
 =====================================================  ===========================================
 """
@@ -34,7 +35,7 @@ from producers.vendors.lti import LtiAgsDestination, LtiAgsTarget
 from worker import errors
 from worker.adapters.ags import is_stale_refusal, score_body
 from worker.adapters.base import AdapterContext, DeliveryResult
-from worker.adapters.http import HttpAdapter, compact_json, error_class_for, error_for_status, send
+from worker.adapters.http import HttpAdapter, compact_json, error_class_for, error_for_status, send, throttled
 from worker.adapters.lti_auth import AccessToken, TokenSource
 from worker.adapters.lti_jwks import publish_public_keys
 from worker.adapters.lti_lineitems import LineItems, message_of, origin
@@ -57,6 +58,11 @@ def scores_url(line_item_url: str) -> str:
     """``{line item}/scores``: inserted into the path, before the query string (kept); fragment dropped."""
     parts = urlsplit(line_item_url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/scores", parts.query, ""))
+
+
+def not_a_token_problem(response: httpx.Response) -> bool:
+    """A 401/403 that a fresh token would not change: a throttle (self-hosted Canvas answers 403)."""
+    return throttled(response)
 
 
 def classify(response: httpx.Response) -> errors.DeliveryError:
@@ -90,12 +96,12 @@ class LtiAgsAdapter(HttpAdapter[LtiAgsDestination]):
         """Send with the bearer token; on 401/403 once more with a fresh token, then refuse for good."""
         token = self.tokens.token(self.scopes)
         response = self._send(method, url, token, route=route, headers=headers, content=content)
-        if response.status_code not in (401, 403):
+        if response.status_code not in (401, 403) or not_a_token_problem(response):
             return response
         log.info("lti_token_refused", destination=self.destination.name, route=route, status=response.status_code)
         token = self.tokens.refresh(self.scopes, token)
         response = self._send(method, url, token, route=route, headers=headers, content=content)
-        if response.status_code not in (401, 403):
+        if response.status_code not in (401, 403) or not_a_token_problem(response):
             return response
         scope = ROUTE_SCOPE.get(route, " ".join(self.scopes))
         cls = errors.AuthenticationFailed if response.status_code == 401 else errors.Forbidden
