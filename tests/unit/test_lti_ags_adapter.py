@@ -89,7 +89,7 @@ def test_401_or_403_after_the_refresh_is_permanent_and_names_the_scope(
     (httpx.Response(400, json={"detail": "Score already exists for the provided timestamp"}), errors.Superseded),
     (httpx.Response(400, text="Incorrect score received"), errors.InvalidRequest),
     (httpx.Response(422, json={"errors": [{"message": "User not found in course or is not a student"}]}),
-     errors.InvalidRequest),
+     errors.NotFound),
     (httpx.Response(404), errors.NotFound),
     (httpx.Response(415), errors.InvalidRequest),
     (httpx.Response(429, headers={"Retry-After": "12"}), errors.RateLimited),

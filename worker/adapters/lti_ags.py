@@ -7,15 +7,19 @@ score's ``timestamp`` is the event's ``occurred_at`` (ms, UTC), identical on eve
 can never overwrite a newer grade. Line items given as ``{lineitems_url, resource_link_id}`` are resolved
 (and created once) by :mod:`worker.adapters.lti_lineitems`.
 
-How platforms answer, and what it becomes:
+How platforms answer, and what it becomes (the refusals row by row: :mod:`worker.adapters.lti_refusals`):
 
 =====================================================  ===========================================
 200 / 201 / 202 / 204                                  delivered
+a throttle (429; 403 rate limit; 503 + Retry-After)    throttled: the destination slows, no attempt spent,
+                                                       no token refresh
 409 (Moodle: "earlier timestamp")                      :class:`~worker.errors.Superseded`
 400 whose text names the timestamp (Canvas, Open edX)  :class:`~worker.errors.Superseded`
-401 / 403 (not a throttle)                             one fresh token, then permanent, naming the scope
-404 on a cached line item                              the cache entry is dropped and resolved once more
-a throttle (429; 403 rate limit; 503 + Retry-After)    throttled: the destination slows, no attempt spent
+401 / 403 a token could fix                           one fresh token, then permanent, naming the scope
+404 (or Moodle 403 "Line item does not exist.") on a   the cache entry is dropped and resolved once more
+cached line item
+422 "…still unpublished"                               :class:`~worker.errors.NotReady`: long backoff
+documented refusals (not a student, concluded, …)      permanent, with the operator's action
 5xx / timeouts                                         retryable (``Retry-After`` honoured)
 other 4xx                                              permanent (dead letter)
 =====================================================  ===========================================
@@ -33,12 +37,13 @@ from producers.events import GradeEvent
 from producers.settings import Destination
 from producers.vendors.lti import LtiAgsDestination, LtiAgsTarget
 from worker import errors
-from worker.adapters.ags import is_stale_refusal, score_body
+from worker.adapters.ags import score_body
 from worker.adapters.base import AdapterContext, DeliveryResult
-from worker.adapters.http import HttpAdapter, compact_json, error_class_for, error_for_status, send, throttled
+from worker.adapters.http import HttpAdapter, compact_json, error_for_status, send
 from worker.adapters.lti_auth import AccessToken, TokenSource
 from worker.adapters.lti_jwks import publish_public_keys
 from worker.adapters.lti_lineitems import LineItems, message_of, origin
+from worker.adapters.lti_refusals import ROUTE, classify, is_line_item_gone, not_a_token_problem
 from worker.redact import redact_text
 
 log = structlog.get_logger("gradesync.lti_ags")
@@ -47,7 +52,6 @@ SCORE_TYPE = "application/vnd.ims.lis.v1.score+json"
 SCORE_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/score"
 LINEITEM_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem"
 LINEITEM_READONLY_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/lineitem.readonly"
-ROUTE = "score.post"
 SUCCESS = (200, 201, 202, 204)
 #: the scope a route needs, named in a permanent 401/403
 ROUTE_SCOPE = {"score.post": SCORE_SCOPE, "lineitem.post": LINEITEM_SCOPE,
@@ -58,22 +62,6 @@ def scores_url(line_item_url: str) -> str:
     """``{line item}/scores``: inserted into the path, before the query string (kept); fragment dropped."""
     parts = urlsplit(line_item_url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/scores", parts.query, ""))
-
-
-def not_a_token_problem(response: httpx.Response) -> bool:
-    """A 401/403 that a fresh token would not change: a throttle (self-hosted Canvas answers 403)."""
-    return throttled(response)
-
-
-def classify(response: httpx.Response) -> errors.DeliveryError:
-    """The project error for a non-success answer of the scores endpoint (401/403 handled before)."""
-    status = response.status_code
-    message = message_of(response)
-    if is_stale_refusal(status, message or ""):
-        return error_for_status(response, route=ROUTE, vendor_message=message, cls=errors.Superseded)
-    if status < 400:
-        return error_for_status(response, route=ROUTE, vendor_message=message, cls=errors.UnexpectedResponse)
-    return error_for_status(response, route=ROUTE, vendor_message=message, cls=error_class_for(status))
 
 
 class LtiAgsAdapter(HttpAdapter[LtiAgsDestination]):
@@ -127,7 +115,7 @@ class LtiAgsAdapter(HttpAdapter[LtiAgsDestination]):
             raise errors.ConfigurationError(f"event {event.event_id} does not target an LTI AGS line item")
         line_item, from_cache = self.line_items.resolve(target, event)
         response = self._post_score(line_item, event)
-        if response.status_code == 404 and from_cache:
+        if from_cache and is_line_item_gone(response):
             # the cached line item was deleted (and maybe re-created): look it up once more
             self.line_items.forget(target)
             line_item, _ = self.line_items.resolve(target, event)

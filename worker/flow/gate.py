@@ -44,6 +44,8 @@ def outcome_of(exc: errors.DeliveryError) -> Outcome:
     """The destination-level meaning of one attempt's error."""
     if isinstance(exc, errors.RateLimited):
         return Outcome.THROTTLED
+    if isinstance(exc, errors.NotReady):  # the platform answered: this event's business, not its health
+        return Outcome.PERMANENT
     if isinstance(exc, errors.RetryableError):
         return Outcome.TRANSIENT
     if isinstance(exc, errors.Superseded):
