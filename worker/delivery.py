@@ -41,7 +41,7 @@ from producers.settings import Destination, Settings
 from worker import errors, hooks, shutdown
 from worker.adapters import build_adapter
 from worker.adapters.base import Adapter, AdapterContext, DeliveryResult
-from worker.adapters.http import make_client
+from worker.adapters.http import make_client, take_budget
 from worker.flow.gate import FlowControl, Verdict
 from worker.flow.share import FairShare
 from worker.known_secrets import scrub_error, wire_secrets
@@ -237,6 +237,8 @@ class Deliverer:
             log.exception("adapter_crashed")
             wrapped = errors.RetryableError(f"internal error: {type(exc).__name__}")
             return self._after_failure(record, event, destination, attempt, wrapped, entry, started, None)
+        finally:
+            self.flow.pace(destination, take_budget())  # the vendor's budget headers, before any refusal
         self.flow.succeeded(destination, verdict)
         return self._succeeded(record, attempt, result, entry, started, lease, occurred_ms)
 

@@ -124,14 +124,39 @@ class PerThreadTransport(httpx.BaseTransport):
             transport.close()
 
 
+#: the rate-limit budget headers an ordinary answer may carry (read by :mod:`worker.flow.headers`)
+BUDGET_HEADERS = ("X-Rate-Limit-Remaining", "X-RateLimit-Remaining", "X-Rate-Limit-Reset", "X-RateLimit-Reset",
+                  "X-Request-Cost")
+_budget = threading.local()
+
+
+def _note_budget(response: httpx.Response) -> None:
+    """Response hook: keep the budget headers of this thread's last ordinary answer (not a refusal's:
+    a throttle is the flow control's business through its error)."""
+    if response.status_code < 400:
+        headers = response.headers
+        seen = {name: headers[name] for name in BUDGET_HEADERS if name in headers}
+        if seen:
+            _budget.headers = seen
+
+
+def take_budget() -> dict[str, str] | None:
+    """The budget headers of this thread's last ordinary answer since the last call (then forgotten)."""
+    seen: dict[str, str] | None = getattr(_budget, "headers", None)
+    _budget.headers = None
+    return seen
+
+
 def make_client(destination: Destination, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    """The destination's pooled client: its base URL and timeout, keep-alive, redirects never followed."""
+    """The destination's pooled client: its base URL and timeout, keep-alive, redirects never followed;
+    the rate-limit budget headers of its answers noted per thread (:func:`take_budget`)."""
     return VendorClient(
         base_url=destination.base_url,
         timeout=httpx.Timeout(destination.timeout),
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT},
         transport=transport or PerThreadTransport(keepalive_expiry=30.0),
+        event_hooks={"response": [_note_budget]},
     )
 
 

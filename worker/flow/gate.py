@@ -21,7 +21,8 @@ import structlog
 from producers.publish import new_token
 from producers.settings import Destination
 from worker import errors
-from worker.flow.decide import SAFETY, Gate, Knobs, Outcome, Transition, admit, after, limiter_burst
+from worker.flow import headers
+from worker.flow.decide import SAFETY, FlowState, Gate, Knobs, Outcome, Transition, admit, after, limiter_burst
 from worker.flow.store import FlowStore
 from worker.store import EventRecord, Store
 
@@ -29,6 +30,8 @@ log = structlog.get_logger("gradesync.flow")
 
 #: a rate-limit slot this close is waited for on the thread; a later one is deferred durably
 SHORT_WAIT = 0.25
+#: a process looks at a destination's budget headers at most this often (seconds)
+PACE_EVERY = 0.2
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,40 @@ class FlowControl:
         self.clock = clock
         self.sleep = sleep
         self.rand = rand
+        #: per destination: the largest budget ``remaining`` seen (its capacity), the last look at it
+        self._capacity: dict[str, float] = {}
+        self._paced_at: dict[str, float] = {}
+
+    def pace(self, destination: Destination, raw: dict[str, str] | None) -> float | None:
+        """Slow the destination before the vendor refuses: when its answers report their rate-limit
+        budget (``raw``: :func:`worker.adapters.http.take_budget`), lower its adaptive rate to
+        :func:`worker.flow.headers.paced_rate` (never raise it). Returns the rate set, if any."""
+        if not raw:
+            return None
+        now = self.clock()
+        budget = headers.parse(raw, now)
+        if budget is None:
+            return None
+        name = destination.name
+        capacity = self._capacity[name] = max(self._capacity.get(name, 0.0), budget.remaining)
+        if now - self._paced_at.get(name, 0.0) < PACE_EVERY:
+            return None
+        self._paced_at[name] = now
+        knobs = Knobs.of(destination)
+
+        def lower(state: FlowState) -> Transition:
+            current = state.effective_rate(knobs) or state.sent_rate(now)
+            paced = headers.paced_rate(budget, capacity, current)
+            if paced is None or not headers.lowers(paced, state.effective_rate(knobs)):
+                return Transition()
+            return Transition(set={"rate": str(paced)})
+
+        transition = self.flow.apply(name, knobs, lower)
+        if transition.set:
+            log.info("rate_paced", rate_per_minute=transition.set["rate"], remaining=budget.remaining,
+                     reset=budget.reset, cost=budget.cost)
+            return float(transition.set["rate"])
+        return None
 
     def before(self, record: EventRecord, destination: Destination) -> Verdict:
         """Admit, defer, park or expire ``record`` before its attempt (see the module docstring)."""
