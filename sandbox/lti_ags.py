@@ -53,6 +53,7 @@ LINEITEM_TYPE = "application/vnd.ims.lis.v2.lineitem+json"
 SCORE_TYPE = "application/vnd.ims.lis.v1.score+json"
 ACTIVITY = ("Initialized", "Started", "InProgress", "Submitted", "Completed")
 GRADING = ("FullyGraded", "Pending", "PendingManual", "Failed", "NotReady")
+CANVAS_SUBMISSION = "https://canvas.instructure.com/lti/submission"
 STALE_CANVAS = "Score timestamp can only be updated to a later point in time"
 _CANVAS = r"/api/lti/courses/(?P<course>[^/]+)/line_items"
 _MOODLE = r"/mod/lti/services\.php/(?P<course>[^/]+)/lineitems"
@@ -351,6 +352,8 @@ class LtiAgsSandbox(LtiPlatformAuth):
                 return Response(400, self.error_body(400, STALE_CANVAS))
             self.scores[(n, body["userId"])] = {k: body.get(k) for k in (
                 "userId", "scoreGiven", "scoreMaximum", "comment", "activityProgress", "gradingProgress", "timestamp")}
+            if isinstance(body.get(CANVAS_SUBMISSION), dict):  # Canvas's submission extension, as received
+                self.scores[(n, body["userId"])]["submission"] = body[CANVAS_SUBMISSION]
         if style == "moodle":
             return Response(204)
         return Response(200, {"resultUrl": f"{record['id']}/results/{body['userId']}"})

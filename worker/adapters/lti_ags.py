@@ -27,7 +27,8 @@ other 4xx                                              permanent (dead letter)
 
 from __future__ import annotations
 
-from typing import ClassVar
+from datetime import UTC
+from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -56,6 +57,20 @@ SUCCESS = (200, 201, 202, 204)
 #: the scope a route needs, named in a permanent 401/403
 ROUTE_SCOPE = {"score.post": SCORE_SCOPE, "lineitem.post": LINEITEM_SCOPE,
                "lineitems.get": f"{LINEITEM_SCOPE} (or lineitem.readonly)"}
+
+
+CANVAS_SUBMISSION = "https://canvas.instructure.com/lti/submission"
+
+
+def canvas_submission(event: GradeEvent, target: LtiAgsTarget) -> dict[str, Any]:
+    """Canvas's submission extension: ``submitted_at`` (the target's, else the event's ``occurred_at``), so
+    Canvas does not take the time of the post (and mark the work late); ``new_submission: false`` for a
+    regrade, so a corrected grade does not open a new attempt."""
+    when = target.submitted_at or event.occurred_at
+    ext: dict[str, Any] = {"submitted_at": when.astimezone(UTC).isoformat(timespec="milliseconds")}
+    if target.regrade:
+        ext["new_submission"] = False
+    return ext
 
 
 def scores_url(line_item_url: str) -> str:
@@ -107,7 +122,11 @@ class LtiAgsAdapter(HttpAdapter[LtiAgsDestination]):
         return send(self.ctx.http, request, route=route, observe=self.ctx.observe)
 
     def build_score(self, event: GradeEvent) -> bytes:
-        return compact_json(score_body(event))
+        body = score_body(event)
+        target = event.target
+        if isinstance(target, LtiAgsTarget) and target.canvas_submission:
+            body[CANVAS_SUBMISSION] = canvas_submission(event, target)
+        return compact_json(body)
 
     def deliver(self, event: GradeEvent) -> DeliveryResult:
         target = event.target
