@@ -75,11 +75,11 @@ def test_single_attempt_policy_never_retries() -> None:
 
 def test_a_dead_letter_reason_ends_with_what_the_operator_must_do() -> None:
     error = errors.NotReady("score.post: HTTP 422", status=422, vendor_message="This assignment is still unpublished")
-    error.action = "publish the assignment in the LMS, then replay the dead letter"
+    error.action = "publish the assignment in the LMS, then requeue the dead letter"
     decision = decide(error, POLICY.max_attempts, POLICY)
     assert decision.action is Action.DEAD_LETTER
     assert decision.reason.startswith(f"exhausted after {POLICY.max_attempts} attempts: HTTP 422")
-    assert decision.reason.endswith("to do: publish the assignment in the LMS, then replay the dead letter")
+    assert decision.reason.endswith("to do: publish the assignment in the LMS, then requeue the dead letter")
     assert "still unpublished" in decision.reason
     permanent = errors.NotFound("score.post: HTTP 404", status=404)
     permanent.action = "re-link the item"

@@ -27,7 +27,7 @@ ROUTE = "score.post"
 
 RELINK = ("re-link the item: the line item was deleted or is not this tool's — point the event's target at "
           "the current line item (or at its lineitems URL and resource link, to find or create it again), then "
-          "replay the dead letter")
+          "requeue the dead letter")
 
 
 @dataclass(frozen=True)
@@ -49,24 +49,24 @@ def _w(pattern: str) -> re.Pattern[str]:
 TABLE: tuple[Refusal, ...] = (
     Refusal("unpublished", (400, 403, 422), _w(r"unpublished"), errors.NotReady,
             "publish the assignment in the LMS (the score is retried for a few hours, then dead-lettered), "
-            "then replay the dead letter"),
+            "then requeue the dead letter"),
     Refusal("concluded", (403, 404, 422), _w(r"concluded|soft.?concluded|course.*(ended|is over|closed)"),
             errors.Forbidden,
-            "the course has concluded: re-open it (or extend its end date) in the LMS and replay the dead "
+            "the course has concluded: re-open it (or extend its end date) in the LMS and requeue the dead "
             "letter, or discard it if the grade no longer matters"),
     Refusal("not_a_student", (400, 403, 404, 422),
             _w(r"not found in course|is not a student|not enrolled|user could not be found|"
                r"user in requested score does not exist|not gradable"), errors.NotFound,
-            "enrol the learner as a student in the course (or fix the learner's LTI user id), then replay "
+            "enrol the learner as a student in the course (or fix the learner's LTI user id), then requeue "
             "the dead letter"),
     Refusal("score_maximum", (400, 422), _w(r"scoremaximum"), errors.InvalidRequest,
             "send a score_maximum (>= 0) with every score_given: fix the producer, then republish the grade"),
     Refusal("attempts", (422,), _w(r"maximum number of allowed attempts"), errors.InvalidRequest,
             "allow more attempts on the assignment in the LMS (or send regrades with the Canvas submission "
-            "extension: new_submission false), then replay the dead letter"),
+            "extension: new_submission false), then requeue the dead letter"),
     Refusal("moodle_incorrect_score", (400,), _w(r"incorrect score received"), errors.InvalidRequest,
             "Moodle refused the score as sent: check the learner can be graded in the course (role) and the "
-            "score's fields, then replay the dead letter"),
+            "score's fields, then requeue the dead letter"),
     Refusal("line_item_gone", (403, 404), _w(r"line ?item (does not exist|not found|.*(deleted|inactive))"),
             errors.NotFound, RELINK),
     Refusal("not_found", (404,), None, errors.NotFound, RELINK),
