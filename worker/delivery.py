@@ -159,7 +159,7 @@ class Deliverer:
             return self._dead_letter(record, None, reason, {"error_class": "ConfigurationError",
                                                             "message": reason})
         destination = destinations[event.destination]
-        with self.share.slot(destination.name, destination.max_concurrency) as admitted:
+        with self.share.slot(destination.name, self.flow.concurrency(destination)) as admitted:
             if not admitted:
                 return self._defer(record, self.share.delay(destination.name, self.rand), "over_share_deferred")
             owner = f"{self._owner}{next(self._runs)}"  # unique per run (no urandom call per event)

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from worker.adapters.http import make_client, take_budget
-from worker.flow.headers import Budget, lowers, paced_rate, parse
+from worker.flow.headers import Budget, concurrency_cap, lowers, paced_rate, parse
 
 NOW = 1_750_000_000.0
 
@@ -76,3 +76,15 @@ def test_the_client_notes_the_budget_of_ordinary_answers_only() -> None:
     client.get("/b")  # a refusal's headers are the throttle's business, not the pace's
     client.get("/c")  # no budget headers
     assert take_budget() is None
+
+
+@pytest.mark.parametrize(("budget", "capacity", "cap"), [
+    (Budget(600, None, 0.05), 600, 10),  # a full Canvas bucket: (600 - 150) / 50 in flight, plus one
+    (Budget(320, None, 0.05), 600, 4),
+    (Budget(150, None, 0.05), 600, 1),  # at the floor: one at a time ("more-or-less sequential")
+    (Budget(0, None, 0.05), 600, 1),
+    (Budget(40000, 30, 10), 50000, None),  # D2L: a window, no in-flight charge
+    (Budget(10, None, None), 120, None),
+])
+def test_concurrency_cap(budget: Budget, capacity: float, cap: int | None) -> None:
+    assert concurrency_cap(budget, capacity) == cap

@@ -77,6 +77,14 @@ class FlowControl:
         #: per destination: the largest budget ``remaining`` seen (its capacity), the last look at it
         self._capacity: dict[str, float] = {}
         self._paced_at: dict[str, float] = {}
+        #: per destination: the threads its in-flight budget carries (None: no such budget reported)
+        self._concurrency: dict[str, int | None] = {}
+
+    def concurrency(self, destination: Destination) -> int | None:
+        """The destination's ``max_concurrency``, lowered to what its in-flight budget carries."""
+        cap = self._concurrency.get(destination.name)
+        limit = destination.max_concurrency
+        return limit if cap is None else cap if limit is None else min(cap, limit)
 
     def pace(self, destination: Destination, raw: dict[str, str] | None) -> float | None:
         """Slow the destination before the vendor refuses: when its answers report their rate-limit
@@ -90,6 +98,7 @@ class FlowControl:
             return None
         name = destination.name
         capacity = self._capacity[name] = max(self._capacity.get(name, 0.0), budget.remaining)
+        self._concurrency[name] = headers.concurrency_cap(budget, capacity)
         if now - self._paced_at.get(name, 0.0) < PACE_EVERY:
             return None
         self._paced_at[name] = now

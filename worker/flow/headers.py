@@ -9,7 +9,9 @@ for the refusal costs a pause and a halved rate (:func:`worker.flow.decide.after
 lets the destination slow down while there is some left.
 
 :func:`paced_rate` is the rule: the requests a minute that keep ``remaining`` above a floor (a share of
-the largest ``remaining`` seen, the budget's capacity), or None while the budget is comfortable. It only
+the largest ``remaining`` seen, the budget's capacity), or None while the budget is comfortable;
+:func:`concurrency_cap` the requests at once a bucket that charges in-flight requests can carry (Canvas:
+parallel requests empty it faster), which caps the destination's threads in the process. It only
 ever *lowers* the destination's rate (:meth:`worker.flow.gate.FlowControl.pace`); the adaptive rate's
 own recovery (one success at a time) raises it again, and the headers pull it back before the floor.
 """
@@ -35,6 +37,8 @@ BELOW_FLOOR = 0.5
 NEAR_FLOOR = 0.9
 #: never pace below this many requests a minute (decide.MIN_RATE)
 MIN_PACE = 6.0
+#: what Canvas charges a request while it is in flight (``request_throttle.rb`` up-front cost)
+IN_FLIGHT_COST = 50.0
 #: a reset larger than this is an epoch time, not seconds
 EPOCH = 1_000_000_000.0
 
@@ -95,6 +99,16 @@ def paced_rate(budget: Budget, capacity: float, current: float | None = None) ->
     if budget.remaining < floor and current:
         return round(max(MIN_PACE, current * BELOW_FLOOR), 3)
     return None
+
+
+def concurrency_cap(budget: Budget, capacity: float) -> int | None:
+    """Requests at once the budget can carry in flight, for a bucket that charges each request while it
+    is in flight (reported by cost alone: Canvas, ``IN_FLIGHT_COST`` each) — one more than what is left
+    above the floor pays for, so at least one; None for other budgets (no in-flight charge known)."""
+    if budget.cost is None or budget.reset is not None:
+        return None
+    floor = FLOOR_SHARE * max(capacity, budget.remaining)
+    return 1 + int(max(0.0, budget.remaining - floor) // IN_FLIGHT_COST)
 
 
 def lowers(paced: float | None, rate: float | None, *, slack: float = 0.05) -> bool:
