@@ -144,3 +144,10 @@ def test_a_concluded_course_403_is_not_refreshed() -> None:
     with pytest.raises(errors.Forbidden) as info:
         adapter(platform).deliver(event())
     assert len(platform.token_requests) == 1 and "re-open" in (info.value.action or "")
+
+
+def test_an_unpublished_assignment_is_not_the_destination_s_health() -> None:
+    from worker.flow.decide import Outcome
+    from worker.flow.gate import outcome_of
+
+    assert outcome_of(classify(UNPUBLISHED)) is Outcome.PERMANENT  # never opens the breaker, never parks
