@@ -186,6 +186,11 @@ class SandboxApp:
         """The vendor's own error body for an injected fault (override)."""
         return {"error": message}
 
+    def over_limit(self, wait: int) -> Response:
+        """The answer over the rate limit (``wait``: whole seconds until a token): 429 + Retry-After with
+        the vendor's own error body (override for another shape)."""
+        return Response(429, self.error_body(429, "rate limit exceeded"), {"Retry-After": str(wait)})
+
     def route(self, method: str, pattern: str) -> Callable[[Handler], Handler]:
         """Decorator: ``pattern`` is a regex over the *raw* (still percent-encoded) path."""
 
@@ -201,7 +206,7 @@ class SandboxApp:
             return self._control(req)
         limited = self._take_token()
         if limited is not None:
-            resp = Response(429, self.error_body(429, "rate limit exceeded"), {"Retry-After": str(limited)})
+            resp = self.over_limit(limited)
             self._log(req, resp.status, fault="ratelimit")
             return resp
         fault = self._take_fault(req)
@@ -269,7 +274,7 @@ class SandboxApp:
         with self.lock:
             self.requests.append(entry)
             self.counts["requests"] += 1
-            if status == 429:
+            if status == 429 or fault == "ratelimit":
                 self.counts["throttled"] += 1
             by_status = self.counts["by_status"]
             key = str(status) if status is not None else "dropped"

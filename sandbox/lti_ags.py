@@ -24,8 +24,11 @@ default 10) with ``Link: <…>; rel="next"``.
 Switches (``POST /_sandbox/config``): ``jwks``, ``jwks_url``, ``audience``, ``allowed_scopes``,
 ``token_lifetime``, ``expire_tokens`` (see :mod:`sandbox.lti_platform`), ``page_size``,
 ``ignore_filters`` (answer the whole container and all results, as platforms that ignore the query
-filters do), and
-``seed``: a list of line items ``{course, style: canvas|moodle, resourceLinkId, label, scoreMaximum,
+filters do), ``rate_limit_style`` (``retry_after`` | ``canvas403`` | ``canvas429`` | ``d2l``: how an
+answer over the limit looks, and the budget headers of ordinary answers), ``leaky_bucket``
+(``{"per_minute": 120}``, or null to remove it: Canvas's in-flight-charging bucket, see
+:mod:`sandbox.lms_throttle`), and ``seed``: a list of line items ``{course, style: canvas|moodle,
+resourceLinkId, label, scoreMaximum,
 tag?, resourceId?}`` to create (the answer lists their ids). ``POST /_sandbox/reset`` forgets line items,
 scores, tokens, seen ``jti`` values and the switches, but keeps the tool's registration (``jwks``,
 ``jwks_url``, ``audience``), as a platform keeps a registered tool.
@@ -42,6 +45,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from sandbox.base import Request, Response, demo_score
+from sandbox.lms_throttle import STYLES, LeakyBucket, d2l_headers, over_limit
 from sandbox.lti_demo import demo_pem
 from sandbox.lti_platform import AGS, LtiPlatformAuth
 
@@ -51,6 +55,7 @@ LINEITEM_TYPE = "application/vnd.ims.lis.v2.lineitem+json"
 SCORE_TYPE = "application/vnd.ims.lis.v1.score+json"
 ACTIVITY = ("Initialized", "Started", "InProgress", "Submitted", "Completed")
 GRADING = ("FullyGraded", "Pending", "PendingManual", "Failed", "NotReady")
+CANVAS_SUBMISSION = "https://canvas.instructure.com/lti/submission"
 STALE_CANVAS = "Score timestamp can only be updated to a later point in time"
 _CANVAS = r"/api/lti/courses/(?P<course>[^/]+)/line_items"
 _MOODLE = r"/mod/lti/services\.php/(?P<course>[^/]+)/lineitems"
@@ -117,6 +122,8 @@ class LtiAgsSandbox(LtiPlatformAuth):
         self.page_size = 10
         self.ignore_filters = False
         self.refused_stale = 0
+        self.rate_limit_style = "retry_after"
+        self.leaky: LeakyBucket | None = None
         super().__init__(client_id, deployment_id, **auth)
 
     # -- SandboxApp ---------------------------------------------------------------------------------
@@ -147,10 +154,12 @@ class LtiAgsSandbox(LtiPlatformAuth):
             self.page_size = 10
             self.ignore_filters = False
             self.refused_stale = 0
+            self.rate_limit_style = "retry_after"
+            self.leaky = None
 
     def configure(self, spec: dict[str, Any]) -> dict[str, Any]:
         known = {"jwks", "jwks_url", "audience", "allowed_scopes", "token_lifetime", "expire_tokens", "page_size",
-                 "ignore_filters", "seed"}
+                 "ignore_filters", "seed", "rate_limit_style", "leaky_bucket"}
         unknown = set(spec) - known
         if unknown:
             raise ValueError(f"unknown lti_ags sandbox switch(es): {', '.join(sorted(unknown))}")
@@ -160,12 +169,49 @@ class LtiAgsSandbox(LtiPlatformAuth):
                 self.page_size = max(1, int(spec["page_size"]))
             if "ignore_filters" in spec:
                 self.ignore_filters = bool(spec["ignore_filters"])
+            if "rate_limit_style" in spec:
+                if spec["rate_limit_style"] not in STYLES:
+                    raise ValueError(f"rate_limit_style must be one of {', '.join(STYLES)}")
+                self.rate_limit_style = spec["rate_limit_style"]
+            if "leaky_bucket" in spec:
+                self.leaky = LeakyBucket.of(spec["leaky_bucket"]) if spec["leaky_bucket"] else None
             seeded = [self._store_item(str(s.get("host", "lms.invalid")), str(s["course"]),
                                        str(s.get("style", "canvas")), s) for s in spec.get("seed") or []]
-        return {"seeded": [item["id"] for item in seeded], "page_size": self.page_size}
+        return {"seeded": [item["id"] for item in seeded], "page_size": self.page_size,
+                "rate_limit_style": self.rate_limit_style,
+                "leaky_bucket": self.leaky.describe() if self.leaky else None}
 
     def error_body(self, status: int, message: str) -> Any:
         return {"errors": [{"message": message}]}
+
+    # -- throttling as real platforms do it (sandbox.lms_throttle) --------------------------------------
+    def over_limit(self, wait: int) -> Response:
+        return over_limit(self.rate_limit_style, wait, self.error_body(429, "rate limit exceeded"))
+
+    def handle(self, req: Request) -> Response | object:
+        leaky = self.leaky
+        if req.raw_path.startswith("/_sandbox/") or (leaky is None and self.rate_limit_style != "d2l"):
+            return super().handle(req)
+        headers: dict[str, str] = {}
+        if leaky is not None:
+            wait = leaky.reserve()  # charged its up-front cost while in flight
+            if wait is not None:
+                resp = self.over_limit(wait)
+                self._log(req, resp.status, fault="ratelimit")
+                return resp
+            try:
+                result = super().handle(req)
+            finally:
+                cost, remaining = leaky.settle()
+            headers = {"X-Request-Cost": f"{cost:.4f}", "X-Rate-Limit-Remaining": f"{remaining:.4f}"}
+        else:
+            result = super().handle(req)
+        if isinstance(result, Response) and not (result.status == 429 or "Rate Limit Exceeded" in str(result.body)):
+            with self.lock:
+                if self.rate_limit_style == "d2l" and self.ratelimit is not None:
+                    headers.update(d2l_headers(self.ratelimit))
+            result.headers.update(headers)
+        return result
 
     # -- line items ---------------------------------------------------------------------------------
     def _type_id(self, req: Request, style: str) -> str | Response | None:
@@ -309,6 +355,8 @@ class LtiAgsSandbox(LtiPlatformAuth):
                 return Response(400, self.error_body(400, STALE_CANVAS))
             self.scores[(n, body["userId"])] = {k: body.get(k) for k in (
                 "userId", "scoreGiven", "scoreMaximum", "comment", "activityProgress", "gradingProgress", "timestamp")}
+            if isinstance(body.get(CANVAS_SUBMISSION), dict):  # Canvas's submission extension, as received
+                self.scores[(n, body["userId"])]["submission"] = body[CANVAS_SUBMISSION]
         if style == "moodle":
             return Response(204)
         return Response(200, {"resultUrl": f"{record['id']}/results/{body['userId']}"})

@@ -39,7 +39,7 @@ from pydantic import ValidationError
 from worker import errors, hooks, shutdown
 from worker.adapters import build_adapter
 from worker.adapters.base import Adapter, AdapterContext, DeliveryResult
-from worker.adapters.http import make_client
+from worker.adapters.http import make_client, take_budget
 from worker.dispatch import new_token
 from worker.events import GradeEvent
 from worker.flow.gate import FlowControl, Verdict
@@ -157,7 +157,7 @@ class Deliverer:
             return self._dead_letter(record, None, reason, {"error_class": "ConfigurationError",
                                                             "message": reason})
         destination = destinations[event.destination]
-        with self.share.slot(destination.name, destination.max_concurrency) as admitted:
+        with self.share.slot(destination.name, self.flow.concurrency(destination)) as admitted:
             if not admitted:
                 return self._defer(record, self.share.delay(destination.name, self.rand), "over_share_deferred")
             owner = f"{self._owner}{next(self._runs)}"  # unique per run (no urandom call per event)
@@ -235,6 +235,8 @@ class Deliverer:
             log.exception("adapter_crashed")
             wrapped = errors.RetryableError(f"internal error: {type(exc).__name__}")
             return self._after_failure(record, event, destination, attempt, wrapped, entry, started, None)
+        finally:
+            self.flow.pace(destination, take_budget())  # the vendor's budget headers, before any refusal
         self.flow.succeeded(destination, verdict)
         return self._succeeded(record, attempt, result, entry, started, lease, occurred_ms)
 

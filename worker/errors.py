@@ -8,8 +8,9 @@ boundary; nothing above an adapter sees httpx or a vendor's error format.
     │   ├── RetryableError            worth another attempt later
     │   │   ├── NetworkError          connection refused / reset / dropped
     │   │   ├── VendorTimeout         no answer within the destination's timeout
-    │   │   ├── RateLimited           429 (retry_after from Retry-After when given)
-    │   │   └── VendorUnavailable     5xx
+    │   │   ├── RateLimited           a throttle: 429, 403 "Rate Limit Exceeded", 503 + Retry-After
+    │   │   ├── VendorUnavailable     5xx
+    │   │   └── NotReady              the platform cannot take it *yet* (unpublished assignment): long backoff
     │   ├── PermanentError            another attempt would fail the same way: dead-letter it
     │   │   ├── InvalidRequest        400 / 406 / 422: the vendor refused the grade as sent
     │   │   ├── AuthenticationFailed  401 (after one freshly signed / refreshed retry)
@@ -20,7 +21,9 @@ boundary; nothing above an adapter sees httpx or a vendor's error format.
     │   └── Superseded                the vendor holds a newer score: not a failure, nothing to do
     └── ConfigurationError            missing credentials or an unknown destination/vendor
 
-Each class's docstring is its default message.
+Each class's docstring is its default message. ``action``, when an adapter knows it, is what an operator
+must do before replaying the event (publish the assignment, enrol the learner, re-link the item); it ends
+:meth:`DeliveryError.describe`, so it ends the dead letter's reason.
 """
 
 from __future__ import annotations
@@ -60,12 +63,16 @@ class DeliveryError(GradeSyncError):
         self.vendor_message = vendor_message
         self.retry_after = retry_after
         self.excerpt = excerpt
+        #: what an operator must do about it (None: nothing known beyond the message)
+        self.action: str | None = None
 
     def describe(self) -> str:
-        """One line for operators: status, class and the vendor's own words."""
+        """One line for operators: status, class, the vendor's own words and what to do."""
         parts = [f"HTTP {self.status}" if self.status else None, self.message]
         if self.vendor_message and self.vendor_message not in self.message:
             parts.append(f"vendor said: {self.vendor_message}")
+        if self.action:
+            parts.append(f"to do: {self.action}")
         return " — ".join(p for p in parts if p)
 
     def as_record(self) -> dict[str, Any]:
@@ -77,6 +84,7 @@ class DeliveryError(GradeSyncError):
             "vendor_message": self.vendor_message,
             "retry_after": self.retry_after,
             "excerpt": self.excerpt,
+            **({"action": self.action} if self.action else {}),
         }
 
 
@@ -100,6 +108,10 @@ class RateLimited(RetryableError):
 
 class VendorUnavailable(RetryableError):
     """The vendor answered with a server error."""
+
+
+class NotReady(RetryableError):
+    """The platform cannot take the grade yet; it may later (e.g. the assignment is unpublished)."""
 
 
 class PermanentError(DeliveryError):

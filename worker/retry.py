@@ -5,6 +5,9 @@ with ``error``:
 
 * :class:`~worker.errors.Superseded` → ``superseded`` (the vendor has a newer score: nothing to do);
 * :class:`~worker.errors.PermanentError` → ``dead_letter`` at once;
+* :class:`~worker.errors.NotReady` (the platform may take it later: an unpublished assignment) →
+  ``retry`` after at least ``not_ready_delay`` (an hour by default), ``dead_letter`` once
+  ``max_attempts`` attempts were made — the reason says what the operator must do;
 * :class:`~worker.errors.RetryableError` → ``retry`` after an exponential, jittered, capped backoff —
   at least the vendor's ``Retry-After`` — or ``dead_letter`` once ``max_attempts`` attempts were made.
 
@@ -33,6 +36,8 @@ class RetryPolicy:
     max_attempts: int = 8
     base_delay: float = 2.0
     max_delay: float = 600.0
+    #: the least delay after a NotReady refusal (someone must act in the LMS: minutes are too short)
+    not_ready_delay: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -68,4 +73,6 @@ def decide(
     delay = backoff(attempt, policy, rand)
     if error.retry_after is not None:
         delay = max(delay, error.retry_after)
+    if isinstance(error, errors.NotReady):
+        delay = max(delay, policy.not_ready_delay * (0.5 + rand() / 2))
     return Decision(Action.RETRY, delay=round(delay, 3), reason=error.describe())

@@ -297,7 +297,7 @@ def test_many_workers_create_a_missing_line_item_exactly_once(
     ({"status": 429, "retry_after": 7, "path": "/scores$"}, errors.RateLimited),
     ({"drop": True, "path": "/scores$"}, errors.NetworkError),
     ({"latency": 1.5, "path": "/scores$"}, errors.VendorTimeout),
-    ({"status": 503, "retry_after": 3, "path": "/token$"}, errors.VendorUnavailable),
+    ({"status": 503, "retry_after": 3, "path": "/token$"}, errors.RateLimited),  # an overload saying when
     ({"drop": True, "path": "/token$"}, errors.NetworkError),
 ])
 def test_faults_over_the_wire_are_retryable(fault: dict[str, Any], cls: type[errors.DeliveryError], build: Build,
@@ -323,3 +323,15 @@ def test_an_unreachable_jwks_url_is_retryable(build: Build, control: SandboxClie
         assert "temporarily_unavailable" in (info.value.vendor_message or "")
     finally:
         control.configure(jwks=demo_jwks(), jwks_url=None)
+
+
+def test_the_canvas_submission_extension_reaches_the_platform(build: Build, control: SandboxClient,
+                                                               platform: Running) -> None:
+    (line_item,) = seed(control, platform)
+    adapter = build()
+    adapter.deliver(ev({"line_item_url": line_item, "canvas_submission": True}))
+    adapter.deliver(ev({"line_item_url": line_item, "canvas_submission": True, "regrade": True},
+                       occurred_at=(T0 + timedelta(minutes=5)).isoformat(), score_given=9))
+    (score,) = control.state()["scores"]
+    assert score["scoreGiven"] == 9
+    assert score["submission"] == {"submitted_at": "2025-05-01T12:05:00.123+00:00", "new_submission": False}

@@ -89,7 +89,7 @@ def test_401_or_403_after_the_refresh_is_permanent_and_names_the_scope(
     (httpx.Response(400, json={"detail": "Score already exists for the provided timestamp"}), errors.Superseded),
     (httpx.Response(400, text="Incorrect score received"), errors.InvalidRequest),
     (httpx.Response(422, json={"errors": [{"message": "User not found in course or is not a student"}]}),
-     errors.InvalidRequest),
+     errors.NotFound),
     (httpx.Response(404), errors.NotFound),
     (httpx.Response(415), errors.InvalidRequest),
     (httpx.Response(429, headers={"Retry-After": "12"}), errors.RateLimited),
@@ -134,3 +134,21 @@ def test_a_cached_line_item_that_is_gone_is_resolved_again() -> None:
 def test_a_destination_without_the_score_scope_is_refused_by_the_config() -> None:
     with pytest.raises(ValueError, match=r"must include https://purl\.imsglobal\.org/spec/lti-ags/scope/score"):
         destination(scopes=(LINEITEM,))
+
+
+CANVAS_EXT = "https://canvas.instructure.com/lti/submission"
+
+
+def test_the_canvas_submission_extension_only_when_the_target_asks() -> None:
+    platform = Platform(httpx.Response(200, json={}))
+    adapter = make(platform)
+    line_item = f"{BASE}/api/lti/courses/7/line_items/9"
+    adapter.deliver(event(target={"line_item_url": line_item}))
+    adapter.deliver(event(target={"line_item_url": line_item, "canvas_submission": True}))
+    adapter.deliver(event(target={"line_item_url": line_item, "canvas_submission": True, "regrade": True,
+                                  "submitted_at": "2025-03-01T10:00:00.5-05:00"}))
+    plain, first, regrade = platform.bodies()
+    assert CANVAS_EXT not in plain
+    assert first[CANVAS_EXT] == {"submitted_at": "2025-03-04T03:06:07.891+00:00"}  # the event's occurred_at
+    assert regrade[CANVAS_EXT] == {"submitted_at": "2025-03-01T15:00:00.500+00:00", "new_submission": False}
+    assert regrade["timestamp"] == "2025-03-04T03:06:07.891+00:00"  # the score's own timestamp is unchanged

@@ -39,6 +39,12 @@ LOW, HIGH = (lambda: 0.0), (lambda: 1.0)
         (errors.NotFound(status=404), 2, HIGH, Action.DEAD_LETTER, 0.0),
         (errors.Conflict(status=409), 1, HIGH, Action.DEAD_LETTER, 0.0),
         (errors.UnexpectedResponse(status=200), 1, HIGH, Action.DEAD_LETTER, 0.0),
+        # not ready (an unpublished assignment): a long backoff (not_ready_delay, jittered in [d/2, d]) ...
+        (errors.NotReady(status=422), 1, HIGH, Action.RETRY, 3600.0),
+        (errors.NotReady(status=422), 1, LOW, Action.RETRY, 1800.0),
+        (errors.NotReady(status=422), 4, HIGH, Action.RETRY, 3600.0),
+        # ... then a dead letter once max_attempts attempts were made
+        (errors.NotReady(status=422), 5, HIGH, Action.DEAD_LETTER, 0.0),
         # a newer score at the vendor is not a failure
         (errors.Superseded(status=409), 1, HIGH, Action.SUPERSEDED, 0.0),
         (errors.Superseded(status=400), 5, HIGH, Action.SUPERSEDED, 0.0),
@@ -65,3 +71,18 @@ def test_reasons_say_what_happened() -> None:
 
 def test_single_attempt_policy_never_retries() -> None:
     assert decide(errors.NetworkError(), 1, RetryPolicy(max_attempts=1)).action is Action.DEAD_LETTER
+
+
+def test_a_dead_letter_reason_ends_with_what_the_operator_must_do() -> None:
+    error = errors.NotReady("score.post: HTTP 422", status=422, vendor_message="This assignment is still unpublished")
+    error.action = "publish the assignment in the LMS, then requeue the dead letter"
+    decision = decide(error, POLICY.max_attempts, POLICY)
+    assert decision.action is Action.DEAD_LETTER
+    assert decision.reason.startswith(f"exhausted after {POLICY.max_attempts} attempts: HTTP 422")
+    assert decision.reason.endswith("to do: publish the assignment in the LMS, then requeue the dead letter")
+    assert "still unpublished" in decision.reason
+    permanent = errors.NotFound("score.post: HTTP 404", status=404)
+    permanent.action = "re-link the item"
+    assert decide(permanent, 1, POLICY).reason == "permanent: HTTP 404 — score.post: HTTP 404 — to do: re-link the item"
+    assert permanent.as_record()["action"] == "re-link the item"
+    assert "action" not in errors.NotFound("x").as_record()

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 import ssl
 import threading
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar, cast
 from urllib.parse import quote
@@ -122,14 +124,39 @@ class PerThreadTransport(httpx.BaseTransport):
             transport.close()
 
 
+#: the rate-limit budget headers an ordinary answer may carry (read by :mod:`worker.flow.headers`)
+BUDGET_HEADERS = ("X-Rate-Limit-Remaining", "X-RateLimit-Remaining", "X-Rate-Limit-Reset", "X-RateLimit-Reset",
+                  "X-Request-Cost")
+_budget = threading.local()
+
+
+def _note_budget(response: httpx.Response) -> None:
+    """Response hook: keep the budget headers of this thread's last ordinary answer (not a refusal's:
+    a throttle is the flow control's business through its error)."""
+    if response.status_code < 400:
+        headers = response.headers
+        seen = {name: headers[name] for name in BUDGET_HEADERS if name in headers}
+        if seen:
+            _budget.headers = seen
+
+
+def take_budget() -> dict[str, str] | None:
+    """The budget headers of this thread's last ordinary answer since the last call (then forgotten)."""
+    seen: dict[str, str] | None = getattr(_budget, "headers", None)
+    _budget.headers = None
+    return seen
+
+
 def make_client(destination: Destination, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    """The destination's pooled client: its base URL and timeout, keep-alive, redirects never followed."""
+    """The destination's pooled client: its base URL and timeout, keep-alive, redirects never followed;
+    the rate-limit budget headers of its answers noted per thread (:func:`take_budget`)."""
     return VendorClient(
         base_url=destination.base_url,
         timeout=httpx.Timeout(destination.timeout),
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT},
         transport=transport or PerThreadTransport(keepalive_expiry=30.0),
+        event_hooks={"response": [_note_budget]},
     )
 
 
@@ -199,6 +226,44 @@ _BY_STATUS: dict[int, type[errors.DeliveryError]] = {
 }
 
 
+#: a 403 whose text says this is a throttle (self-hosted Canvas: ``403 Forbidden (Rate Limit Exceeded)``)
+RATE_LIMIT_WORDS = re.compile(r"rate[ _-]?limit(ed)?[ _-]?exceeded|too many requests|throttl", re.IGNORECASE)
+#: the headers that report what is left of a vendor's rate-limit budget (Canvas/D2L; Thought Industries)
+REMAINING_HEADERS = ("X-Rate-Limit-Remaining", "X-RateLimit-Remaining")
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None and value.strip() else None
+    except ValueError:
+        return None
+
+
+def is_throttle(status: int, headers: Mapping[str, str], text: str = "") -> bool:
+    """Whether an answer is a throttle, by its shape rather than its status alone:
+
+    * 429, with or without ``Retry-After`` (hosted Canvas sends none, D2L and Thought Industries do);
+    * 403 whose text says the rate limit was exceeded, or that reports ``X-Rate-Limit-Remaining: 0``
+      (self-hosted Canvas: ``text/plain`` ``403 Forbidden (Rate Limit Exceeded)``, ``0.0`` remaining);
+    * 503 with ``Retry-After`` (an overload answer that says when to come back).
+    """
+    if status == 429:
+        return True
+    if status == 403:
+        if RATE_LIMIT_WORDS.search(text):
+            return True
+        return any((n := _number(headers.get(h))) is not None and n <= 0 for h in REMAINING_HEADERS)
+    return status == 503 and bool(headers.get("Retry-After"))
+
+
+def throttled(response: httpx.Response) -> bool:
+    """:func:`is_throttle` of an answer (its body text read only for a 403)."""
+    status = response.status_code
+    if status not in (403, 429, 503):
+        return False
+    return is_throttle(status, response.headers, response.text[:2000] if status == 403 else "")
+
+
 def error_class_for(status: int) -> type[errors.DeliveryError]:
     if status in _BY_STATUS:
         return _BY_STATUS[status]
@@ -216,14 +281,17 @@ def error_for_status(
     vendor_message: str | None = None,
     cls: type[errors.DeliveryError] | None = None,
 ) -> errors.DeliveryError:
-    """The project error for a non-success answer (``cls`` overrides the status mapping)."""
+    """The project error for a non-success answer (``cls`` overrides the status mapping; a throttle, by
+    its shape, is always :class:`~worker.errors.RateLimited`: see :func:`throttled`)."""
     status = response.status_code
-    klass = cls or error_class_for(status)
+    klass = errors.RateLimited if throttled(response) else cls or error_class_for(status)
     retry_after = parse_retry_after(response.headers.get("Retry-After"))
     reason = response.reason_phrase or ""
     message = f"{route}: HTTP {status} {reason}".rstrip()
     if klass is errors.UnexpectedResponse:
         message = f"{route}: unexpected HTTP {status} {reason}".rstrip()
+    elif klass is errors.RateLimited and status != 429:
+        message += " (throttled: the vendor's rate limit)"
     return klass(
         message,
         status=status,

@@ -206,6 +206,8 @@ def message_of(response: httpx.Response) -> str | None:
         if isinstance(errs, list) and errs:
             first = errs[0]
             text = str(first.get("message") if isinstance(first, dict) else first)
+        elif isinstance(errs, dict) and isinstance(errs.get("message"), str):  # Canvas {type, message}
+            text = errs["message"]
         elif isinstance(errs, dict) and errs:
             text = "; ".join(f"{k}: {v}" for k, v in errs.items())
         else:

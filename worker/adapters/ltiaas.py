@@ -24,6 +24,7 @@ from worker.adapters.http import (
     compact_json,
     error_class_for,
     error_for_status,
+    is_throttle,
     json_or_none,
     path_segment,
     send,
@@ -80,6 +81,8 @@ def classify(response: httpx.Response) -> errors.DeliveryError:
     text = " ".join(str(details.get(k) or "") for k in ("message", "description"))
     if isinstance(body, dict) and not text.strip():
         text = str(body.get("error") or "")
+    if effective != status and is_throttle(effective, response.headers, text):  # the LMS throttled LTIAAS
+        return error_for_status(response, route=ROUTE, vendor_message=message, cls=errors.RateLimited)
     if is_stale_refusal(effective, text):
         return error_for_status(response, route=ROUTE, vendor_message=message, cls=errors.Superseded)
     if 300 <= status < 400 or status < 200:

@@ -20,6 +20,8 @@ import structlog
 
 from worker import errors
 from worker.dispatch import new_token
+from worker.flow import headers
+from worker.flow import rate as adaptive
 from worker.flow.decide import SAFETY, FlowState, Gate, Knobs, Outcome, Transition, admit, after, limiter_burst
 from worker.flow.store import FlowStore
 from worker.settings import Destination
@@ -29,6 +31,8 @@ log = structlog.get_logger("gradesync.flow")
 
 #: a rate-limit slot this close is waited for on the thread; a later one is deferred durably
 SHORT_WAIT = 0.25
+#: a process looks at a destination's budget headers at most this often (seconds)
+PACE_EVERY = 0.2
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ def outcome_of(exc: errors.DeliveryError) -> Outcome:
     """The destination-level meaning of one attempt's error."""
     if isinstance(exc, errors.RateLimited):
         return Outcome.THROTTLED
+    if isinstance(exc, errors.NotReady):  # the platform answered: this event's business, not its health
+        return Outcome.PERMANENT
     if isinstance(exc, errors.RetryableError):
         return Outcome.TRANSIENT
     if isinstance(exc, errors.Superseded):
@@ -69,6 +75,53 @@ class FlowControl:
         self.clock = clock
         self.sleep = sleep
         self.rand = rand
+        #: per destination: the largest budget ``remaining`` seen (its capacity), the last look at it
+        self._capacity: dict[str, float] = {}
+        self._paced_at: dict[str, float] = {}
+        #: per destination: the threads its in-flight budget carries (None: no such budget reported)
+        self._concurrency: dict[str, int | None] = {}
+
+    def concurrency(self, destination: Destination) -> int | None:
+        """The destination's ``max_concurrency``, lowered to what its in-flight budget carries."""
+        cap = self._concurrency.get(destination.name)
+        limit = destination.max_concurrency
+        return limit if cap is None else cap if limit is None else min(cap, limit)
+
+    def pace(self, destination: Destination, raw: dict[str, str] | None) -> float | None:
+        """Slow the destination before the vendor refuses: when its answers report their rate-limit
+        budget (``raw``: :func:`worker.adapters.http.take_budget`), lower its adaptive rate to
+        :func:`worker.flow.headers.paced_rate` (never raise it). Returns the rate set, if any."""
+        if not raw:
+            return None
+        now = self.clock()
+        budget = headers.parse(raw, now)
+        if budget is None:
+            return None
+        name = destination.name
+        capacity = self._capacity[name] = max(self._capacity.get(name, 0.0), budget.remaining)
+        self._concurrency[name] = headers.concurrency_cap(budget, capacity)
+        if now - self._paced_at.get(name, 0.0) < PACE_EVERY:
+            return None
+        self._paced_at[name] = now
+        knobs = Knobs.of(destination)
+
+        def lower(state: FlowState) -> Transition:
+            in_force = state.effective_rate(knobs, now)
+            current = in_force or state.sent_rate(now)
+            paced = headers.paced_rate(budget, capacity, current)
+            if paced is None or not headers.lowers(paced, in_force):
+                return Transition()
+            lowered = adaptive.paced(paced, current=current, configured=knobs.rate, now=now)
+            why = (f"X-Rate-Limit-Remaining {budget.remaining:g} of {capacity:g}: paced to {lowered.base:.0f}/min "
+                   f"before any refusal, doubling every {adaptive.DOUBLING:.0f} s")
+            return Transition(set=lowered.fields(why))
+
+        transition = self.flow.apply(name, knobs, lower)
+        if transition.set:
+            log.info("rate_paced", rate_per_minute=transition.set["rate"], remaining=budget.remaining,
+                     reset=budget.reset, cost=budget.cost)
+            return float(transition.set["rate"])
+        return None
 
     def before(self, record: EventRecord, destination: Destination) -> Verdict:
         """Admit, defer, park or expire ``record`` before its attempt (see the module docstring)."""

@@ -96,6 +96,18 @@ def lowered(*, refused: float, before: float | None, configured: float | None, f
     return Adapted(base=round(base, 3), since=since, until=round(until, 3), refused=round(refused, 3))
 
 
+def paced(rate: float, *, current: float | None, configured: float | None, now: float) -> Adapted:
+    """A rate lowered *before* any refusal, from the vendor's budget headers (:mod:`worker.flow.headers`):
+    it starts at ``rate`` now and recovers in time like one lowered by a 429 (the headers pull it back
+    while the budget stays low); ``current``: the rate in force (or sent) when it was paced."""
+    base = max(MIN_RATE, rate)
+    refused = max(current or base, base)
+    target = configured if configured is not None else UNLIMITED_FACTOR * refused
+    doublings = math.log2(target / base) if target > base else 0.0
+    until = now + min(RECOVERY_MAX, max(DOUBLING, DOUBLING * doublings))
+    return Adapted(base=round(base, 3), since=now, until=round(until, 3), refused=round(refused, 3))
+
+
 def reason_text(detail: str, refused: float, base: float) -> str:
     """Why the rate is lowered, for operators: the vendor's answer and the rates."""
     return f"{detail or 'HTTP 429'} at {refused:.0f}/min: lowered to {base:.0f}/min, doubling every {DOUBLING:.0f} s"

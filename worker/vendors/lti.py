@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from worker.vendors.base import DestinationBase, Id, TargetBase, Url
 
@@ -99,6 +108,12 @@ class LtiAgsTarget(TargetBase):
     tag: Id | None = None
     label: str | None = Field(None, min_length=1, max_length=255, description="label of a created line item")
     score_maximum: float | None = Field(None, gt=0, description="scoreMaximum of a created line item")
+    canvas_submission: bool = Field(False, description=(
+        "add Canvas's submission extension (https://canvas.instructure.com/lti/submission) to the score"))
+    submitted_at: AwareDatetime | None = Field(None, description=(
+        "when the learner submitted (Canvas submitted_at); default: the event's occurred_at"))
+    regrade: bool = Field(False, description=(
+        "a corrected grade of an existing submission: Canvas new_submission false (no new attempt)"))
 
     @model_validator(mode="after")
     def _addressing(self) -> LtiAgsTarget:
