@@ -44,6 +44,8 @@ from worker.ops.metrics import metrics_router
 from worker.ops.overview import OpsContext, overview_json
 from worker.ops.views import event_view
 from worker.publish import Publisher
+from worker.registry.live import LiveDestinations
+from worker.registry.store import Registry
 from worker.settings import ConfigError, Settings, get_settings, without_credentials
 from worker.store.deadletters import DLQFilter
 
@@ -255,12 +257,16 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
     destinations file is invalid."""
     settings = settings or get_settings()
     token = api_token(settings)
-    settings.destinations()  # fail now on a bad destinations file, not at the first request
-    register_destinations(settings)  # masked by value in every page and answer
+    if settings.destinations_file.exists():  # absent: the run-time registry alone (worker.registry)
+        settings.destinations()  # fail now on a bad destinations file, not at the first request
     proxies = TrustedProxies.parse(settings.trusted_proxies)
     if token is None:
         log.warning("insecure_dev", message=INSECURE_WARNING)
     ctx = ctx or OpsContext(settings)
+    # the file applied to the run-time registry, then polled: a destination registered at run time is
+    # served (ingest, pages, JWKS) within seconds, without a restart
+    live = LiveDestinations(settings, Registry(ctx.store.redis, ctx.keys)).install()
+    register_destinations(settings)  # masked by value in every page and answer
     publisher = Publisher(settings, dispatcher=ctx.dispatcher)
 
     audits = AuditRunner(settings, ctx.store, publisher=publisher)
@@ -271,6 +277,7 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
         threading.Thread(target=_resume_audits, args=(audits, stop), name="audit-resume", daemon=True).start()
         yield
         stop.set()
+        live.close()
         publisher.close()
         ctx.close()
 
