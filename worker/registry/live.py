@@ -37,6 +37,9 @@ log = structlog.get_logger("gradesync.registry")
 
 #: seconds between two looks at the registry's version
 POLL_SECONDS = 2.0
+#: set (to ``1``) by ``gradesync worker`` without ``--destinations``: its processes consume the queue of
+#: every destination, including those registered while they run (:mod:`worker.tasks`)
+FOLLOW_REGISTRY = "GRADESYNC_WORKER_FOLLOW_REGISTRY"
 
 Listener = Callable[[dict[str, Destination], set[str]], None]
 

@@ -107,3 +107,23 @@ def current_destinations(settings: CommonSettings, registry: Registry | None = N
     if version == 0:
         return settings.destinations()
     return load_all(settings, entries)
+
+
+def startup_destinations(settings: CommonSettings) -> dict[str, Destination]:
+    """For a command starting workers: the destinations file applied (it keeps the file's rules: only
+    ``*_env`` secrets), then what the registry holds; the file alone while Redis does not answer."""
+    from worker.settings import load_destinations
+
+    path = settings.destinations_file
+    if path.exists():
+        load_destinations(path, attempt_time_limit=settings.attempt_time_limit)
+    registry = registry_for(settings)
+    try:
+        if path.exists():
+            apply_file(settings, registry, path, actor="startup", audit=False)
+        return current_destinations(settings, registry)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("registry_unavailable_at_start", error=type(exc).__name__)
+        return settings.destinations()
+    finally:
+        registry.r.close()
