@@ -304,7 +304,7 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
     auth = BearerAuth(token)
     app.include_router(ingest_router(settings, publisher, dependencies=[Depends(auth)]))
     app.include_router(v1_router(ctx, auth))
-    app.include_router(destinations_router(ctx, auth))
+    app.include_router(destinations_router(ctx, auth, refresh=live.refresh))
     app.include_router(audits_router(ctx, auth_dependency(auth), audits, publisher))
     app.include_router(health_router(ctx))
     app.include_router(metrics_router(ctx))

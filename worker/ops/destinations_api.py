@@ -13,14 +13,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, params
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response, params
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from worker.ops import registry_api
 from worker.ops.flow_status import MAX_REASON, DestinationStatus, FlowStatus, clean_reason
 from worker.ops.overview import OpsContext
 from worker.ops.views import iso
 from worker.redact import redact_text
+from worker.safetext import printable
 from worker.store.stats import OUTCOMES
 
 #: the dashboard chart's window (minutes); the per-minute buckets are kept two hours
@@ -49,8 +52,15 @@ def status_json(s: DestinationStatus) -> dict[str, Any]:
     return data
 
 
-def list_json(ctx: OpsContext) -> dict[str, Any]:
-    return {"destinations": [status_json(s) for s in flow_status(ctx).all()]}
+def list_json(ctx: OpsContext, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
+    """Every destination's status in name order, or one page of ``limit`` after ``cursor`` (exclusive);
+    ``next_cursor``: the cursor of the next page (None: the last page)."""
+    flow = flow_status(ctx)
+    names = sorted(n for n in flow.destinations if cursor is None or n > cursor)
+    page = names[:limit] if limit is not None else names
+    more = limit is not None and len(names) > limit
+    return {"destinations": [status_json(s) for s in flow.many(page)],
+            "next_cursor": page[-1] if more and page else None}
 
 
 def _one(ctx: OpsContext, name: str) -> dict[str, Any]:
@@ -98,13 +108,35 @@ def throughput_json(ctx: OpsContext, minutes: int = CHART_MINUTES) -> dict[str, 
     }
 
 
-def destinations_router(ctx: OpsContext, auth: Callable[..., Awaitable[None]]) -> APIRouter:
-    """The ``/v1/destinations`` routes (``auth``: the Bearer dependency of every /v1 route)."""
+def destinations_router(ctx: OpsContext, auth: Callable[..., Awaitable[None]],
+                        refresh: Callable[[], object] | None = None) -> APIRouter:
+    """The ``/v1/destinations`` routes (``auth``: the Bearer dependency of every /v1 route; ``refresh``:
+    re-read the run-time registry after a change made here)."""
     router = APIRouter(prefix="/v1", dependencies=[Depends(auth)], tags=["destinations"])
 
-    @router.get("/destinations", summary="Flow control of every destination: state, reason, since, rate, parked")
-    def list_destinations() -> dict[str, Any]:
-        return list_json(ctx)
+    @router.get("/destinations", summary="Flow control of every destination: state, reason, since, rate, parked "
+                                         "(paged in name order with cursor + limit)")
+    def list_destinations(cursor: Annotated[str | None, Query(max_length=100)] = None,
+                          limit: Annotated[int | None, Query(ge=1, le=10_000)] = None) -> dict[str, Any]:
+        return list_json(ctx, cursor, limit)
+
+    @router.put("/destinations/{name}", status_code=200,
+                summary="Register or update a destination at run time (the keys of destinations.toml; audited)",
+                responses={201: {"description": "created"}, 422: {"description": "each problem by key"}})
+    async def put_destination(name: str, body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+        return await run_in_threadpool(registry_api.put, ctx, name, body, "api", refresh)
+
+    @router.delete("/destinations/{name}", summary="Remove a destination (409 while events of it are pending, "
+                                                   "unless force=true: they are dead-lettered; audited)",
+                   responses={404: {"description": "not registered"}, 409: {"description": "events pending"}})
+    async def delete_destination(name: str, force: bool = False,
+                                 reason: Annotated[str, Query(max_length=MAX_REASON)] = "") -> dict[str, Any]:
+        return await run_in_threadpool(registry_api.delete, ctx, name, force, printable(reason), "api", refresh)
+
+    @router.get("/destinations/{name}/config", summary="A registered destination's keys (secrets masked)",
+                responses={404: {"description": "not registered"}})
+    def get_destination_config(name: str) -> dict[str, Any]:
+        return registry_api.config(ctx, name)
 
     @router.get("/destinations/{name}", summary="One destination's flow-control status",
                 responses={404: {"description": "no such destination is configured"}})
