@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from pydantic import SecretStr
 
 from worker.keys import Keys
 from worker.registry.live import LiveDestinations
@@ -131,3 +132,20 @@ def test_the_file_is_applied_at_start(settings: Settings, registry: Registry, tm
     path.write_text('[destinations.f2]\nvendor = "ltiaas"\nbase_url = "https://x"\napi_key = "inline"\n')
     with pytest.raises(Exception, match="secrets are never written in the file"):
         LiveDestinations(with_file, registry).install()  # the start-up file keeps the file's rules
+
+
+def test_keys_rotate_re_encrypts_the_registered_secrets(settings: Settings, registry: Registry) -> None:
+    from worker.crypto import WireCipher, generate_key
+    from worker.ops.keys_cli import rotate_registry
+
+    entry = {k: v for k, v in lt().items() if k != "api_key_env"}
+    apply_document(settings, registry, {"destinations": {"a": {**entry, "api_key": SECRET}, "b": lt()}},
+                   actor="test")
+    old = settings.secret_key.get_secret_value()  # type: ignore[union-attr]
+    new = generate_key()
+    assert rotate_registry(registry, WireCipher.parse(f"{new},{old}")) == {
+        "rotated": 1, "changed_meanwhile": 0, "undecryptable": 0}  # "b" has no direct secret
+    only_new = settings.model_copy(update={"secret_key": SecretStr(new)})
+    (dest,) = [d for n, d in current_destinations(only_new, registry).items() if n == "a"]
+    assert dest.secret("api_key").get_secret_value() == SECRET  # type: ignore[union-attr]
+    assert rotate_registry(registry, WireCipher.parse(generate_key()))["undecryptable"] == 1

@@ -168,3 +168,14 @@ def masked(stored: str) -> dict[str, Any]:
             config[path] = MASK
     return config
 
+
+
+def rotate(stored: str, cipher: WireCipher) -> str:
+    """``stored`` with each direct secret re-encrypted with the first key (``gradesync keys rotate``);
+    :class:`worker.crypto.UndecryptableRecord` when a secret's key is not listed any more."""
+    doc = json.loads(stored)
+    secrets = doc.get("secrets") or {}
+    if not secrets:
+        return stored
+    doc["secrets"] = {p: cipher.rotate(t) for p, t in secrets.items()}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))

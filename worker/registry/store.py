@@ -119,6 +119,23 @@ class Registry:
             self._changed([name], "remove", int(version))
         return bool(removed)
 
+    def swap(self, name: str, read: str, fresh: str) -> bool:
+        """Replace ``name``'s entry by ``fresh`` only if it is still ``read`` (a key rotation); the version
+        moves, so every process re-reads it."""
+        with self.r.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(self.keys.registry)  # type: ignore[no-untyped-call]
+                current = pipe.hget(self.keys.registry, name)
+                if current is None or _text(current) != read:
+                    return False
+                pipe.multi()
+                pipe.hset(self.keys.registry, name, fresh)
+                pipe.incr(self.keys.registry_version)
+                pipe.execute()
+            except redis.WatchError:
+                return False
+        return True
+
     def _changed(self, names: list[str], op: str, version: int) -> None:
         with self.r.pipeline(transaction=False) as pipe:
             for name in names[:AUDIT_NAMES]:
