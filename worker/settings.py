@@ -285,6 +285,11 @@ class Settings(WorkerSettings, ServerSettings):
 _LIVE: dict[tuple[str, str], list[Callable[[], dict[str, Destination]]]] = {}
 
 
+def has_live_destinations(settings: CommonSettings) -> bool:
+    """Does this process hold a live view of ``settings``' registry (a worker, `gradesync serve`)?"""
+    return bool(_LIVE.get(settings.registry_id))
+
+
 def install_live_destinations(settings: CommonSettings, current: Callable[[], dict[str, Destination]]) -> None:
     """From now on ``settings.destinations()`` (and every settings of the same registry) is ``current()``."""
     _LIVE.setdefault(settings.registry_id, []).append(current)

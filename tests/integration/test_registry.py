@@ -149,3 +149,21 @@ def test_keys_rotate_re_encrypts_the_registered_secrets(settings: Settings, regi
     (dest,) = [d for n, d in current_destinations(only_new, registry).items() if n == "a"]
     assert dest.secret("api_key").get_secret_value() == SECRET  # type: ignore[union-attr]
     assert rotate_registry(registry, WireCipher.parse(generate_key()))["undecryptable"] == 1
+
+
+def test_a_producer_without_a_live_view_knows_registered_destinations(settings: Settings, registry: Registry) -> None:
+    from worker.publish import InvalidEvents, Publisher
+    from worker.testing import InMemoryDispatcher
+
+    apply_document(settings, registry, {"destinations": {"tenant-x": lt()}}, actor="test")
+    event = {"destination": "tenant-x", "learner_id": "l1", "score_given": 1, "score_maximum": 2,
+             "target": {"line_item_id": "https://lms.example/li/1", "service_key": "k"}}
+    publisher = Publisher(settings, dispatcher=InMemoryDispatcher())
+    try:
+        (eid,) = publisher.publish_many([event])
+        assert publisher.ledger.load(eid) is not None
+        registry.delete("tenant-x", actor="test")
+        with pytest.raises(InvalidEvents):
+            publisher.publish_many([{**event, "learner_id": "l2"}])  # removed: refused from the next batch
+    finally:
+        publisher.close()

@@ -259,20 +259,22 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
     token = api_token(settings)
     if settings.destinations_file.exists():  # absent: the run-time registry alone (worker.registry)
         settings.destinations()  # fail now on a bad destinations file, not at the first request
+        register_destinations(settings)  # masked by value in every page and answer
     proxies = TrustedProxies.parse(settings.trusted_proxies)
     if token is None:
         log.warning("insecure_dev", message=INSECURE_WARNING)
     ctx = ctx or OpsContext(settings)
-    # the file applied to the run-time registry, then polled: a destination registered at run time is
-    # served (ingest, pages, JWKS) within seconds, without a restart
-    live = LiveDestinations(settings, Registry(ctx.store.redis, ctx.keys)).install()
-    register_destinations(settings)  # masked by value in every page and answer
+    # installed while the app runs (lifespan): the file applied to the run-time registry, then polled, so
+    # a destination registered at run time is served (ingest, pages, JWKS) within seconds, no restart
+    live = LiveDestinations(settings, Registry(ctx.store.redis, ctx.keys))
     publisher = Publisher(settings, dispatcher=ctx.dispatcher)
 
     audits = AuditRunner(settings, ctx.store, publisher=publisher)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(live.install)
+        register_destinations(settings)  # masked by value in every page and answer
         stop = threading.Event()
         threading.Thread(target=_resume_audits, args=(audits, stop), name="audit-resume", daemon=True).start()
         yield

@@ -52,15 +52,19 @@ def status_json(s: DestinationStatus) -> dict[str, Any]:
     return data
 
 
-def list_json(ctx: OpsContext, cursor: str | None = None, limit: int | None = None) -> dict[str, Any]:
+def list_json(ctx: OpsContext, cursor: str | None = None, limit: int | None = None,
+              query: str | None = None) -> dict[str, Any]:
     """Every destination's status in name order, or one page of ``limit`` after ``cursor`` (exclusive);
-    ``next_cursor``: the cursor of the next page (None: the last page)."""
+    ``query``: only names containing it (case-insensitive). ``next_cursor``: the cursor of the next page
+    (None: the last page); ``total``: how many match ``query``."""
     flow = flow_status(ctx)
-    names = sorted(n for n in flow.destinations if cursor is None or n > cursor)
+    needle = (query or "").strip().lower()
+    matching = sorted(n for n in flow.destinations if needle in n.lower())
+    names = [n for n in matching if cursor is None or n > cursor]
     page = names[:limit] if limit is not None else names
     more = limit is not None and len(names) > limit
     return {"destinations": [status_json(s) for s in flow.many(page)],
-            "next_cursor": page[-1] if more and page else None}
+            "next_cursor": page[-1] if more and page else None, "total": len(matching)}
 
 
 def _one(ctx: OpsContext, name: str) -> dict[str, Any]:
@@ -84,10 +88,11 @@ def resume(ctx: OpsContext, name: str, actor: str) -> dict[str, Any]:
         raise HTTPException(404, f"no destination {name!r} is configured") from None
 
 
-def throughput_json(ctx: OpsContext, minutes: int = CHART_MINUTES) -> dict[str, Any]:
-    """Per destination and minute: delivered (succeeded) and failed attempts (retried + dead-lettered)."""
+def throughput_json(ctx: OpsContext, minutes: int = CHART_MINUTES, only: list[str] | None = None) -> dict[str, Any]:
+    """Per destination and minute: delivered (succeeded) and failed attempts (retried + dead-lettered);
+    ``only``: these destinations (the dashboard's page), else all."""
     vendors = ctx.vendors()
-    names = sorted(vendors)
+    names = sorted(vendors) if only is None else sorted(n for n in set(only) if n in vendors)
     starts, counts = ctx.store.stats.series(names, OUTCOMES, minutes)
     zero = [0] * len(starts)
 
@@ -164,15 +169,19 @@ def add_dashboard_routes(api: APIRouter, ctx: OpsContext, csrf: params.Depends) 
     no_store = {"Cache-Control": "no-store"}
 
     @api.get("/destinations")
-    def ui_destinations(response: Response) -> dict[str, Any]:
+    def ui_destinations(response: Response, q: Annotated[str | None, Query(max_length=100)] = None,
+                        cursor: Annotated[str | None, Query(max_length=100)] = None,
+                        limit: Annotated[int | None, Query(ge=1, le=500)] = None) -> dict[str, Any]:
         response.headers.update(no_store)
-        return list_json(ctx)
+        return list_json(ctx, cursor, limit, q)
 
     @api.get("/throughput")
     def ui_throughput(response: Response,
-                      minutes: Annotated[int, Query(ge=5, le=120)] = CHART_MINUTES) -> dict[str, Any]:
+                      minutes: Annotated[int, Query(ge=5, le=120)] = CHART_MINUTES,
+                      names: Annotated[str | None, Query(max_length=60_000)] = None) -> dict[str, Any]:
         response.headers.update(no_store)
-        return throughput_json(ctx, minutes)
+        only = [n for n in names.split(",") if n][:500] if names is not None else None
+        return throughput_json(ctx, minutes, only)
 
     @api.post("/destinations/{name}/pause", dependencies=[csrf])
     async def ui_pause(name: str, body: PauseBody) -> dict[str, Any]:
