@@ -22,6 +22,7 @@ from worker.store.deadletters import DeadLetterQueue
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 WAIT_MS = 20_000  # the page refreshes itself every 5 s
+DASH = "\u2013"  # the en dash of the page's count ("1-24 of N" with an en dash)
 BREAKER_REASON = "5 consecutive transient failures: 503 Service Unavailable <img src=x onerror=alert(1)>"
 
 
@@ -147,15 +148,15 @@ def test_flow_view_pages_and_searches_registered_destinations(cluster: Cluster, 
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
         login(page, ops_server.url)
-        expect(page.locator("#flow-count")).to_have_text(f"1–24 of {total}", timeout=WAIT_MS)  # seen by the poll
+        expect(page.locator("#flow-count")).to_have_text(f"1{DASH}24 of {total}", timeout=WAIT_MS)  # seen by the poll
         cards = page.locator("#flow-grid .flow-card")
         expect(cards).to_have_count(24)
         expect(page.locator("#flow-prev")).to_be_disabled()
         page.click("#flow-next")
-        expect(page.locator("#flow-count")).to_have_text(f"25–48 of {total}", timeout=WAIT_MS)
+        expect(page.locator("#flow-count")).to_have_text(f"25{DASH}48 of {total}", timeout=WAIT_MS)
         expect(page.locator("#flow-prev")).to_be_enabled()
         page.fill("#flow-search", "SCHOOL-05")
-        expect(page.locator("#flow-count")).to_have_text("1–10 of 10", timeout=WAIT_MS)
+        expect(page.locator("#flow-count")).to_have_text(f"1{DASH}10 of 10", timeout=WAIT_MS)
         expect(cards).to_have_count(10)
         expect(cards.first).to_have_attribute("data-destination", "school-050")
         expect(page.locator("#flow-next")).to_be_disabled()
