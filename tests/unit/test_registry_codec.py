@@ -58,7 +58,7 @@ def test_a_direct_secret_needs_the_encryption_key() -> None:
 def test_a_direct_secret_is_stored_encrypted_and_shown_masked() -> None:
     prepared = prepare("acme", {**LT, "api_key": SECRET}, cipher=CIPHER, environ={})
     assert SECRET not in prepared.stored
-    assert prepared.secrets == [SECRET]
+    assert prepared.secrets == {"api_key": SECRET}
     doc = json.loads(prepared.stored)
     assert doc["secrets"]["api_key"].startswith("fernet:") and "api_key" not in doc["config"]
     assert prepared.destination.secret("api_key").get_secret_value() == SECRET  # type: ignore[union-attr]
@@ -101,3 +101,18 @@ def test_every_vendor_takes_its_secret_directly(entry: dict[str, Any], field: st
     assert value not in prepared.stored
     assert prepared.destination.secret(field).get_secret_value() == value  # type: ignore[union-attr]
     assert masked(prepared.stored)[field] == MASK
+
+
+def test_a_re_applied_table_is_unchanged_only_with_the_same_secret() -> None:
+    from worker.registry.codec import unchanged
+
+    old = prepare("acme", {**LT, "api_key": SECRET}, cipher=CIPHER, environ={})
+    same = prepare("acme", {**LT, "api_key": SECRET}, cipher=CIPHER, environ={})
+    assert same.stored != old.stored  # a new ciphertext each time ...
+    assert unchanged(old.stored, same, CIPHER)  # ... yet the same entry
+    assert not unchanged(old.stored, prepare("acme", {**LT, "api_key": SECRET + "x"}, cipher=CIPHER, environ={}),
+                         CIPHER)
+    assert not unchanged(old.stored, prepare("acme", {**LT, "api_key": SECRET, "timeout": 5}, cipher=CIPHER,
+                                             environ={}), CIPHER)
+    assert not unchanged(None, same, CIPHER)
+    assert not unchanged(old.stored, same, WireCipher.parse(generate_key()))  # cannot tell: a change

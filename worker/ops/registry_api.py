@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from worker.ops.overview import OpsContext
 from worker.registry.codec import masked
 from worker.registry.pending import dead_letter_pending, pending_events
-from worker.registry.service import DocumentError, prepare_all
+from worker.registry.service import DocumentError, keep_unchanged, prepare_all
 from worker.registry.store import Registry
 
 
@@ -40,7 +40,7 @@ def put(ctx: OpsContext, name: str, body: Any, actor: str, refresh: Callable[[],
         detail = [{"loc": ["body", *([k] if k else [])], "msg": m, "type": "value_error"} for _, k, m in exc.problems]
         return JSONResponse({"detail": detail}, status_code=422)
     reg = registry(ctx)
-    status = reg.upsert(prepared, actor=actor, source="api")[name]
+    status = reg.upsert(keep_unchanged(ctx.settings, reg, prepared), actor=actor, source="api")[name]
     if refresh is not None:
         refresh()  # this server at once; the workers within their poll
     stored = reg.get(name)

@@ -48,7 +48,7 @@ class Prepared:
     name: str
     stored: str
     destination: Destination
-    secrets: list[str] = field(default_factory=list, repr=False)  # the plaintexts (to register for redaction)
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)  # path -> plaintext (never stored)
 
 
 def placeholder(path: str) -> str:
@@ -133,7 +133,7 @@ def prepare(name: str, entry: Any, *, cipher: WireCipher | None, environ: Mappin
     dest = _validate(name, config, secrets, environ, attempt_time_limit)
     encrypted = {p: cipher.encrypt(v) for p, v in secrets.items()} if cipher is not None else {}
     stored = json.dumps({"config": config, "secrets": encrypted}, sort_keys=True, separators=(",", ":"))
-    return Prepared(name, stored, dest, list(secrets.values()))
+    return Prepared(name, stored, dest, dict(secrets))
 
 
 def materialize(name: str, stored: str, *, cipher: WireCipher | None, environ: Mapping[str, str],
@@ -179,3 +179,20 @@ def rotate(stored: str, cipher: WireCipher) -> str:
         return stored
     doc["secrets"] = {p: cipher.rotate(t) for p, t in secrets.items()}
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
+
+
+def unchanged(old: str | None, new: Prepared, cipher: WireCipher | None) -> bool:
+    """Does the stored ``old`` mean exactly ``new`` (the same table and the same secret values)? Then it is
+    kept as is: a re-applied file changes nothing (its secrets' ciphertexts differ each time)."""
+    if old is None:
+        return False
+    try:
+        doc_old, doc_new = json.loads(old), json.loads(new.stored)
+        if doc_old.get("config") != doc_new.get("config"):
+            return False
+        enc = doc_old.get("secrets") or {}
+        if set(enc) != set(new.secrets):
+            return False
+        return not enc or (cipher is not None and all(cipher.decrypt(enc[p]) == v for p, v in new.secrets.items()))
+    except (ValueError, TypeError, AttributeError, UndecryptableRecord):
+        return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import structlog
 
 from worker.crypto import WireCipher
 from worker.keys import Keys
-from worker.registry.codec import EntryError, Prepared, materialize, prepare
+from worker.registry.codec import EntryError, Prepared, materialize, prepare, unchanged
 from worker.registry.store import Registry
 from worker.settings import CommonSettings, ConfigError, Destination, key_problem
 
@@ -66,7 +67,19 @@ def apply_document(settings: CommonSettings, registry: Registry, raw: Mapping[st
     if unknown:
         raise DocumentError(source, [("", "", f"unknown top-level key {k!r}") for k in unknown])
     prepared = prepare_all(settings, table, source=source)
-    return registry.upsert(prepared, actor=actor, source=source, audit=audit)
+    return registry.upsert(keep_unchanged(settings, registry, prepared), actor=actor, source=source, audit=audit)
+
+
+def keep_unchanged(settings: CommonSettings, registry: Registry, prepared: list[Prepared]) -> list[Prepared]:
+    """``prepared`` with each entry that means what is stored already replaced by the stored text (so the
+    registry sees it unchanged: no new version, no reload anywhere)."""
+    with_secrets = [p for p in prepared if p.secrets]
+    if not with_secrets:
+        return prepared
+    cipher = WireCipher.optional(settings)
+    olds = dict(zip((p.name for p in with_secrets), registry.get_many([p.name for p in with_secrets]), strict=True))
+    return [replace(p, stored=olds[p.name] or p.stored) if p.secrets and unchanged(olds[p.name], p, cipher) else p
+            for p in prepared]
 
 
 def read_document(path: Path) -> dict[str, Any]:

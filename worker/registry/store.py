@@ -52,6 +52,9 @@ class Registry:
         value = self.r.hget(self.keys.registry, name)
         return _text(value) if value is not None else None
 
+    def get_many(self, names: list[str]) -> list[str | None]:
+        return [_text(v) if v is not None else None for v in self.r.hmget(self.keys.registry, names)] if names else []
+
     def count(self) -> int:
         return int(self.r.zcard(self.keys.registry_names))
 
