@@ -18,6 +18,7 @@ from typing import Any
 import redis
 import structlog
 
+from worker.connections import redis_client
 from worker.crypto import WireCipher
 from worker.keys import Keys
 from worker.registry.codec import EntryError, Prepared, materialize, prepare, unchanged
@@ -36,7 +37,8 @@ class DocumentError(ConfigError):
 
 
 def registry_for(settings: CommonSettings, client: redis.Redis | None = None) -> Registry:
-    return Registry(client or redis.Redis.from_url(settings.redis_url), Keys(settings.key_prefix))
+    return Registry(client or redis_client(settings.redis_url, socket_timeout=15, socket_connect_timeout=5),
+                    Keys(settings.key_prefix))
 
 
 def prepare_all(settings: CommonSettings, tables: Mapping[str, Any], *, source: str = "request",
