@@ -206,15 +206,10 @@ class CommonSettings(BaseSettings):
         Every rule about the file is a validator (including the one that needs these settings: request
         timeouts must fit :attr:`attempt_time_limit`), so every process refuses the same files.
         """
-        live = _LIVE.get(self.registry_id)
-        if live:  # a worker or `gradesync serve`: the run-time registry (worker.registry)
-            return live[-1]()
+        live = _LIVE.get(id(self))
+        if live:  # a worker's or `gradesync serve`'s settings: the run-time registry (worker.registry)
+            return live[1][-1]()
         return _destinations_cached(self.destinations_file.resolve(), self.attempt_time_limit)
-
-    @property
-    def registry_id(self) -> tuple[str, str]:
-        """Which run-time registry these settings read: (Redis URL, key prefix)."""
-        return (self.redis_url, self.key_prefix)
 
     def vendors(self) -> dict[str, str]:
         """destination name -> vendor (the map :class:`worker.events.GradeEvent` validation takes)."""
@@ -279,29 +274,32 @@ class Settings(WorkerSettings, ServerSettings):
     shared by several processes (the one-process ``gradesync`` command runs any of them)."""
 
 
-#: registry id -> the current destinations of that registry in this process (installed by a worker or
-#: `gradesync serve`: :class:`worker.registry.live.LiveDestinations`); absent: the file alone
-#: (the last installed of those still open)
-_LIVE: dict[tuple[str, str], list[Callable[[], dict[str, Destination]]]] = {}
+#: id(settings) -> (those settings, the views installed for them: the last one answers). Keyed by the
+#: settings object a worker or `gradesync serve` was built with (held here, so the id stays theirs), not by
+#: the registry: another object in the process (a producer's, a test's) reads the file or the registry
+#: itself, never a view it did not install.
+_LIVE: dict[int, tuple[CommonSettings, list[Callable[[], dict[str, Destination]]]]] = {}
 
 
 def has_live_destinations(settings: CommonSettings) -> bool:
-    """Does this process hold a live view of ``settings``' registry (a worker, `gradesync serve`)?"""
-    return bool(_LIVE.get(settings.registry_id))
+    """Was a live view installed for these settings (a worker's, `gradesync serve`'s)?"""
+    return bool(_LIVE.get(id(settings)))
 
 
 def install_live_destinations(settings: CommonSettings, current: Callable[[], dict[str, Destination]]) -> None:
-    """From now on ``settings.destinations()`` (and every settings of the same registry) is ``current()``."""
-    _LIVE.setdefault(settings.registry_id, []).append(current)
+    """From now on ``settings.destinations()`` is ``current()`` (the run-time registry's current map)."""
+    _LIVE.setdefault(id(settings), (settings, []))[1].append(current)
 
 
 def uninstall_live_destinations(settings: CommonSettings, current: Callable[[], dict[str, Destination]]) -> None:
     """``current`` is closed: the one installed before it, else the file."""
-    views = _LIVE.get(settings.registry_id, [])
-    if current in views:
-        views.remove(current)
-    if not views:
-        _LIVE.pop(settings.registry_id, None)
+    entry = _LIVE.get(id(settings))
+    if entry is None:
+        return
+    if current in entry[1]:
+        entry[1].remove(current)
+    if not entry[1]:
+        del _LIVE[id(settings)]
 
 
 @lru_cache(maxsize=8)

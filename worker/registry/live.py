@@ -3,9 +3,10 @@
 version every :data:`POLL_SECONDS` and rebuilds its map when it moved — so a new, changed or removed
 destination is seen within ``POLL_SECONDS`` + one read (well under 10 s) without a restart.
 
-Once installed (:meth:`LiveDestinations.install`), ``settings.destinations()`` of every settings object of
-the same registry (Redis URL + key prefix) in the process returns the current map, so every caller
-(the deliverer, the flow pump, the ops pages, the producers' validation) sees the same. An unchanged
+Once installed (:meth:`LiveDestinations.install`), ``settings.destinations()`` of the settings object the
+worker or the server was built with returns the current map, so every part built with them (the
+deliverer, the flow pump, the ops pages, the server's ingest validation) sees the same; other producers
+read the registry themselves (:mod:`worker.registry.vendors`). An unchanged
 entry keeps its :class:`Destination` object (a per-destination cache keyed on it stays), a changed one
 is a new object (the adapter pool rebuilds that destination's adapter and HTTP client), a removed one is
 gone (its events no longer validate: no delivery). The credentials of every destination loaded are
