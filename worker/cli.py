@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 
 import click
@@ -88,10 +89,18 @@ def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str 
     from worker import affinity
     from worker.celery_app import app
     from worker.keys import Keys
+    from worker.registry.live import FOLLOW_REGISTRY
+    from worker.registry.service import startup_destinations
 
     settings = get_settings()
-    _settings_or_exit()
-    dests = settings.destinations()
+    try:
+        dests = startup_destinations(settings)  # the file applied to the run-time registry, then the registry
+        if not dests:
+            settings.destinations()  # none anywhere: say what the file needs
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not destinations:  # every destination: also those registered while it runs (worker.tasks)
+        os.environ[FOLLOW_REGISTRY] = "1"
     chosen = [d.strip() for d in destinations.split(",")] if destinations else sorted(dests)
     unknown = [d for d in chosen if d not in dests]
     if unknown:

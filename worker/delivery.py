@@ -75,11 +75,20 @@ class AdapterPool:
         self.store = store
         self.factory = factory
         self._adapters: dict[str, Adapter] = {}
+        self._built_for: dict[str, Destination] = {}
+        self._retired: list[Adapter] = []
         self._lock = threading.Lock()
 
     def get(self, destination: Destination) -> Adapter:
+        """The adapter of ``destination``; rebuilt (its HTTP client too) when the destination changed."""
         with self._lock:
             adapter = self._adapters.get(destination.name)
+            built = self._built_for.get(destination.name)
+            if adapter is not None and built is not destination and built != destination:
+                # changed at run time (worker.registry): new settings, new client; the old one may still
+                # serve a request in flight, so it is closed with the pool
+                self._retired.append(adapter)
+                adapter = None
             if adapter is None:
                 missing = destination.missing_secrets()
                 if missing:
@@ -96,13 +105,15 @@ class AdapterPool:
                 ctx = AdapterContext(http=make_client(capped), cache=self.store.cache, observe=observe)
                 adapter = self.factory(destination, ctx)
                 self._adapters[destination.name] = adapter
+                self._built_for[destination.name] = destination
             return adapter
 
     def close(self) -> None:
         with self._lock:
-            for adapter in self._adapters.values():
+            for adapter in [*self._adapters.values(), *self._retired]:
                 adapter.close()
             self._adapters.clear()
+            self._retired.clear()
 
 
 class Deliverer:
@@ -121,11 +132,13 @@ class Deliverer:
         self._runs = itertools.count(1)
 
     def _destinations(self) -> tuple[dict[str, Destination], dict[str, str]]:
-        """The destinations and their vendors (read once per process: :meth:`Settings.destinations`)."""
-        if self._config is None:
-            dests = self.settings.destinations()
-            self._config = dests, {name: d.vendor for name, d in dests.items()}
-        return self._config
+        """The destinations and their vendors (:meth:`Settings.destinations`: the file, or the run-time
+        registry's current map, which changes without a restart; the vendors are rebuilt when it did)."""
+        dests = self.settings.destinations()
+        config = self._config
+        if config is None or config[0] is not dests:
+            config = self._config = dests, {name: d.vendor for name, d in dests.items()}
+        return config
 
     @property
     def lease_seconds(self) -> float:

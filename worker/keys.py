@@ -27,6 +27,11 @@ surface read and update them). Nothing else builds a key name.
                                  probe_deadline, probe_released_at, sent_t/sent_n/sent_prev (rate seen)
     {p}:parked:{dest}            zset: event id -> time it was parked (breaker open or paused)
     {p}:audit                    stream: operator actions
+    {p}:registry                 hash: destination name -> its JSON config (the run-time registry,
+                                 worker/registry; secrets given directly are Fernet-encrypted in it)
+    {p}:registry:names           zset (all scores 0): the registered names, paged in name order (ZRANGEBYLEX)
+    {p}:registry:version         string: bumped by every change (every process polls it)
+    {p}:registry:changes         stream: one entry per change (name, op, version), capped
     {p}:stats:...                counters for metrics and the dashboard
     {p}:audits                   zset: audit job id -> creation time (worker/audit: reading gradebooks back)
     {p}:audits:{id}              hash: one audit job (state, destinations, since, cursors, verdict counts)
@@ -103,6 +108,22 @@ class Keys:
 
     def minute(self, destination: str, outcome: str, minute: int) -> str:
         return self.stats("minute", destination, outcome, str(minute))
+
+    @property
+    def registry(self) -> str:
+        return f"{self.prefix}:registry"
+
+    @property
+    def registry_names(self) -> str:
+        return f"{self.prefix}:registry:names"
+
+    @property
+    def registry_version(self) -> str:
+        return f"{self.prefix}:registry:version"
+
+    @property
+    def registry_changes(self) -> str:
+        return f"{self.prefix}:registry:changes"
 
     @property
     def queued(self) -> str:

@@ -28,6 +28,8 @@ from worker.dispatch import Delivery, Dispatcher, new_token
 from worker.dispatch.celery import CeleryDispatcher
 from worker.events import DEFAULT_MAX_FUTURE_SKEW, GradeEvent, format_errors
 from worker.keys import Keys
+from worker.registry.store import Registry
+from worker.registry.vendors import VendorIndex
 from worker.settings import Settings, get_settings, without_credentials
 from worker.store.ledger import EventState, Ledger, NewEvent
 
@@ -136,6 +138,8 @@ class Publisher:
         self.dispatcher: Dispatcher = dispatcher or CeleryDispatcher(settings, client=self.redis)
         self.cipher = WireCipher.from_settings(settings)  # the event is encrypted before it leaves us
         self.ledger = Ledger(self.redis, self.keys, settings.ledger_ttl_seconds)
+        # destinations registered at run time are known here too (worker.registry)
+        self._vendor_index = VendorIndex(settings, Registry(self.redis, self.keys))
 
     def publish(self, event: GradeEvent | Mapping[str, Any]) -> str:
         return self.publish_many([event])[0]
@@ -161,7 +165,7 @@ class Publisher:
         return [str(e.event_id) for e in events]
 
     def _vendors(self) -> dict[str, str]:
-        return self.settings.vendors()
+        return self._vendor_index()
 
     @retry(
         retry=retry_if_exception_type(_TRANSIENT),

@@ -23,6 +23,8 @@ from worker.dispatch import Dispatcher
 from worker.flow.share import FairShare
 from worker.known_secrets import register_destinations
 from worker.pump import RetryPump, build_pump
+from worker.registry.live import LiveDestinations
+from worker.registry.store import Registry
 from worker.settings import Settings
 from worker.store import Store
 from worker.store.durability import worker_client
@@ -37,6 +39,7 @@ class Runtime:
     store: Store
     adapters: AdapterPool
     deliverer: Deliverer
+    live: LiveDestinations | None = None
     pump: RetryPump | None = field(default=None, init=False)
     sweeper: Sweeper | None = field(default=None, init=False)
     audits_stop: threading.Event = field(default_factory=threading.Event, init=False)
@@ -80,6 +83,8 @@ class Runtime:
     def close(self) -> None:
         """Stop, then close the adapters' HTTP clients and the Redis connections."""
         self.stop()
+        if self.live is not None:
+            self.live.close()
         self.adapters.close()
         self.store.redis.close()
 
@@ -93,9 +98,11 @@ def build(settings: Settings, *, slots: int | None = None, served: Sequence[str]
     (default the host name); ``client``: the Redis client (default :func:`worker_client`, which rides out
     a Redis restart)."""
     WireCipher.from_settings(settings)  # no key, no delivery: refuse rather than dead-letter everything
-    register_destinations(settings)  # their credentials are masked in every record and log line
     store = Store.connect(settings, client or worker_client(settings))
+    # the destinations file applied to the run-time registry, which is then polled (< 10 s to see a change)
+    live = LiveDestinations(settings, Registry(store.redis, store.keys)).install()
+    register_destinations(settings)  # their credentials are masked in every record and log line
     adapters = AdapterPool(settings, store)
     share = FairShare(slots or settings.worker_concurrency, len(served or settings.destinations()))
     deliverer = Deliverer(settings, store, adapters, worker=worker or socket.gethostname(), share=share)
-    return Runtime(settings, store, adapters, deliverer)
+    return Runtime(settings, store, adapters, deliverer, live)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -78,43 +78,63 @@ def parse_destinations(
     problems: list[str] = [f"{source}: unknown top-level key {k!r}" for k in unknown_top]
     result: dict[str, Destination] = {}
     for name, entry in table.items():
-        if not isinstance(entry, Mapping):
-            problems.append(f"{source}: destination {name!r}: must be a table")
-            continue
-        data = dict(entry)
-        data["name"] = name
-        for field in set(SECRET_KEYS.get(str(data.get("vendor")), {}).values()):
-            if field in data:
-                problems.append(
-                    f"{source}: destination {name!r}: key {field!r}: secrets are never written in the "
-                    f"file; set {field}_env to the name of an environment variable"
-                )
-                data.pop(field)
-        for env_key, field in SECRET_KEYS.get(str(data.get("vendor")), {}).items():
-            var = data.get(env_key)
-            if isinstance(var, str) and env.get(var):
-                data[field] = env[var]
-        try:
-            context = {"environ": env, "attempt_time_limit": attempt_time_limit}
-            result[name] = _DESTINATION.validate_python(data, context=context)
-        except ValidationError as exc:
-            for err in exc.errors():
-                loc = [str(p) for p in err["loc"]]
-                if loc and loc[0] in VENDORS:  # the discriminated union's tag
-                    loc = loc[1:]
-                env_keys = {f: k for k, f in SECRET_KEYS.get(str(data.get("vendor")), {}).items()}
-                if len(loc) == 1 and loc[0] in env_keys:  # a resolved secret: name the key of the file
-                    loc = [env_keys[loc[0]]]
-                key = ".".join(loc) if loc else "vendor" if err["type"].startswith("union_tag") else "(table)"
-                msg = err["msg"]
-                if err["type"] == "union_tag_invalid":
-                    msg = f"must be one of {', '.join(VENDORS)}"
-                elif err["type"] == "union_tag_not_found":
-                    key, msg = "vendor", f"required (one of {', '.join(VENDORS)})"
-                problems.append(f"{source}: destination {name!r}: key {key!r}: {msg}")
+        dest, errs = validate_destination(str(name), entry, environ=env, attempt_time_limit=attempt_time_limit)
+        problems.extend(f"{source}: destination {name!r}: {key_problem(k, m)}" for k, m in errs)
+        if dest is not None:
+            result[name] = dest
     if problems:
         raise ConfigError("\n".join(problems))
     return result
+
+
+def key_problem(key: str, msg: str) -> str:
+    """One problem as the file's messages say it (key ``""``: the destination's table itself)."""
+    return f"key {key!r}: {msg}" if key else msg
+
+
+def validate_destination(
+    name: str, entry: Any, *, environ: Mapping[str, str], attempt_time_limit: float | None = None,
+    direct_secrets: bool = False,
+) -> tuple[Destination | None, list[tuple[str, str]]]:
+    """Validate one ``[destinations.<name>]`` table: the destination, or each problem as (key, message).
+
+    ``direct_secrets``: the caller already moved secret values given directly out of ``entry`` (the
+    run-time registry, :mod:`worker.registry`); otherwise a secret value in the table is refused.
+    """
+    if not isinstance(entry, Mapping):
+        return None, [("", "must be a table")]
+    problems: list[tuple[str, str]] = []
+    data = dict(entry)
+    data["name"] = name
+    if not direct_secrets:
+        for field in set(SECRET_KEYS.get(str(data.get("vendor")), {}).values()):
+            if field in data:
+                problems.append((field, "secrets are never written in the file; set "
+                                        f"{field}_env to the name of an environment variable"))
+                data.pop(field)
+    for env_key, field in SECRET_KEYS.get(str(data.get("vendor")), {}).items():
+        var = data.get(env_key)
+        if isinstance(var, str) and environ.get(var):
+            data[field] = environ[var]
+    try:
+        context = {"environ": environ, "attempt_time_limit": attempt_time_limit}
+        return _DESTINATION.validate_python(data, context=context), problems
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            if loc and loc[0] in VENDORS:  # the discriminated union's tag
+                loc = loc[1:]
+            env_keys = {f: k for k, f in SECRET_KEYS.get(str(data.get("vendor")), {}).items()}
+            if len(loc) == 1 and loc[0] in env_keys and not direct_secrets:  # a resolved secret: the file's key
+                loc = [env_keys[loc[0]]]
+            key = ".".join(loc) if loc else "vendor" if err["type"].startswith("union_tag") else "(table)"
+            msg = err["msg"]
+            if err["type"] == "union_tag_invalid":
+                msg = f"must be one of {', '.join(VENDORS)}"
+            elif err["type"] == "union_tag_not_found":
+                key, msg = "vendor", f"required (one of {', '.join(VENDORS)})"
+            problems.append((key, msg))
+        return None, problems
 
 
 def load_destinations(
@@ -186,6 +206,9 @@ class CommonSettings(BaseSettings):
         Every rule about the file is a validator (including the one that needs these settings: request
         timeouts must fit :attr:`attempt_time_limit`), so every process refuses the same files.
         """
+        live = _LIVE.get(id(self))
+        if live:  # a worker's or `gradesync serve`'s settings: the run-time registry (worker.registry)
+            return live[1][-1]()
         return _destinations_cached(self.destinations_file.resolve(), self.attempt_time_limit)
 
     def vendors(self) -> dict[str, str]:
@@ -249,6 +272,34 @@ class ServerSettings(ProducerSettings):
 class Settings(WorkerSettings, ServerSettings):
     """Every field at once: what :func:`get_settings` returns to the CLI's sub-commands and to modules
     shared by several processes (the one-process ``gradesync`` command runs any of them)."""
+
+
+#: id(settings) -> (those settings, the views installed for them: the last one answers). Keyed by the
+#: settings object a worker or `gradesync serve` was built with (held here, so the id stays theirs), not by
+#: the registry: another object in the process (a producer's, a test's) reads the file or the registry
+#: itself, never a view it did not install.
+_LIVE: dict[int, tuple[CommonSettings, list[Callable[[], dict[str, Destination]]]]] = {}
+
+
+def has_live_destinations(settings: CommonSettings) -> bool:
+    """Was a live view installed for these settings (a worker's, `gradesync serve`'s)?"""
+    return bool(_LIVE.get(id(settings)))
+
+
+def install_live_destinations(settings: CommonSettings, current: Callable[[], dict[str, Destination]]) -> None:
+    """From now on ``settings.destinations()`` is ``current()`` (the run-time registry's current map)."""
+    _LIVE.setdefault(id(settings), (settings, []))[1].append(current)
+
+
+def uninstall_live_destinations(settings: CommonSettings, current: Callable[[], dict[str, Destination]]) -> None:
+    """``current`` is closed: the one installed before it, else the file."""
+    entry = _LIVE.get(id(settings))
+    if entry is None:
+        return
+    if current in entry[1]:
+        entry[1].remove(current)
+    if not entry[1]:
+        del _LIVE[id(settings)]
 
 
 @lru_cache(maxsize=8)

@@ -15,8 +15,9 @@ from worker import logs, shutdown
 from worker.celery_app import app
 from worker.dispatch.celery import CeleryDispatcher
 from worker.heartbeat import Heartbeat
-from worker.keys import DELIVER_TASK
+from worker.keys import DELIVER_TASK, Keys
 from worker.kombu_redis import batch_kombu_acks, batch_kombu_take, harden_kombu_redis, reuse_kombu_clients
+from worker.registry.live import FOLLOW_REGISTRY
 from worker.runtime import Runtime, build
 from worker.settings import get_settings
 from worker.store.durability import redis_risks
@@ -76,9 +77,22 @@ def _pool_size(sender: Any = None, **_: Any) -> None:
         _served = []
 
 
+def _follow_registry(consumer: Any, current: dict[str, Any], changed: set[str]) -> None:
+    """Consume the queue of a destination registered while this worker runs; stop for a removed one (the
+    calls run on the consumer's event loop, not on the registry's polling thread)."""
+    for name in sorted(changed):
+        queue = Keys.queue(name)
+        if name in current:
+            consumer.call_soon(consumer.add_task_queue, queue)
+        else:
+            consumer.call_soon(consumer.cancel_task_queue, queue)
+
+
 @signals.worker_ready.connect
-def _start_pump(**_: Any) -> None:
+def _start_pump(sender: Any = None, **_: Any) -> None:
     rt = runtime()
+    if rt.live is not None and os.environ.get(FOLLOW_REGISTRY) == "1" and hasattr(sender, "add_task_queue"):
+        rt.live.add_listener(lambda current, changed: _follow_registry(sender, current, changed))
     dispatcher = CeleryDispatcher(get_settings(), app=app, client=rt.store.redis)  # the worker's own connections
     pump = rt.start_pump(dispatcher)
     heartbeat_file = get_settings().heartbeat_file

@@ -22,6 +22,7 @@ from worker.store.deadletters import DeadLetterQueue
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
 WAIT_MS = 20_000  # the page refreshes itself every 5 s
+DASH = "\u2013"  # the en dash of the page's count ("1-24 of N" with an en dash)
 BREAKER_REASON = "5 consecutive transient failures: 503 Service Unavailable <img src=x onerror=alert(1)>"
 
 
@@ -128,5 +129,39 @@ def test_flow_control_cards_chart_and_pause_resume(cluster: Cluster, vendors: di
         audit = [(a["actor"], a["action"], a.get("destination")) for a in DeadLetterQueue(cluster.store).audit()]
         assert audit == [("dashboard", "resume", "lt"), ("dashboard", "pause", "lt")]
         assert errors == [], errors
+    finally:
+        context.close()
+
+
+def test_flow_view_pages_and_searches_registered_destinations(cluster: Cluster, ops_server: ServerThread,
+                                                             browser: Browser) -> None:
+    from worker.registry.service import apply_document
+    from worker.registry.store import Registry
+
+    table = {"vendor": "ltiaas", "base_url": "https://lms.example", "api_key_env": "NOPE"}
+    apply_document(cluster.settings, Registry(cluster.store.redis, cluster.store.keys),
+                   {"destinations": {f"school-{i:03d}": table for i in range(60)}}, actor="test")
+    total = 60 + len(cluster.settings.destinations())  # and the file's
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        login(page, ops_server.url)
+        expect(page.locator("#flow-count")).to_have_text(f"1{DASH}24 of {total}", timeout=WAIT_MS)  # seen by the poll
+        cards = page.locator("#flow-grid .flow-card")
+        expect(cards).to_have_count(24)
+        expect(page.locator("#flow-prev")).to_be_disabled()
+        page.click("#flow-next")
+        expect(page.locator("#flow-count")).to_have_text(f"25{DASH}48 of {total}", timeout=WAIT_MS)
+        expect(page.locator("#flow-prev")).to_be_enabled()
+        page.fill("#flow-search", "SCHOOL-05")
+        expect(page.locator("#flow-count")).to_have_text(f"1{DASH}10 of 10", timeout=WAIT_MS)
+        expect(cards).to_have_count(10)
+        expect(cards.first).to_have_attribute("data-destination", "school-050")
+        expect(page.locator("#flow-next")).to_be_disabled()
+        page.fill("#flow-search", "no-such-school")
+        expect(page.locator("#flow-grid .empty")).to_have_text("No destination matches", timeout=WAIT_MS)
+        assert errors == []
     finally:
         context.close()

@@ -103,3 +103,46 @@ def test_sandbox_rate_limit_and_outage_flags(env: Env) -> None:  # noqa: F811
         status = httpx.post(lt, json={}, timeout=10).status_code
         time.sleep(0.2)
     assert status == 503
+
+
+def test_destinations_apply_show_list_remove(env: Env, redis_client: redis.Redis) -> None:  # noqa: F811
+    secret = "e2e-direct-key-71c3b9a5d2"
+    tenants = env.tmp / "tenants.toml"
+    tenants.write_text(f'[destinations.tenant-a]\nvendor = "ltiaas"\nbase_url = "https://a.example"\n'
+                       f'api_key = "{secret}"\nrate_limit_per_minute = 30\n'
+                       '[destinations.tenant-b]\nvendor = "ltiaas"\nbase_url = "https://b.example"\n'
+                       'api_key_env = "TENANT_B_KEY"\n')
+    applied = env.run("destinations", "apply", str(tenants))
+    assert applied.returncode == 0, applied.stderr
+    assert "2 created" in applied.stdout
+    assert env.run("destinations", "apply", str(tenants)).stdout.count("2 unchanged") == 1
+
+    shown = env.run("destinations", "show", "tenant-a", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["config"] == {"vendor": "ltiaas", "base_url": "https://a.example",
+                                                  "api_key": "**********", "rate_limit_per_minute": 30}
+    listed = json.loads(env.run("destinations", "list", "--json").stdout)["destinations"]
+    assert {"tenant-a", "tenant-b"} <= {d["name"] for d in listed}
+    page = json.loads(env.run("destinations", "list", "--json", "--limit", "1", "--cursor", "tenant-a").stdout)
+    assert [d["name"] for d in page["destinations"]] == ["tenant-b"] and page["next_cursor"] is None
+    outputs = [applied.stdout, applied.stderr, shown.stdout, env.run("destinations").stdout]
+    assert not [o for o in outputs if secret in o]
+
+    # an event of tenant-b retrying: the removal is refused, then forced (dead-lettered with the reason)
+    event_id = str(uuid.uuid4())
+    redis_client.hset(f"gradesync:event:{event_id}", mapping={
+        "state": "retrying", "destination": "tenant-b", "vendor": "ltiaas", "token": "t", "wire": "{}"})
+    redis_client.zadd("gradesync:scheduled:tenant-b", {event_id: time.time() + 60})
+    redis_client.zadd("gradesync:scheduled", {event_id: time.time() + 60})
+    refused = env.run("destinations", "remove", "tenant-b")
+    assert refused.returncode == 1 and "1 event(s) of 'tenant-b' are pending" in refused.stderr
+    forced = env.run("destinations", "remove", "tenant-b", "--force", "--reason", "contract ended")
+    assert forced.returncode == 0, forced.stderr
+    assert "1 pending event(s) dead-lettered" in forced.stdout
+    assert redis_client.hget(f"gradesync:event:{event_id}", "state") == b"dead_lettered"
+    assert b"contract ended" in (redis_client.hget(f"gradesync:event:{event_id}", "reason") or b"")
+    assert redis_client.zscore("gradesync:scheduled", event_id) is None
+    assert redis_client.hget("gradesync:registry", "tenant-b") is None
+    audit = json.loads(env.run("dlq", "audit", "--json").stdout)
+    actions = [a["action"] for a in (audit["items"] if isinstance(audit, dict) else audit)]
+    assert actions[:2] == ["destination_remove", "destination_apply"]

@@ -35,3 +35,8 @@ def test_producers_is_the_backends_import_path_without_a_lazy_loader() -> None:
             "import producers; print(sorted(set(producers.__all__) - set(dir(producers))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.split() == ["[]"]
+
+
+def test_the_registry_does_not_import_ops() -> None:
+    """The run-time destination registry is below the operator surfaces (the CLI, the API use it)."""
+    assert _importers("worker/registry", r"worker\.ops") == []

@@ -44,6 +44,8 @@ from worker.ops.metrics import metrics_router
 from worker.ops.overview import OpsContext, overview_json
 from worker.ops.views import event_view
 from worker.publish import Publisher
+from worker.registry.live import LiveDestinations
+from worker.registry.store import Registry
 from worker.settings import ConfigError, Settings, get_settings, without_credentials
 from worker.store.deadletters import DLQFilter
 
@@ -240,22 +242,29 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
     destinations file is invalid."""
     settings = settings or get_settings()
     token = api_token(settings)
-    settings.destinations()  # fail now on a bad destinations file, not at the first request
-    register_destinations(settings)  # masked by value in every page and answer
+    if settings.destinations_file.exists():  # absent: the run-time registry alone (worker.registry)
+        settings.destinations()  # fail now on a bad destinations file, not at the first request
+        register_destinations(settings)  # masked by value in every page and answer
     proxies = TrustedProxies.parse(settings.trusted_proxies)
     if token is None:
         log.warning("insecure_dev", message=INSECURE_WARNING)
     ctx = ctx or OpsContext(settings)
+    # installed while the app runs (lifespan): the file applied to the run-time registry, then polled, so
+    # a destination registered at run time is served (ingest, pages, JWKS) within seconds, no restart
+    live = LiveDestinations(settings, Registry(ctx.store.redis, ctx.keys))
     publisher = Publisher(settings, dispatcher=ctx.dispatcher)
 
     audits = AuditRunner(settings, ctx.store, publisher=publisher)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(live.install)
+        register_destinations(settings)  # masked by value in every page and answer
         stop = threading.Event()
         threading.Thread(target=audits.resume_forever, args=(stop,), name="audit-resume", daemon=True).start()
         yield
         stop.set()
+        live.close()
         publisher.close()
         ctx.close()
 
@@ -282,7 +291,7 @@ def create_app(settings: Settings | None = None, *, ctx: OpsContext | None = Non
     auth = BearerAuth(token)
     app.include_router(ingest_router(settings, publisher, dependencies=[Depends(auth)]))
     app.include_router(v1_router(ctx, auth))
-    app.include_router(destinations_router(ctx, auth))
+    app.include_router(destinations_router(ctx, auth, refresh=live.refresh))
     app.include_router(audits_router(ctx, auth_dependency(auth), audits, publisher))
     app.include_router(health_router(ctx))
     app.include_router(metrics_router(ctx))

@@ -13,14 +13,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response, params
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response, params
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from worker.ops import registry_api
 from worker.ops.flow_status import MAX_REASON, DestinationStatus, FlowStatus, clean_reason
 from worker.ops.overview import OpsContext
 from worker.ops.views import iso
 from worker.redact import redact_text
+from worker.safetext import printable
 from worker.store.stats import OUTCOMES
 
 #: the dashboard chart's window (minutes); the per-minute buckets are kept two hours
@@ -49,8 +52,19 @@ def status_json(s: DestinationStatus) -> dict[str, Any]:
     return data
 
 
-def list_json(ctx: OpsContext) -> dict[str, Any]:
-    return {"destinations": [status_json(s) for s in flow_status(ctx).all()]}
+def list_json(ctx: OpsContext, cursor: str | None = None, limit: int | None = None,
+              query: str | None = None) -> dict[str, Any]:
+    """Every destination's status in name order, or one page of ``limit`` after ``cursor`` (exclusive);
+    ``query``: only names containing it (case-insensitive). ``next_cursor``: the cursor of the next page
+    (None: the last page); ``total``: how many match ``query``."""
+    flow = flow_status(ctx)
+    needle = (query or "").strip().lower()
+    matching = sorted(n for n in flow.destinations if needle in n.lower())
+    names = [n for n in matching if cursor is None or n > cursor]
+    page = names[:limit] if limit is not None else names
+    more = limit is not None and len(names) > limit
+    return {"destinations": [status_json(s) for s in flow.many(page)],
+            "next_cursor": page[-1] if more and page else None, "total": len(matching)}
 
 
 def _one(ctx: OpsContext, name: str) -> dict[str, Any]:
@@ -74,10 +88,11 @@ def resume(ctx: OpsContext, name: str, actor: str) -> dict[str, Any]:
         raise HTTPException(404, f"no destination {name!r} is configured") from None
 
 
-def throughput_json(ctx: OpsContext, minutes: int = CHART_MINUTES) -> dict[str, Any]:
-    """Per destination and minute: delivered (succeeded) and failed attempts (retried + dead-lettered)."""
+def throughput_json(ctx: OpsContext, minutes: int = CHART_MINUTES, only: list[str] | None = None) -> dict[str, Any]:
+    """Per destination and minute: delivered (succeeded) and failed attempts (retried + dead-lettered);
+    ``only``: these destinations (the dashboard's page), else all."""
     vendors = ctx.vendors()
-    names = sorted(vendors)
+    names = sorted(vendors) if only is None else sorted(n for n in set(only) if n in vendors)
     starts, counts = ctx.store.stats.series(names, OUTCOMES, minutes)
     zero = [0] * len(starts)
 
@@ -98,13 +113,35 @@ def throughput_json(ctx: OpsContext, minutes: int = CHART_MINUTES) -> dict[str, 
     }
 
 
-def destinations_router(ctx: OpsContext, auth: Callable[..., Awaitable[None]]) -> APIRouter:
-    """The ``/v1/destinations`` routes (``auth``: the Bearer dependency of every /v1 route)."""
+def destinations_router(ctx: OpsContext, auth: Callable[..., Awaitable[None]],
+                        refresh: Callable[[], object] | None = None) -> APIRouter:
+    """The ``/v1/destinations`` routes (``auth``: the Bearer dependency of every /v1 route; ``refresh``:
+    re-read the run-time registry after a change made here)."""
     router = APIRouter(prefix="/v1", dependencies=[Depends(auth)], tags=["destinations"])
 
-    @router.get("/destinations", summary="Flow control of every destination: state, reason, since, rate, parked")
-    def list_destinations() -> dict[str, Any]:
-        return list_json(ctx)
+    @router.get("/destinations", summary="Flow control of every destination: state, reason, since, rate, parked "
+                                         "(paged in name order with cursor + limit)")
+    def list_destinations(cursor: Annotated[str | None, Query(max_length=100)] = None,
+                          limit: Annotated[int | None, Query(ge=1, le=10_000)] = None) -> dict[str, Any]:
+        return list_json(ctx, cursor, limit)
+
+    @router.put("/destinations/{name}", status_code=200,
+                summary="Register or update a destination at run time (the keys of destinations.toml; audited)",
+                responses={201: {"description": "created"}, 422: {"description": "each problem by key"}})
+    async def put_destination(name: str, body: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+        return await run_in_threadpool(registry_api.put, ctx, name, body, "api", refresh)
+
+    @router.delete("/destinations/{name}", summary="Remove a destination (409 while events of it are pending, "
+                                                   "unless force=true: they are dead-lettered; audited)",
+                   responses={404: {"description": "not registered"}, 409: {"description": "events pending"}})
+    async def delete_destination(name: str, force: bool = False,
+                                 reason: Annotated[str, Query(max_length=MAX_REASON)] = "") -> dict[str, Any]:
+        return await run_in_threadpool(registry_api.delete, ctx, name, force, printable(reason), "api", refresh)
+
+    @router.get("/destinations/{name}/config", summary="A registered destination's keys (secrets masked)",
+                responses={404: {"description": "not registered"}})
+    def get_destination_config(name: str) -> dict[str, Any]:
+        return registry_api.config(ctx, name)
 
     @router.get("/destinations/{name}", summary="One destination's flow-control status",
                 responses={404: {"description": "no such destination is configured"}})
@@ -132,15 +169,19 @@ def add_dashboard_routes(api: APIRouter, ctx: OpsContext, csrf: params.Depends) 
     no_store = {"Cache-Control": "no-store"}
 
     @api.get("/destinations")
-    def ui_destinations(response: Response) -> dict[str, Any]:
+    def ui_destinations(response: Response, q: Annotated[str | None, Query(max_length=100)] = None,
+                        cursor: Annotated[str | None, Query(max_length=100)] = None,
+                        limit: Annotated[int | None, Query(ge=1, le=500)] = None) -> dict[str, Any]:
         response.headers.update(no_store)
-        return list_json(ctx)
+        return list_json(ctx, cursor, limit, q)
 
     @api.get("/throughput")
     def ui_throughput(response: Response,
-                      minutes: Annotated[int, Query(ge=5, le=120)] = CHART_MINUTES) -> dict[str, Any]:
+                      minutes: Annotated[int, Query(ge=5, le=120)] = CHART_MINUTES,
+                      names: Annotated[str | None, Query(max_length=60_000)] = None) -> dict[str, Any]:
         response.headers.update(no_store)
-        return throughput_json(ctx, minutes)
+        only = [n for n in names.split(",") if n][:500] if names is not None else None
+        return throughput_json(ctx, minutes, only)
 
     @api.post("/destinations/{name}/pause", dependencies=[csrf])
     async def ui_pause(name: str, body: PauseBody) -> dict[str, Any]:

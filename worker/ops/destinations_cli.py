@@ -20,7 +20,10 @@ import redis
 from worker.ops.actions import cli_actor
 from worker.ops.flow_status import MAX_REASON, STATES, DestinationStatus, FlowStatus
 from worker.ops.lti_cli import lti_check_cmd
+from worker.ops.registry_cli import apply_cmd, remove_cmd, show_cmd
 from worker.ops.text import humanize_since, humanize_until
+from worker.registry.service import current_destinations
+from worker.registry.store import Registry
 from worker.safetext import printable
 from worker.settings import ConfigError, get_settings, without_credentials
 from worker.store import Store
@@ -30,12 +33,13 @@ assert set(STATE_COLOURS) == set(STATES)
 
 
 def _flow() -> FlowStatus:
+    """Flow status of what the workers deliver to: the run-time registry, else the file."""
     settings = get_settings()
+    store = Store.connect(settings)
     try:
-        destinations = settings.destinations()
+        destinations = current_destinations(settings, Registry(store.redis, store.keys))
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    store = Store.connect(settings)
     return FlowStatus(store.redis, store.keys, destinations)
 
 
@@ -91,33 +95,55 @@ def render_table(statuses: list[DestinationStatus], now: float, *, colour: bool)
     return lines
 
 
-def _json(statuses: list[DestinationStatus]) -> str:
-    return json.dumps({"destinations": [s.as_dict() for s in statuses]}, indent=2)
+def _json(statuses: list[DestinationStatus], next_cursor: str | None = None, paged: bool = False) -> str:
+    doc: dict[str, Any] = {"destinations": [s.as_dict() for s in statuses]}
+    if paged:
+        doc["next_cursor"] = next_cursor
+    return json.dumps(doc, indent=2)
 
 
-def _list(as_json: bool) -> None:
-    statuses = _flow().all()
+def _list(as_json: bool, limit: int | None = None, cursor: str | None = None) -> None:
+    """Every destination (read a page at a time), or one page of ``limit`` after ``cursor``."""
+    flow = _flow()
+    names = sorted(n for n in flow.destinations if cursor is None or n > cursor)
+    shown = names[:limit] if limit is not None else names
+    next_cursor = shown[-1] if limit is not None and len(names) > limit else None
+    statuses = [s for i in range(0, len(shown), PAGE) for s in flow.many(shown[i:i + PAGE])]
     if as_json:
-        click.echo(_json(statuses))
+        click.echo(_json(statuses, next_cursor, paged=limit is not None))
         return
     for line in render_table(statuses, time.time(), colour=True):
         click.echo(line)
+    if next_cursor is not None:
+        click.echo(f"(more: --cursor {printable(next_cursor)})")
+
+
+#: destinations read per round trip by `destinations list`
+PAGE = 1000
+_LIMIT = click.option("--limit", type=click.IntRange(1, 10_000), default=None,
+                      help="Show one page of at most this many destinations (in name order).")
+_CURSOR = click.option("--cursor", default=None, help="Start after this destination name (the last of a page).")
 
 
 @click.group("destinations", cls=_RedisCommand, invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_LIMIT
+@_CURSOR
 @click.pass_context
-def destinations_group(ctx: click.Context, as_json: bool) -> None:
-    """Flow control per destination: state, reason, since, rate, parked; pause and resume by hand."""
+def destinations_group(ctx: click.Context, as_json: bool, limit: int | None, cursor: str | None) -> None:
+    """Destinations: flow control (state, reason, since, rate, parked; pause, resume) and the run-time
+    registry (apply, remove, show)."""
     if ctx.invoked_subcommand is None:
-        _list(as_json)
+        _list(as_json, limit, cursor)
 
 
 @destinations_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def destinations_list(as_json: bool) -> None:
+@_LIMIT
+@_CURSOR
+def destinations_list(as_json: bool, limit: int | None, cursor: str | None) -> None:
     """Each destination's state (closed | open | half_open | paused), why, since when, rate and parked events."""
-    _list(as_json)
+    _list(as_json, limit, cursor)
 
 
 def _one(flow: FlowStatus, name: str, action: Callable[[], DestinationStatus]) -> DestinationStatus:
@@ -165,3 +191,6 @@ def destinations_resume(name: str, as_json: bool) -> None:
 
 
 destinations_group.add_command(lti_check_cmd)  # `gradesync destinations check NAME` (LTI 1.3)
+destinations_group.add_command(apply_cmd)  # the run-time registry (worker.registry)
+destinations_group.add_command(remove_cmd)
+destinations_group.add_command(show_cmd)

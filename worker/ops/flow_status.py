@@ -168,6 +168,10 @@ class FlowStatus:
         self._destination(name)
         return self._read([name])[0]
 
+    def many(self, names: list[str]) -> list[DestinationStatus]:
+        """The status of each of ``names`` (all configured), in that order (one round trip)."""
+        return self._read(names)
+
     def all(self) -> list[DestinationStatus]:
         """Every configured destination, in name order (one pipelined round trip)."""
         return self._read(sorted(self.destinations))

@@ -15,6 +15,8 @@ import click
 
 from worker.crypto import UndecryptableRecord, WireCipher, generate_key
 from worker.ops.lti_cli import lti_keys_generate
+from worker.registry.codec import rotate as rotate_entry
+from worker.registry.store import Registry
 from worker.settings import ConfigError, get_settings
 from worker.store import Store
 from worker.store.ledger import Ledger
@@ -67,8 +69,28 @@ def keys_rotate() -> None:
     click.echo(f"re-encrypted {counts['rotated']} stored event(s) with the first of {cipher.key_count} key(s); "
                f"{counts['changed_meanwhile']} changed meanwhile (run again), "
                f"{counts['undecryptable']} encrypted with a key not in GRADESYNC_SECRET_KEY")
-    if counts["undecryptable"] or counts["changed_meanwhile"]:
+    dests = rotate_registry(Registry(store.redis, store.keys), cipher)
+    if any(dests.values()):
+        click.echo(f"re-encrypted the secrets of {dests['rotated']} registered destination(s); "
+                   f"{dests['changed_meanwhile']} changed meanwhile (run again), "
+                   f"{dests['undecryptable']} encrypted with a key not in GRADESYNC_SECRET_KEY")
+    if counts["undecryptable"] or counts["changed_meanwhile"] or dests["undecryptable"] or dests["changed_meanwhile"]:
         raise SystemExit(1)
+
+
+def rotate_registry(registry: Registry, cipher: WireCipher) -> dict[str, int]:
+    """Re-encrypt the secrets given directly of every registered destination (worker.registry)."""
+    counts = {"rotated": 0, "changed_meanwhile": 0, "undecryptable": 0}
+    for name, stored in list(registry.items()):
+        try:
+            fresh = rotate_entry(stored, cipher)
+        except UndecryptableRecord:
+            counts["undecryptable"] += 1
+            continue
+        if fresh == stored:
+            continue
+        counts["rotated" if registry.swap(name, stored, fresh) else "changed_meanwhile"] += 1
+    return counts
 
 
 keys_group.add_command(lti_keys_generate)  # `gradesync keys generate-lti`

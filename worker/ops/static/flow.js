@@ -116,7 +116,7 @@
     const grid = $("flow-grid");
     const bySeries = Object.fromEntries(throughput.destinations.map((s) => [s.name, s]));
     if (!destinations.length) {
-      grid.replaceChildren(el("div", { class: "empty", text: "No destination configured" }));
+      grid.replaceChildren(el("div", { class: "empty", text: query ? "No destination matches" : "No destination configured" }));
       return;
     }
     grid.replaceChildren(...destinations.map((d) => card(d, bySeries[d.name], throughput.minute_starts)));
@@ -132,10 +132,49 @@
     resizing = setTimeout(() => { if (last) render(...last); }, 150);
   });
 
+  // ---- paging and search: one page of cards at a time, whatever the number of destinations -------------
+  const PAGE = 24;
+  let query = "";
+  let cursors = [null];  // the cursor of each page seen so far (the first page: none)
+  let nextCursor = null;
+  let searching = null;
+
   async function refresh() {
-    const [dests, throughput] = await Promise.all([api("/ui/api/destinations"), api("/ui/api/throughput")]);
+    const params = new URLSearchParams({ limit: String(PAGE) });
+    if (query) params.set("q", query);
+    const cursor = cursors[cursors.length - 1];
+    if (cursor) params.set("cursor", cursor);
+    const dests = await api(`/ui/api/destinations?${params}`);
+    const names = dests.destinations.map((d) => d.name);
+    const throughput = await api(`/ui/api/throughput?${new URLSearchParams({ names: names.join(",") })}`);
+    nextCursor = dests.next_cursor;
+    const first = (cursors.length - 1) * PAGE;
+    $("flow-count").textContent = dests.total
+      ? `${fmtNum(first + 1)}–${fmtNum(first + names.length)} of ${fmtNum(dests.total)}` : "";
+    $("flow-prev").disabled = cursors.length < 2;
+    $("flow-next").disabled = !nextCursor;
     render(dests.destinations, throughput);
   }
+
+  $("flow-filters").addEventListener("submit", (ev) => ev.preventDefault());
+  $("flow-search").addEventListener("input", () => {
+    clearTimeout(searching);
+    searching = setTimeout(() => {
+      query = $("flow-search").value.trim();
+      cursors = [null];
+      refresh().catch((e) => toast(`Search failed: ${e.message}`, true));
+    }, 250);
+  });
+  $("flow-next").addEventListener("click", () => {
+    if (!nextCursor) return;
+    cursors.push(nextCursor);
+    refresh().catch((e) => toast(e.message, true));
+  });
+  $("flow-prev").addEventListener("click", () => {
+    if (cursors.length < 2) return;
+    cursors.pop();
+    refresh().catch((e) => toast(e.message, true));
+  });
 
   // ---- pause / resume ---------------------------------------------------------------------------------
   function openPause(d) {

@@ -1,0 +1,137 @@
+"""The registry as a running process sees it: every worker and ``gradesync serve`` hold one
+:class:`LiveDestinations`, which applies the destinations file at start-up, then polls the registry's
+version every :data:`POLL_SECONDS` and rebuilds its map when it moved — so a new, changed or removed
+destination is seen within ``POLL_SECONDS`` + one read (well under 10 s) without a restart.
+
+Once installed (:meth:`LiveDestinations.install`), ``settings.destinations()`` of the settings object the
+worker or the server was built with returns the current map, so every part built with them (the
+deliverer, the flow pump, the ops pages, the server's ingest validation) sees the same; other producers
+read the registry themselves (:mod:`worker.registry.vendors`). An unchanged
+entry keeps its :class:`Destination` object (a per-destination cache keyed on it stays), a changed one
+is a new object (the adapter pool rebuilds that destination's adapter and HTTP client), a removed one is
+gone (its events no longer validate: no delivery). The credentials of every destination loaded are
+registered with the redaction (:mod:`worker.redact`) before the map is published.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+import structlog
+
+from worker.known_secrets import destination_secrets
+from worker.redact import register_secrets
+from worker.registry.service import apply_file, load_all, registry_for
+from worker.registry.store import Registry
+from worker.settings import (
+    CommonSettings,
+    Destination,
+    install_live_destinations,
+    load_destinations,
+    uninstall_live_destinations,
+)
+
+log = structlog.get_logger("gradesync.registry")
+
+#: seconds between two looks at the registry's version
+POLL_SECONDS = 2.0
+#: set (to ``1``) by ``gradesync worker`` without ``--destinations``: its processes consume the queue of
+#: every destination, including those registered while they run (:mod:`worker.tasks`)
+FOLLOW_REGISTRY = "GRADESYNC_WORKER_FOLLOW_REGISTRY"
+
+Listener = Callable[[dict[str, Destination], set[str]], None]
+
+
+class LiveDestinations:
+    """The current destinations of one registry in this process (callable: the current map)."""
+
+    def __init__(self, settings: CommonSettings, registry: Registry | None = None, *,
+                 poll_seconds: float = POLL_SECONDS) -> None:
+        self.settings = settings
+        self.registry = registry or registry_for(settings)
+        self.poll_seconds = poll_seconds
+        self.version = -1
+        self._raw: dict[str, str] = {}
+        self._map: dict[str, Destination] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._listeners: list[Listener] = []
+        self._file_pending = False  # the file is still to be applied (Redis was down at start)
+
+    def __call__(self) -> dict[str, Destination]:
+        return self._map
+
+    def add_listener(self, listener: Listener) -> None:
+        """``listener(current, changed_names)`` after each rebuild (changed: new, changed or removed)."""
+        self._listeners.append(listener)
+
+    def apply_file_at_start(self, path: Path | None = None) -> dict[str, str]:
+        """Apply the destinations file (``GRADESYNC_DESTINATIONS``) when it exists: file-only deployments
+        need no change. A missing file is fine when the registry has destinations."""
+        path = path or self.settings.destinations_file
+        if not path.exists():
+            log.info("destinations_file_absent", path=str(path))
+            return {}
+        # the file's own rules first (no secret value in it: only *_env), as `gradesync config check`
+        load_destinations(path, attempt_time_limit=self.settings.attempt_time_limit)
+        return apply_file(self.settings, self.registry, path, actor="startup", audit=False)
+
+    def refresh(self) -> bool:
+        """Rebuild the map when the registry's version moved; True when it did."""
+        with self._lock:
+            version = self.registry.version()
+            if version == self.version:
+                return False
+            version, raw = self.registry.snapshot()
+            changed = {n for n in raw.keys() | self._raw.keys() if raw.get(n) != self._raw.get(n)}
+            fresh = load_all(self.settings, {n: raw[n] for n in changed if n in raw})
+            current = {n: d for n, d in self._map.items() if n in raw and n not in changed}
+            current.update(fresh)
+            register_secrets(destination_secrets(fresh.values()))  # masked before anyone can use them
+            self._map = dict(sorted(current.items()))
+            self._raw = raw
+            self.version = version
+        if changed:
+            log.info("destinations_changed", version=version, count=len(self._map), changed=len(changed))
+        for listener in self._listeners:
+            try:
+                listener(self._map, changed)
+            except Exception:
+                log.exception("destinations_listener_failed")
+        return True
+
+    def install(self) -> LiveDestinations:
+        """Apply the file, read the registry, make it what ``settings.destinations()`` returns, and poll."""
+        try:
+            self.apply_file_at_start()
+            self.refresh()
+        except (redis.RedisError, OSError) as exc:  # Redis down at start: the file until it answers
+            log.warning("registry_unavailable_at_start", error=type(exc).__name__)
+            path = self.settings.destinations_file
+            self._map = load_destinations(path, attempt_time_limit=self.settings.attempt_time_limit) \
+                if path.exists() else {}
+            self._file_pending = True
+        install_live_destinations(self.settings, self)
+        self._thread = threading.Thread(target=self._poll, name="gradesync-registry", daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                if self._file_pending:
+                    self.apply_file_at_start()
+                    self._file_pending = False
+                self.refresh()
+            except (redis.RedisError, OSError) as exc:  # keep the last map; try again next time
+                log.warning("registry_poll_failed", error=type(exc).__name__)
+
+    def close(self) -> None:
+        self._stop.set()
+        uninstall_live_destinations(self.settings, self)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
