@@ -147,9 +147,16 @@ class Keys:
         return self.prefix
 
     @staticmethod
-    def queue(destination: str) -> str:
-        """The broker queue of a destination (one per destination: a slow vendor starves no other)."""
-        return f"grades.{destination}"
+    def queue(group: str | None = None) -> str:
+        """A broker queue: the one shared queue ``grades`` (every destination without a ``group``), or a
+        dedicated group's ``grades.<group>`` (its destinations' events only, for ``gradesync worker
+        --destinations``). Not one per destination: a worker's take cost grows with the queues it polls
+        (:mod:`worker.routing`)."""
+        return f"{SHARED_QUEUE}.{group}" if group else SHARED_QUEUE
+
+
+#: the broker queue of every destination without a dedicated group
+SHARED_QUEUE = "grades"
 
 
 #: the Celery task name of the one delivery task

@@ -44,8 +44,10 @@ def test_the_pipelined_batch_is_what_send_task_pushes(dispatcher: CeleryDispatch
     one = Delivery("event-1", "lt", "token-1")
     dispatcher._publish([one])  # through Celery and kombu
     dispatcher.send_many([one, Delivery("event-2", "lt", "token-2")])  # the pipelined LPUSHes
-    assert dispatcher.depths(["lt", "other"]) == {"lt": 3, "other": 0}
-    via_kombu, ours, second = (redis_client.rpop("grades.lt") for _ in range(3))
+    # one shared queue: each destination reads its depth (what its messages wait behind)
+    assert dispatcher.depths(["lt", "other"]) == {"lt": 3, "other": 3}
+    assert dispatcher.queue_depths(["grades", "grades.nobody"]) == {"grades": 3, "grades.nobody": 0}
+    via_kombu, ours, second = (redis_client.rpop("grades") for _ in range(3))
     assert isinstance(via_kombu, bytes) and isinstance(ours, bytes) and isinstance(second, bytes)
     assert _comparable(ours) == _comparable(via_kombu)
     assert _comparable(second)["body"][1] == {"token": "token-2", "destination": "lt"}
@@ -54,7 +56,7 @@ def test_the_pipelined_batch_is_what_send_task_pushes(dispatcher: CeleryDispatch
 
 
 def test_depths_count_every_priority_list(dispatcher: CeleryDispatcher, redis_client: redis.Redis) -> None:
-    for key in priority_lists("grades.lt"):
+    for key in priority_lists("grades"):
         redis_client.lpush(key, "x")
     assert dispatcher.depths(["lt"]) == {"lt": 4}
     dispatcher.ping()
