@@ -71,9 +71,9 @@ def run(case: Case, events: int, latency: float, concurrency: int, processes: st
         ready = time.monotonic() - began
         targets = 1 if case.busy else case.configured
         batch: list[dict[str, object]] = []
-        per = max(1, events // targets)
+        per, extra = divmod(events, targets)  # 10 000 destinations, 3 000 events: 3 000 get one each
         for i in range(targets):
-            n = events - per * (targets - 1) if i == targets - 1 else per
+            n = per + (1 if i < extra else 0)
             if n > 0:
                 for e in lt_events(f"t{i:05d}", n):
                     e["learner_id"] = f"{e['learner_id']}-{i}"

@@ -26,6 +26,8 @@ surface read and update them). Nothing else builds a key name.
                                  theoretical arrival time), epoch (bumped when the rate drops),
                                  probe_deadline, probe_released_at, sent_t/sent_n/sent_prev (rate seen)
     {p}:parked:{dest}            zset: event id -> time it was parked (breaker open or paused)
+    {p}:parking                  set: destinations that may have parked events (the flow pump's index:
+                                 added when an event is parked, removed by the pump once empty)
     {p}:audit                    stream: operator actions
     {p}:stats:...                counters for metrics and the dashboard
     {p}:audits                   zset: audit job id -> creation time (worker/audit: reading gradebooks back)
@@ -39,6 +41,8 @@ surface read and update them). Nothing else builds a key name.
     {p}:stats:minute:{dest}:{outcome}:{minute}
                                  string: outcomes of one destination in one epoch minute (expires after 2 h;
                                  the dashboard's 5/60-minute windows and its per-minute throughput chart)
+    grades, grades.{group}       the broker queues (lists, not prefixed: kombu names them): the one shared
+                                 queue, and one per dedicated group (worker.routing)
     {p}:cache:{ns}:{key}         vendor lookups shared by workers, among them (LTI 1.3):
     {p}:cache:lti_token:{dest}:{digest}          an access token of one destination + scope set (TTL: its
                                                  expiry minus the refresh margin)
@@ -97,6 +101,10 @@ class Keys:
 
     def parked(self, destination: str) -> str:
         return f"{self.prefix}:parked:{destination}"
+
+    @property
+    def parking(self) -> str:
+        return f"{self.prefix}:parking"
 
     def inflight(self, destination: str) -> str:
         return f"{self.prefix}:inflight:{destination}"
