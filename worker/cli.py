@@ -73,7 +73,9 @@ def _settings_or_exit() -> None:
 
 @cli.command("worker")
 @click.option("--concurrency", "-c", type=int, default=None, help="Threads (default GRADESYNC_WORKER_CONCURRENCY).")
-@click.option("--destinations", "-d", default=None, help="Comma-separated destinations to serve (default: all).")
+@click.option("--destinations", "-d", default=None,
+              help="Comma-separated destinations to serve (default: all): the queues of their groups; a "
+                   "destination without a group is on the shared queue, with every other such destination.")
 @click.option("--group", "-g", default=None,
               help="Consume only this group's queue: 'default' = the shared queue grades, else grades.<group> "
                    "(the destinations whose group is it).")

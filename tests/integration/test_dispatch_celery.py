@@ -69,3 +69,22 @@ def test_an_unreachable_broker_is_broker_unavailable(tmp_path: Path) -> None:
         dead.send_many([Delivery("e", "lt", "t")])
     assert isinstance(BrokerUnavailable("x"), ConnectionError)  # retried like any connection error
     dead.close()
+
+
+def test_a_dedicated_group_has_its_own_queue(redis_client: redis.Redis, redis_url: str, tmp_path: Path) -> None:
+    from worker.celery_app import build_config
+
+    (tmp_path / "g.toml").write_text(TOML + TOML.replace("[destinations.lt]", "[destinations.slow]")
+                                     + 'group = "slow-lms"\n')
+    settings = Settings(redis_url=redis_url, destinations_file=tmp_path / "g.toml")
+    d = CeleryDispatcher(settings)
+    try:
+        d.send_many([Delivery("e1", "lt", "t1"), Delivery("e2", "slow", "t2"), Delivery("e3", "slow", "t3")])
+        assert d.queue_depths(["grades", "grades.slow-lms"]) == {"grades": 1, "grades.slow-lms": 2}
+        assert d.depths(["lt", "slow"]) == {"lt": 1, "slow": 2}
+        payload = json.loads(redis_client.rpop("grades.slow-lms") or b"{}")
+        assert payload["properties"]["delivery_info"]["routing_key"] == "grades.slow-lms"
+        # a worker without --destinations / --group consumes both queues (the app declares them)
+        assert [q.name for q in build_config(settings)["task_queues"]] == ["grades", "grades.slow-lms"]
+    finally:
+        d.close()
