@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from worker.flow.share import CONTENTION_WINDOW, MAX_DEFER, MIN_DEFER, FairShare, admit, defer_delay, share_limit
+from worker.flow.share import (
+    CONTENTION_WINDOW,
+    MAX_DEFER,
+    MIN_DEFER,
+    FairShare,
+    admit,
+    defer_delay,
+    held_to_share,
+    share_limit,
+)
 from worker.settings import ConfigError, parse_destinations
 
 
@@ -27,6 +36,22 @@ def test_admit(held: int, max_concurrency: int | None, slots: int, contended: bo
     assert admit(held, max_concurrency, slots, contended) is ok
 
 
+@pytest.mark.parametrize(("others", "typical", "held"), [
+    (False, 0.05, False), (False, 1.0, False), (True, 0.05, True), (False, 5.0, True), (False, None, True),
+    (True, None, True),
+])
+def test_held_to_share(others: bool, typical: float | None, held: bool) -> None:
+    assert held_to_share(others, typical) is held
+
+
+def fast(share: FairShare, *names: str) -> FairShare:
+    """``names`` have each finished one fast attempt (the share knows them to be fast)."""
+    for name in names:
+        assert share.enter(name, None)
+        share.leave(name, 0.05)
+    return share
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 100.0
@@ -36,7 +61,7 @@ class Clock:
 
 
 def test_a_destination_alone_uses_every_thread() -> None:
-    share = FairShare(4, clock=Clock())
+    share = fast(FairShare(4, clock=Clock()), "busy")
     assert all(share.enter("busy", None) for _ in range(4))
     assert not share.enter("busy", None)  # every thread taken
     assert share.held("busy") == 4
@@ -44,7 +69,8 @@ def test_a_destination_alone_uses_every_thread() -> None:
 
 def test_under_contention_a_destination_holds_at_most_its_share() -> None:
     clock = Clock()
-    share = FairShare(4, clock=clock)
+    share = fast(FairShare(4, clock=clock), "slow")
+    clock.now += CONTENTION_WINDOW + 0.1
     assert share.enter("slow", None) and share.enter("slow", None)
     assert share.enter("fast", None)  # another destination has work in hand
     assert not share.enter("slow", None)  # half of 4 while "fast" holds a thread
@@ -55,13 +81,22 @@ def test_under_contention_a_destination_holds_at_most_its_share() -> None:
 
 
 def test_a_destination_over_its_share_is_not_preempted_but_drains_to_it() -> None:
-    share = FairShare(4, clock=Clock())
+    share = fast(FairShare(4, clock=Clock()), "slow")
     assert all(share.enter("slow", None) for _ in range(3))
     assert share.enter("fast", None)  # under contention a destination with nothing held is admitted
     share.leave("slow", 5.0)
     assert not share.enter("slow", None)  # 2 held, share 2
     share.leave("slow", 5.0)
     assert share.enter("slow", None)  # 1 held: back under its share
+
+
+def test_a_slow_or_unknown_destination_keeps_to_its_share_even_alone() -> None:
+    share = FairShare(4, clock=Clock())
+    assert share.enter("new", None) and share.enter("new", None)
+    assert not share.enter("new", None)  # nothing known of its attempts yet: half
+    share.leave("new", 5.0)
+    share.leave("new", 5.0)
+    assert share.enter("new", None) and share.enter("new", None) and not share.enter("new", None)  # slow: half
 
 
 def test_an_explicit_max_concurrency_caps_even_alone() -> None:

@@ -1,10 +1,19 @@
 """Work-conserving fair share of one worker process's threads.
 
-A destination may use every thread while no other destination has work in hand in this process; only
-under contention is it capped, at half the threads (at least one), so a slow vendor slows only itself.
-"Work in hand": another destination holds a thread now, or took one (or was turned away) within the last
-:data:`CONTENTION_WINDOW` seconds — its next message is likely right behind in the shared queue. An
-explicit ``max_concurrency`` is a hard cap at all times (an operator's limit, not a share).
+A destination whose attempts are fast may use every thread while no other destination has work in hand
+in this process; only under contention is it capped, at half the threads (at least one), so a slow vendor
+slows only itself. "Work in hand": another destination holds a thread now, or took one (or was turned
+away) within the last :data:`CONTENTION_WINDOW` seconds — its next message is likely right behind in the
+shared queue. An explicit ``max_concurrency`` is a hard cap at all times (an operator's limit, not a
+share).
+
+A destination whose attempts are slow (typically over :data:`FAST_ATTEMPT`), or not known yet (its
+first attempts in this process), keeps to its share even alone. Why: the worker cannot see what waits in
+the shared queue behind its messages. A slow vendor holding every thread for seconds would leave no
+thread to take the next message, so another destination's events would wait for the slow one's whole
+backlog (isolation drill, no ``max_concurrency``: minutes); with half the threads, the others take the
+slow destination's over-share messages, defer them, and reach the next destination's events. A fast
+destination hands its threads back within milliseconds, so it costs others nothing to let it use them.
 
 Why work-conserving: the old rule capped a destination at half the threads whenever the process served
 more than one destination, even with the others idle, and deferred every over-share message: one busy
@@ -31,6 +40,8 @@ MIN_DEFER = 0.5
 MAX_DEFER = 15.0
 #: another destination seen within this many seconds still has work in hand (contention)
 CONTENTION_WINDOW = 2.0
+#: seconds: a destination whose attempts typically take longer keeps to its share even alone
+FAST_ATTEMPT = 1.0
 
 
 def share_limit(max_concurrency: int | None, slots: int, contended: bool = True) -> int:
@@ -40,6 +51,12 @@ def share_limit(max_concurrency: int | None, slots: int, contended: bool = True)
     if not contended:
         return cap
     return min(cap, max(1, slots // 2))
+
+
+def held_to_share(others_active: bool, typical: float | None) -> bool:
+    """Whether a destination is held to its share: another destination has work in hand, or its own
+    attempts are slow or not known yet (see the module's "why")."""
+    return others_active or typical is None or typical > FAST_ATTEMPT
 
 
 def admit(held: int, max_concurrency: int | None, slots: int, contended: bool) -> bool:
@@ -73,9 +90,9 @@ class FairShare:
         self._recent = [(name, now), *others[:1]]
 
     def _contended(self, name: str, held: int, now: float) -> bool:
-        if self._holders - (1 if held else 0) > 0:
-            return True
-        return any(other != name and now - seen < self.window for other, seen in self._recent)
+        others = self._holders - (1 if held else 0) > 0 or any(
+            other != name and now - seen < self.window for other, seen in self._recent)
+        return held_to_share(others, self._typical.get(name))
 
     def enter(self, name: str, max_concurrency: int | None) -> bool:
         """Take a thread slot for ``name``; False when the destination already holds its share."""
