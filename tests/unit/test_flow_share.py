@@ -19,7 +19,7 @@ from worker.settings import ConfigError, parse_destinations
 
 @pytest.mark.parametrize(("max_concurrency", "slots", "contended", "limit"), [
     (None, 16, True, 8), (None, 4, True, 2), (None, 1, True, 1), (None, 3, True, 1), (3, 16, True, 3),
-    (40, 16, True, 8), (1, 16, True, 1),
+    (40, 16, True, 16), (1, 16, True, 1),  # an explicit max_concurrency is the limit, contended or not
     # no contention: every thread (work-conserving), an explicit max_concurrency still a hard cap
     (None, 16, False, 16), (None, 64, False, 64), (None, 1, False, 1), (3, 16, False, 3), (40, 16, False, 16),
 ])
@@ -30,7 +30,8 @@ def test_share_limit(max_concurrency: int | None, slots: int, contended: bool, l
 @pytest.mark.parametrize(("held", "max_concurrency", "slots", "contended", "ok"), [
     (0, None, 64, False, True), (63, None, 64, False, True), (64, None, 64, False, False),
     (31, None, 64, True, True), (32, None, 64, True, False), (40, None, 64, True, False),
-    (0, 2, 64, False, True), (2, 2, 64, False, False), (0, None, 1, True, True), (1, None, 1, True, False),
+    (0, 2, 64, False, True), (2, 2, 64, False, False), (40, 48, 64, True, True),
+    (0, None, 1, True, True), (1, None, 1, True, False),
 ])
 def test_admit(held: int, max_concurrency: int | None, slots: int, contended: bool, ok: bool) -> None:
     assert admit(held, max_concurrency, slots, contended) is ok

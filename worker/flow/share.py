@@ -4,8 +4,8 @@ A destination whose attempts are fast may use every thread while no other destin
 in this process; only under contention is it capped, at half the threads (at least one), so a slow vendor
 slows only itself. "Work in hand": another destination holds a thread now, or took one (or was turned
 away) within the last :data:`CONTENTION_WINDOW` seconds — its next message is likely right behind in the
-shared queue. An explicit ``max_concurrency`` is a hard cap at all times (an operator's limit, not a
-share).
+shared queue. An explicit ``max_concurrency`` replaces the share: the threads the destination may hold,
+contended or not (an operator's number, as before).
 
 A destination whose attempts are slow (typically over :data:`FAST_ATTEMPT`), or not known yet (its
 first attempts in this process), keeps to its share even alone. Why: the worker cannot see what waits in
@@ -45,12 +45,12 @@ FAST_ATTEMPT = 1.0
 
 
 def share_limit(max_concurrency: int | None, slots: int, contended: bool = True) -> int:
-    """Threads one destination may hold in a process of ``slots`` threads: all of them (or its
-    ``max_concurrency``) without contention, half of them (at least one) under contention."""
-    cap = slots if max_concurrency is None else max(1, min(max_concurrency, slots))
-    if not contended:
-        return cap
-    return min(cap, max(1, slots // 2))
+    """Threads one destination may hold in a process of ``slots`` threads: its ``max_concurrency`` when
+    set (the operator's number, contended or not), else all of them without contention and half of them
+    (at least one) under contention."""
+    if max_concurrency is not None:
+        return max(1, min(max_concurrency, slots))
+    return max(1, slots // 2) if contended else slots
 
 
 def held_to_share(others_active: bool, typical: float | None) -> bool:
