@@ -1,8 +1,8 @@
-"""The Celery app: Redis (or AMQP) broker, one queue per destination, settings chosen for I/O-bound
-delivery with at-least-once semantics. Configuration is computed lazily from :class:`Settings` on first
-use, so importing this module has no side effects beyond registering the guarded sentinel transport.
-``celery -A worker.celery_app ...`` (and ``gradesync worker`` / ``gradesync flower``) find the app here;
-``import worker`` does not load Celery.
+"""The Celery app: Redis (or AMQP) broker, one shared queue (plus one per dedicated group), settings
+chosen for I/O-bound delivery with at-least-once semantics. Configuration is computed lazily from
+:class:`Settings` on first use, so importing this module has no side effects beyond registering the
+guarded sentinel transport. ``celery -A worker.celery_app ...`` (and ``gradesync worker`` / ``gradesync
+flower``) find the app here; ``import worker`` does not load Celery.
 
 This is one of the four modules that import Celery / kombu (with :mod:`worker.kombu_redis`, :mod:`worker.tasks`
 and :mod:`worker.dispatch.celery`): besides the worker's app it holds the producers' send-only app
@@ -46,30 +46,33 @@ from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.redis import SentinelChannel, SentinelTransport
 
 from worker.connections import broker_transport_options, broker_url, is_amqp_url
-from worker.keys import Keys
+from worker.keys import SHARED_QUEUE
+from worker.routing import all_queues
 from worker.settings import Settings, get_settings
 
 # -- the broker queues ---------------------------------------------------------------------------------
+# A small fixed set (:mod:`worker.routing`): ``grades``, shared by every destination, and ``grades.<group>``
+# per dedicated group; not one per destination (a worker's take cost grew with the queues it polls).
 # Declared the same way by every side (worker, producer, ops app, requeue). On Redis a queue is a plain
-# list ``grades.<destination>`` (KEDA's Redis-list scaler reads its length). On RabbitMQ every queue is a
+# list (KEDA's Redis-list scaler reads its length). On RabbitMQ every queue is a
 # **quorum queue** (``x-queue-type: quorum``): replicated with Raft across the cluster's nodes, so a queue
 # survives the loss of a node (RabbitMQ 4 removed classic mirrored queues). RabbitMQ refuses to re-declare
 # a queue with other arguments (PRECONDITION_FAILED), which is why producers must declare exactly what the
 # worker declares: both take their queues from :func:`broker_queues`.
 
 QUORUM_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum"}
-#: on RabbitMQ every destination queue is bound to this one direct exchange by its own name, so the
+#: on RabbitMQ every queue is bound to this one direct exchange by its own name, so the
 #: binding does not depend on which destination sorts first (Celery's default exchange would)
 AMQP_EXCHANGE = "gradesync"
 
 
 def queue_arguments(broker: str) -> dict[str, Any] | None:
-    """The ``x-*`` arguments a destination queue is declared with on this broker."""
+    """The ``x-*`` arguments a queue is declared with on this broker."""
     return dict(QUORUM_ARGUMENTS) if is_amqp_url(broker) else None
 
 
-def broker_queue(destination: str, broker: str) -> Queue:
-    name = Keys.queue(destination)
+def broker_queue(name: str, broker: str) -> Queue:
+    """The kombu declaration of the broker queue ``name`` (:func:`worker.routing.queue_of`)."""
     if not is_amqp_url(broker):
         return Queue(name, routing_key=name)  # type: ignore[no-untyped-call]
     exchange = Exchange(AMQP_EXCHANGE, type="direct", durable=True)  # type: ignore[no-untyped-call]
@@ -77,8 +80,8 @@ def broker_queue(destination: str, broker: str) -> Queue:
                  queue_arguments=queue_arguments(broker))
 
 
-def broker_queues(destinations: Iterable[str], broker: str) -> list[Queue]:
-    return [broker_queue(d, broker) for d in destinations]
+def broker_queues(names: Iterable[str], broker: str) -> list[Queue]:
+    return [broker_queue(name, broker) for name in names]
 
 
 # -- the sentinel transport --------------------------------------------------------------------------------
@@ -114,7 +117,7 @@ install_sentinel_transport()
 
 # -- the apps ------------------------------------------------------------------------------------------------
 def build_config(settings: Settings) -> dict[str, Any]:
-    queues = broker_queues(settings.destinations(), settings.broker)
+    queues = broker_queues(all_queues(settings.destinations()), settings.broker)
     time_limit = settings.visibility_timeout - 15
     return {
         "broker_url": broker_url(settings.broker),
@@ -132,7 +135,7 @@ def build_config(settings: Settings) -> dict[str, Any]:
         # RabbitMQ: quorum queues (broker_queues), also for any queue Celery creates on demand
         **({"task_default_queue_type": "quorum"} if is_amqp_url(settings.broker) else {}),
         "task_queues": queues,
-        "task_default_queue": queues[0].name if queues else "grades.default",
+        "task_default_queue": SHARED_QUEUE,
         "task_create_missing_queues": True,
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -173,7 +176,8 @@ def make_client_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         # on RabbitMQ declared exactly as the worker declares them (quorum queues); a Redis list needs no
         # declaration
-        task_queues=broker_queues(settings.destinations(), settings.broker) if is_amqp_url(settings.broker) else None,
+        task_queues=(broker_queues(all_queues(settings.destinations()), settings.broker)
+                     if is_amqp_url(settings.broker) else None),
         task_create_missing_queues=True,
     )
     return client

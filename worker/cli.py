@@ -74,7 +74,12 @@ def _settings_or_exit() -> None:
 
 @cli.command("worker")
 @click.option("--concurrency", "-c", type=int, default=None, help="Threads (default GRADESYNC_WORKER_CONCURRENCY).")
-@click.option("--destinations", "-d", default=None, help="Comma-separated destinations to serve (default: all).")
+@click.option("--destinations", "-d", default=None,
+              help="Comma-separated destinations to serve (default: all): the queues of their groups; a "
+                   "destination without a group is on the shared queue, with every other such destination.")
+@click.option("--group", "-g", default=None,
+              help="Consume only this group's queue: 'default' = the shared queue grades, else grades.<group> "
+                   "(the destinations whose group is it).")
 @click.option("--hostname", "-n", default=None, help="Celery node name (default gradesync@<host>).")
 @click.option("--loglevel", "-l", default=None, help="Log level (default GRADESYNC_LOG_LEVEL).")
 @click.option("--processes", "-p", type=click.IntRange(1, 256), default=None,
@@ -83,14 +88,19 @@ def _settings_or_exit() -> None:
 @click.option("--task-events", "-E", is_flag=True, default=None,
               help="Send Celery task events (for Flower); default GRADESYNC_TASK_EVENTS, off.")
 @click.option("--cpu", type=int, default=None, hidden=True, help="Run on this CPU (the supervisor's pinning).")
-def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str | None, loglevel: str | None,
+def worker_cmd(concurrency: int | None, destinations: str | None, group: str | None, hostname: str | None,
+               loglevel: str | None,
                processes: int | None, task_events: bool | None, cpu: int | None) -> None:
-    """Run a worker on the destination queues (threads pool, late acknowledgement, one process per core)."""
+    """Run a worker on the broker queues (threads pool, late acknowledgement, one process per core).
+
+    Without ``--destinations`` it consumes every queue (the shared ``grades`` and each dedicated group's);
+    with it, the queues of the destinations named (``grades.<group>`` of a destination with a ``group``,
+    else the shared queue, :mod:`worker.routing`)."""
     from worker import affinity
     from worker.celery_app import app
-    from worker.keys import Keys
     from worker.registry.live import FOLLOW_REGISTRY
     from worker.registry.service import startup_destinations
+    from worker.routing import all_queues, queues_of
 
     settings = get_settings()
     try:
@@ -99,9 +109,17 @@ def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str 
             settings.destinations()  # none anywhere: say what the file needs
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    if not destinations:  # every destination: also those registered while it runs (worker.tasks)
+    if destinations and group:
+        raise click.UsageError("give --destinations or --group, not both")
+    if not destinations and not group:  # every destination: also those registered while it runs (worker.tasks)
         os.environ[FOLLOW_REGISTRY] = "1"
-    chosen = [d.strip() for d in destinations.split(",")] if destinations else sorted(dests)
+    if group:
+        wanted = None if group == "default" else group
+        chosen = sorted(name for name, d in dests.items() if d.group == wanted)
+        if not chosen:
+            raise click.ClickException(f"no destination is in group {group!r}")
+    else:
+        chosen = [d.strip() for d in destinations.split(",")] if destinations else sorted(dests)
     unknown = [d for d in chosen if d not in dests]
     if unknown:
         raise click.ClickException(f"unknown destination(s): {', '.join(unknown)}")
@@ -121,7 +139,9 @@ def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str 
         from worker import supervisor
 
         child = ["--concurrency", str(threads), "--loglevel", (loglevel or settings.log_level).upper(),
-                 "--destinations", ",".join(chosen), *(["--task-events"] if events else [])]
+                 *(["--destinations", destinations] if destinations else []),
+                 *(["--group", group] if group else []),
+                 *(["--task-events"] if events else [])]
         supervisor.exec_lean(nprocs, child, hostname or "gradesync@%h", settings.log_format, settings.log_level,
                              cpus)
     cpu = cpus[0] if cpu is None else cpu
@@ -132,7 +152,7 @@ def worker_cmd(concurrency: int | None, destinations: str | None, hostname: str 
         "--pool", "threads",
         "--concurrency", str(threads),
         "--loglevel", (loglevel or settings.log_level).upper(),
-        "--queues", ",".join(Keys.queue(d) for d in chosen),
+        "--queues", ",".join(queues_of(dests[d] for d in chosen) if destinations or group else all_queues(dests)),
         "--hostname", hostname or "gradesync@%h",
         "--without-mingle",
         "--without-gossip",

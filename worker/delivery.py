@@ -47,7 +47,7 @@ from worker.flow.share import FairShare
 from worker.known_secrets import scrub_error, wire_secrets
 from worker.redact import bind_secrets, redact_text
 from worker.retry import Action, RetryPolicy, decide
-from worker.settings import Destination, Settings
+from worker.settings import Destination, Settings, refresh_live_destinations
 from worker.store import EventRecord, Store
 from worker.store.ledger import RUNNABLE, Claim
 
@@ -163,6 +163,10 @@ class Deliverer:
             return self._dead_letter(record, None, reason, {"error_class": "ConfigurationError", "message": reason})
         bind_secrets(wire_secrets(record.wire))  # masked in every record and log line (until logs.clear())
         destinations, vendors = self._destinations()
+        if record.destination not in destinations and refresh_live_destinations(self.settings):
+            # registered moments ago: the shared queue brought its message before this process's next look
+            # at the registry (every 2 s); an unknown destination after that look is a removed one
+            destinations, vendors = self._destinations()
         try:
             event = GradeEvent.from_wire(record.wire, vendors=vendors)
         except ValidationError as exc:

@@ -26,6 +26,8 @@ surface read and update them). Nothing else builds a key name.
                                  theoretical arrival time), epoch (bumped when the rate drops),
                                  probe_deadline, probe_released_at, sent_t/sent_n/sent_prev (rate seen)
     {p}:parked:{dest}            zset: event id -> time it was parked (breaker open or paused)
+    {p}:parking                  set: destinations that may have parked events (the flow pump's index:
+                                 added when an event is parked, removed by the pump once empty)
     {p}:audit                    stream: operator actions
     {p}:registry                 hash: destination name -> its JSON config (the run-time registry,
                                  worker/registry; secrets given directly are Fernet-encrypted in it)
@@ -44,6 +46,8 @@ surface read and update them). Nothing else builds a key name.
     {p}:stats:minute:{dest}:{outcome}:{minute}
                                  string: outcomes of one destination in one epoch minute (expires after 2 h;
                                  the dashboard's 5/60-minute windows and its per-minute throughput chart)
+    grades, grades.{group}       the broker queues (lists, not prefixed: kombu names them): the one shared
+                                 queue, and one per dedicated group (worker.routing)
     {p}:cache:{ns}:{key}         vendor lookups shared by workers, among them (LTI 1.3):
     {p}:cache:lti_token:{dest}:{digest}          an access token of one destination + scope set (TTL: its
                                                  expiry minus the refresh margin)
@@ -102,6 +106,10 @@ class Keys:
 
     def parked(self, destination: str) -> str:
         return f"{self.prefix}:parked:{destination}"
+
+    @property
+    def parking(self) -> str:
+        return f"{self.prefix}:parking"
 
     def inflight(self, destination: str) -> str:
         return f"{self.prefix}:inflight:{destination}"
@@ -168,9 +176,16 @@ class Keys:
         return self.prefix
 
     @staticmethod
-    def queue(destination: str) -> str:
-        """The broker queue of a destination (one per destination: a slow vendor starves no other)."""
-        return f"grades.{destination}"
+    def queue(group: str | None = None) -> str:
+        """A broker queue: the one shared queue ``grades`` (every destination without a ``group``), or a
+        dedicated group's ``grades.<group>`` (its destinations' events only, for ``gradesync worker
+        --destinations``). Not one per destination: a worker's take cost grows with the queues it polls
+        (:mod:`worker.routing`)."""
+        return f"{SHARED_QUEUE}.{group}" if group else SHARED_QUEUE
+
+
+#: the broker queue of every destination without a dedicated group
+SHARED_QUEUE = "grades"
 
 
 #: the Celery task name of the one delivery task

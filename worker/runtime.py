@@ -93,16 +93,16 @@ def build(settings: Settings, *, slots: int | None = None, served: Sequence[str]
           worker: str | None = None, client: redis.Redis | None = None) -> Runtime:
     """A worker's store, adapters and deliverer.
 
-    ``slots``: the delivery threads (default ``worker_concurrency``) and ``served``: the destinations
-    whose queues it consumes (default: all), for the fair share; ``worker``: the name in attempt records
-    (default the host name); ``client``: the Redis client (default :func:`worker_client`, which rides out
-    a Redis restart)."""
+    ``slots``: the delivery threads (default ``worker_concurrency``), for the fair share; ``served``: the
+    queues it consumes (informational: the share is work-conserving and needs no count); ``worker``: the
+    name in attempt records (default the host name); ``client``: the Redis client (default
+    :func:`worker_client`, which rides out a Redis restart)."""
     WireCipher.from_settings(settings)  # no key, no delivery: refuse rather than dead-letter everything
     store = Store.connect(settings, client or worker_client(settings))
     # the destinations file applied to the run-time registry, which is then polled (< 10 s to see a change)
     live = LiveDestinations(settings, Registry(store.redis, store.keys)).install()
     register_destinations(settings)  # their credentials are masked in every record and log line
     adapters = AdapterPool(settings, store)
-    share = FairShare(slots or settings.worker_concurrency, len(served or settings.destinations()))
+    share = FairShare(slots or settings.worker_concurrency)  # work-conserving: no per-destination count
     deliverer = Deliverer(settings, store, adapters, worker=worker or socket.gethostname(), share=share)
     return Runtime(settings, store, adapters, deliverer, live)

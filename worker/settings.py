@@ -286,6 +286,14 @@ def has_live_destinations(settings: CommonSettings) -> bool:
     return bool(_LIVE.get(id(settings)))
 
 
+def refresh_live_destinations(settings: CommonSettings) -> bool:
+    """Look at the run-time registry now instead of at the next poll (a message of a destination this
+    process does not know yet); True when the map changed."""
+    entry = _LIVE.get(id(settings))
+    refresh = getattr(entry[1][-1], "refresh", None) if entry else None
+    return bool(refresh()) if callable(refresh) else False
+
+
 def install_live_destinations(settings: CommonSettings, current: Callable[[], dict[str, Destination]]) -> None:
     """From now on ``settings.destinations()`` is ``current()`` (the run-time registry's current map)."""
     _LIVE.setdefault(id(settings), (settings, []))[1].append(current)

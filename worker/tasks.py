@@ -15,9 +15,10 @@ from worker import logs, shutdown
 from worker.celery_app import app
 from worker.dispatch.celery import CeleryDispatcher
 from worker.heartbeat import Heartbeat
-from worker.keys import DELIVER_TASK, Keys
+from worker.keys import DELIVER_TASK
 from worker.kombu_redis import batch_kombu_acks, batch_kombu_take, harden_kombu_redis, reuse_kombu_clients
 from worker.registry.live import FOLLOW_REGISTRY
+from worker.routing import queue_of
 from worker.runtime import Runtime, build
 from worker.settings import get_settings
 from worker.store.durability import redis_risks
@@ -78,14 +79,14 @@ def _pool_size(sender: Any = None, **_: Any) -> None:
 
 
 def _follow_registry(consumer: Any, current: dict[str, Any], changed: set[str]) -> None:
-    """Consume the queue of a destination registered while this worker runs; stop for a removed one (the
-    calls run on the consumer's event loop, not on the registry's polling thread)."""
+    """Serve a destination registered while this worker (one serving every destination) runs: the shared
+    queue is consumed already; a new dedicated group's queue is added (Celery's ``add_task_queue`` does
+    nothing for a queue it consumes). A removed destination needs nothing here: its events no longer
+    validate, and its queue may carry other destinations' (the calls run on the consumer's event loop,
+    not on the registry's polling thread)."""
     for name in sorted(changed):
-        queue = Keys.queue(name)
         if name in current:
-            consumer.call_soon(consumer.add_task_queue, queue)
-        else:
-            consumer.call_soon(consumer.cancel_task_queue, queue)
+            consumer.call_soon(consumer.add_task_queue, queue_of(current[name]))
 
 
 @signals.worker_ready.connect

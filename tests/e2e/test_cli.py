@@ -136,12 +136,12 @@ def test_publish_refuses_a_file_with_bad_lines_and_publishes_nothing(env: Env, r
     assert "line 2: not valid JSON" in out.stderr
     assert "line 3: score_given: Input should be greater than or equal to 0" in out.stderr
     assert "2 invalid record(s); nothing published" in out.stderr
-    assert redis_client.keys("gradesync:event:*") == [] and redis_client.llen("grades.ti") == 0
+    assert redis_client.keys("gradesync:event:*") == [] and redis_client.llen("grades") == 0
 
     skipped = env.run("publish", "--skip-invalid", "--json", str(src))
     assert skipped.returncode == 0
     ids = json.loads(skipped.stdout)
-    assert len(ids) == 2 and redis_client.llen("grades.ti") == 2
+    assert len(ids) == 2 and redis_client.llen("grades") == 2
 
 
 def test_publish_reads_a_json_array_from_stdin(env: Env, redis_client: redis.Redis) -> None:

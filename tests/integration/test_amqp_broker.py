@@ -105,7 +105,7 @@ def test_rabbitmq_broker_delivers_and_retries_on_quorum_queues(
     assert sorted(cluster.store.ledger.load(i).attempts for i in ids) == [1, 1, 2]  # type: ignore[union-attr]
     assert len(vendors["thoughtindustries"].state()["activities"]) == 3
     if vhost:  # the queue is replicated (quorum), not a classic queue
-        assert _queue_types(vhost)[f"grades.{dest}"] == "quorum"
+        assert _queue_types(vhost)["grades"] == "quorum"  # the one shared queue
     dispatcher = cluster.publisher.dispatcher
     assert isinstance(dispatcher, CeleryDispatcher) and dispatcher.kind == "amqp"
     with dispatcher.app.connection_for_write() as conn:  # publisher confirms are on
@@ -160,7 +160,10 @@ def test_rabbitmq_queue_depth_gauge(amqp: tuple[Cluster, str, str]) -> None:
     ctx = OpsContext(cluster.settings, store=cluster.store)
     rows = {row.destination: row for row in compute_overview(ctx, windows=False)}
     assert rows[dest].queue_depth == 5
-    assert rows["lt"].queue_depth == 0  # a queue never declared reads as empty, not as an error
+    assert rows["lt"].queue_depth == 5  # the shared queue: what lt's messages would wait behind
+    dispatcher = cluster.publisher.dispatcher
+    assert isinstance(dispatcher, CeleryDispatcher)
+    assert dispatcher.queue_depths(["grades.never"]) == {"grades.never": 0}  # never declared: empty, no error
     text = "\n".join(f"{s.name}{s.labels} {s.value}" for m in make_registry(ctx).collect() for s in m.samples)
     assert f"gradesync_queue_depth{{'destination': '{dest}'}} 5" in text
 

@@ -44,8 +44,10 @@ def test_the_pipelined_batch_is_what_send_task_pushes(dispatcher: CeleryDispatch
     one = Delivery("event-1", "lt", "token-1")
     dispatcher._publish([one])  # through Celery and kombu
     dispatcher.send_many([one, Delivery("event-2", "lt", "token-2")])  # the pipelined LPUSHes
-    assert dispatcher.depths(["lt", "other"]) == {"lt": 3, "other": 0}
-    via_kombu, ours, second = (redis_client.rpop("grades.lt") for _ in range(3))
+    # one shared queue: each destination reads its depth (what its messages wait behind)
+    assert dispatcher.depths(["lt", "other"]) == {"lt": 3, "other": 3}
+    assert dispatcher.queue_depths(["grades", "grades.nobody"]) == {"grades": 3, "grades.nobody": 0}
+    via_kombu, ours, second = (redis_client.rpop("grades") for _ in range(3))
     assert isinstance(via_kombu, bytes) and isinstance(ours, bytes) and isinstance(second, bytes)
     assert _comparable(ours) == _comparable(via_kombu)
     assert _comparable(second)["body"][1] == {"token": "token-2", "destination": "lt"}
@@ -54,7 +56,7 @@ def test_the_pipelined_batch_is_what_send_task_pushes(dispatcher: CeleryDispatch
 
 
 def test_depths_count_every_priority_list(dispatcher: CeleryDispatcher, redis_client: redis.Redis) -> None:
-    for key in priority_lists("grades.lt"):
+    for key in priority_lists("grades"):
         redis_client.lpush(key, "x")
     assert dispatcher.depths(["lt"]) == {"lt": 4}
     dispatcher.ping()
@@ -67,3 +69,22 @@ def test_an_unreachable_broker_is_broker_unavailable(tmp_path: Path) -> None:
         dead.send_many([Delivery("e", "lt", "t")])
     assert isinstance(BrokerUnavailable("x"), ConnectionError)  # retried like any connection error
     dead.close()
+
+
+def test_a_dedicated_group_has_its_own_queue(redis_client: redis.Redis, redis_url: str, tmp_path: Path) -> None:
+    from worker.celery_app import build_config
+
+    (tmp_path / "g.toml").write_text(TOML + TOML.replace("[destinations.lt]", "[destinations.slow]")
+                                     + 'group = "slow-lms"\n')
+    settings = Settings(redis_url=redis_url, destinations_file=tmp_path / "g.toml")
+    d = CeleryDispatcher(settings)
+    try:
+        d.send_many([Delivery("e1", "lt", "t1"), Delivery("e2", "slow", "t2"), Delivery("e3", "slow", "t3")])
+        assert d.queue_depths(["grades", "grades.slow-lms"]) == {"grades": 1, "grades.slow-lms": 2}
+        assert d.depths(["lt", "slow"]) == {"lt": 1, "slow": 2}
+        payload = json.loads(redis_client.rpop("grades.slow-lms") or b"{}")
+        assert payload["properties"]["delivery_info"]["routing_key"] == "grades.slow-lms"
+        # a worker without --destinations / --group consumes both queues (the app declares them)
+        assert [q.name for q in build_config(settings)["task_queues"]] == ["grades", "grades.slow-lms"]
+    finally:
+        d.close()

@@ -101,3 +101,29 @@ def test_scheduled_counts_per_destination_follow_the_claims(redis_client: redis.
     assert redis_client.zcard(keys.scheduled_of("x")) == 0 and redis_client.zcard(keys.scheduled_of("y")) == 1
     assert schedule.recover(NOW + 120) == 2  # a crashed pump's claims come back, counted again
     assert redis_client.zcard(keys.scheduled_of("x")) == 2
+
+
+def test_the_flow_pump_looks_only_at_destinations_in_the_parking_index(flow: FlowStore) -> None:
+    from worker.flow.drain import FULL_SCAN_EVERY, FlowPump
+    from worker.settings import parse_destinations
+
+    one = parse_destinations({"destinations": {"d": {"vendor": "ltiaas", "base_url": "http://x", "api_key_env": "K"}}},
+                             environ={})["d"]
+    dests = {f"d{i}": one for i in range(1000)}
+    pump = FlowPump(flow, lambda: dests, lambda ids: [None] * len(ids))
+    looked: list[list[str]] = []
+    names = pump._names
+    pump._names = lambda d, indexed, now: looked.append(names(d, indexed, now)) or looked[-1]  # type: ignore[method-assign]
+    assert pump.tick(now=NOW) == 0 and len(looked[-1]) == 1000  # the first tick looks at every destination
+    ledger(flow).hold("d7", "e1", now=NOW, reason="paused")
+    assert flow.parking() == {"d7"}
+    flow.r.hset(flow.keys.flow("d7"), "paused", "1")  # still paused: stays parked
+    pump.tick(now=NOW + 1)
+    assert looked[-1] == ["d7"] and flow.parking() == {"d7"}
+    assert flow.release("d7", ["e1"], now=NOW + 2) == 1
+    pump.tick(now=NOW + 2)
+    assert flow.parking() == set()  # empty: out of the index
+    pump.tick(now=NOW + 3)
+    assert looked[-1] == []
+    pump.tick(now=NOW + 2 + FULL_SCAN_EVERY)
+    assert len(looked[-1]) == 1000  # the periodic full pass (events parked by hand, or before the index)

@@ -152,7 +152,7 @@ def test_an_invalid_batch_is_422_per_item_and_field_and_nothing_is_published(clu
     # nothing was published: no ledger record, no published counter, no broker message
     assert event_keys(cluster) == []
     assert cluster.store.stats.published_totals() == {}
-    assert cluster.store.redis.llen(Keys.queue("lt")) == 0
+    assert cluster.store.redis.llen(Keys.queue()) == 0
 
 
 def test_body_and_batch_limits_answer_413_before_parsing(cluster: Cluster, ops: Ops) -> None:

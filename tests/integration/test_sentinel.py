@@ -54,9 +54,9 @@ def test_store_publisher_and_worker_follow_a_sentinel_failover(
     (tmp_path / "cluster").mkdir()
     cluster = Cluster(sentinel.url, tmp_path / "cluster", sandbox)
     try:
-        # the broker is kombu's sentinel transport: the message lands in the master's grades.ti list
+        # the broker is kombu's sentinel transport: the message lands in the master's shared grades list
         [queued] = cluster.publisher.publish_many([ti_event()])
-        assert redis.Redis(port=sentinel.master.port).llen("grades.ti") == 1
+        assert redis.Redis(port=sentinel.master.port).llen("grades") == 1
         cluster.start_worker(concurrency=2)
         assert cluster.wait_for([queued]) == {queued: "succeeded"}
 

@@ -32,9 +32,9 @@ def test_sentinel_urls_count_as_redis() -> None:
 
 
 def test_queues_are_quorum_on_rabbitmq_only() -> None:
-    assert broker_queue("acme", "amqp://guest@h//").queue_arguments == {"x-queue-type": "quorum"}
-    assert broker_queue("acme", "redis://h/0").queue_arguments is None
-    assert broker_queue("acme", "amqp://guest@h//").name == "grades.acme"
+    assert broker_queue("grades", "amqp://guest@h//").queue_arguments == {"x-queue-type": "quorum"}
+    assert broker_queue("grades", "redis://h/0").queue_arguments is None
+    assert broker_queue("grades", "amqp://guest@h//").name == "grades"
 
 
 def test_worker_config_on_rabbitmq_and_on_sentinel(tmp_path: Path) -> None:

@@ -4,31 +4,106 @@ from __future__ import annotations
 
 import pytest
 
-from worker.flow.share import MAX_DEFER, MIN_DEFER, FairShare, defer_delay, share_limit
+from worker.flow.share import (
+    CONTENTION_WINDOW,
+    MAX_DEFER,
+    MIN_DEFER,
+    FairShare,
+    admit,
+    defer_delay,
+    held_to_share,
+    share_limit,
+)
 from worker.settings import ConfigError, parse_destinations
 
 
-@pytest.mark.parametrize(("max_concurrency", "slots", "limit"), [
-    (None, 16, 8), (None, 4, 2), (None, 1, 1), (None, 3, 1), (3, 16, 3), (40, 16, 16), (1, 16, 1),
+@pytest.mark.parametrize(("max_concurrency", "slots", "contended", "limit"), [
+    (None, 16, True, 8), (None, 4, True, 2), (None, 1, True, 1), (None, 3, True, 1), (3, 16, True, 3),
+    (40, 16, True, 16), (1, 16, True, 1),  # an explicit max_concurrency is the limit, contended or not
+    # no contention: every thread (work-conserving), an explicit max_concurrency still a hard cap
+    (None, 16, False, 16), (None, 64, False, 64), (None, 1, False, 1), (3, 16, False, 3), (40, 16, False, 16),
 ])
-def test_share_limit(max_concurrency: int | None, slots: int, limit: int) -> None:
-    assert share_limit(max_concurrency, slots) == limit
+def test_share_limit(max_concurrency: int | None, slots: int, contended: bool, limit: int) -> None:
+    assert share_limit(max_concurrency, slots, contended) == limit
 
 
-def test_a_process_serving_one_destination_shares_with_no_one() -> None:
-    assert share_limit(None, 16, destinations=1) == 16
-    assert share_limit(4, 16, destinations=1) == 4
-    share = FairShare(2, destinations=1)
-    assert share.enter("only", None) and share.enter("only", None)
+@pytest.mark.parametrize(("held", "max_concurrency", "slots", "contended", "ok"), [
+    (0, None, 64, False, True), (63, None, 64, False, True), (64, None, 64, False, False),
+    (31, None, 64, True, True), (32, None, 64, True, False), (40, None, 64, True, False),
+    (0, 2, 64, False, True), (2, 2, 64, False, False), (40, 48, 64, True, True),
+    (0, None, 1, True, True), (1, None, 1, True, False),
+])
+def test_admit(held: int, max_concurrency: int | None, slots: int, contended: bool, ok: bool) -> None:
+    assert admit(held, max_concurrency, slots, contended) is ok
 
 
-def test_a_destination_never_holds_more_than_its_share() -> None:
-    share = FairShare(4)
+@pytest.mark.parametrize(("others", "typical", "held"), [
+    (False, 0.05, False), (False, 1.0, False), (True, 0.05, True), (False, 5.0, True), (False, None, True),
+    (True, None, True),
+])
+def test_held_to_share(others: bool, typical: float | None, held: bool) -> None:
+    assert held_to_share(others, typical) is held
+
+
+def fast(share: FairShare, *names: str) -> FairShare:
+    """``names`` have each finished one fast attempt (the share knows them to be fast)."""
+    for name in names:
+        assert share.enter(name, None)
+        share.leave(name, 0.05)
+    return share
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_destination_alone_uses_every_thread() -> None:
+    share = fast(FairShare(4, clock=Clock()), "busy")
+    assert all(share.enter("busy", None) for _ in range(4))
+    assert not share.enter("busy", None)  # every thread taken
+    assert share.held("busy") == 4
+
+
+def test_under_contention_a_destination_holds_at_most_its_share() -> None:
+    clock = Clock()
+    share = fast(FairShare(4, clock=clock), "slow")
+    clock.now += CONTENTION_WINDOW + 0.1
     assert share.enter("slow", None) and share.enter("slow", None)
-    assert not share.enter("slow", None)  # half of 4
-    assert share.enter("fast", None)  # the others still get threads
+    assert share.enter("fast", None)  # another destination has work in hand
+    assert not share.enter("slow", None)  # half of 4 while "fast" holds a thread
+    share.leave("fast", 0.05)
+    assert not share.enter("slow", None)  # "fast" was seen a moment ago: its next message is near
+    clock.now += CONTENTION_WINDOW + 0.1
+    assert share.enter("slow", None) and share.enter("slow", None)  # nobody else: every thread again
+
+
+def test_a_destination_over_its_share_is_not_preempted_but_drains_to_it() -> None:
+    share = fast(FairShare(4, clock=Clock()), "slow")
+    assert all(share.enter("slow", None) for _ in range(3))
+    assert share.enter("fast", None)  # under contention a destination with nothing held is admitted
     share.leave("slow", 5.0)
-    assert share.held("slow") == 1 and share.enter("slow", None)
+    assert not share.enter("slow", None)  # 2 held, share 2
+    share.leave("slow", 5.0)
+    assert share.enter("slow", None)  # 1 held: back under its share
+
+
+def test_a_slow_or_unknown_destination_keeps_to_its_share_even_alone() -> None:
+    share = FairShare(4, clock=Clock())
+    assert share.enter("new", None) and share.enter("new", None)
+    assert not share.enter("new", None)  # nothing known of its attempts yet: half
+    share.leave("new", 5.0)
+    share.leave("new", 5.0)
+    assert share.enter("new", None) and share.enter("new", None) and not share.enter("new", None)  # slow: half
+
+
+def test_an_explicit_max_concurrency_caps_even_alone() -> None:
+    share = FairShare(16, clock=Clock())
+    assert share.enter("capped", 2) and share.enter("capped", 2)
+    assert not share.enter("capped", 2)
 
 
 @pytest.mark.parametrize(("typical", "draw", "delay"), [
@@ -71,6 +146,7 @@ def test_flow_settings_are_validated() -> None:
 
 def test_slot_holds_a_thread_only_while_admitted() -> None:
     share = FairShare(2)
+    assert share.enter("other", None)  # contention: "d" may hold one of the two threads
     with share.slot("d", None) as first:
         assert first and share.held("d") == 1
         with share.slot("d", None) as second:

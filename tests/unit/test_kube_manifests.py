@@ -146,27 +146,32 @@ def test_every_secret_reference_resolves(broker: str) -> None:
 
 
 @pytest.mark.parametrize("broker", ["redis", "redis-sentinel", "rabbitmq"])
-def test_every_destination_has_a_scaledobject_trigger_on_its_queue(broker: str) -> None:
+def test_each_group_scales_on_its_one_queue_not_one_trigger_per_destination(broker: str) -> None:
     keda = {"broker": broker, "sentinel_addresses": "s1:26379,s2:26379"}
     objs = _objects(_plan(keda=keda))
-    destinations = set(tomllib.loads(DESTINATIONS.read_text())["destinations"])
     workers = {d["metadata"]["name"]: d for d in _workers(objs)}
-    seen: list[str] = []
+    seen: dict[str, str] = {}
     for so in _kind(objs, "ScaledObject"):
         target = workers[so["spec"]["scaleTargetRef"]["name"]]  # it scales a real worker Deployment
         args = target["spec"]["template"]["spec"]["containers"][0]["args"]
-        served = args[args.index("--destinations") + 1].split(",")
+        group = args[args.index("--group") + 1]
+        assert "--destinations" not in args  # not a list of thousands of names
         assert args[args.index("--processes") + 1] == "1"  # one process per pod: KEDA scales pods
-        queues = []
-        for trig in so["spec"]["triggers"]:
-            meta = trig["metadata"]
-            queue = meta["queueName"] if trig["type"] == "rabbitmq" else meta["listName"]
-            assert trig["type"] == {"redis": "redis", "redis-sentinel": "redis-sentinel",
-                                    "rabbitmq": "rabbitmq"}[broker]
-            queues.append(queue)
-        assert sorted(queues) == sorted(f"grades.{d}" for d in served)  # one trigger per queue it consumes
-        seen += served
-    assert sorted(seen) == sorted(destinations)  # every destination exactly once
+        [trig] = so["spec"]["triggers"]  # the total backlog of the group's queue
+        meta = trig["metadata"]
+        assert trig["type"] == {"redis": "redis", "redis-sentinel": "redis-sentinel", "rabbitmq": "rabbitmq"}[broker]
+        seen[group] = meta["queueName"] if trig["type"] == "rabbitmq" else meta["listName"]
+    assert seen == {"default": "grades", "thoughtindustries": "grades.thoughtindustries"}
+
+
+def test_a_dedicated_group_must_match_the_destinations_group_key() -> None:
+    text = DESTINATIONS.read_text().replace('group = "thoughtindustries"\n', "")
+    config = load_config(KUBE / "cluster.example.toml")
+    with pytest.raises(ConfigError, match="no group"):
+        make_plan(config, text)
+    loose = ClusterConfig.model_validate({**config.model_dump(), "groups": {}})
+    with pytest.raises(ConfigError, match="list it in the cluster file"):
+        make_plan(loose, DESTINATIONS.read_text())
 
 
 def test_replicas_are_capped_by_what_the_rate_limit_can_use() -> None:
@@ -211,5 +216,7 @@ def test_bad_groups_are_refused() -> None:
         make_plan(ClusterConfig.model_validate({**data, "groups": {"x": {"destinations": ["nope"]}}}),
                   DESTINATIONS.read_text())
     everything = {"all": {"destinations": ["acme-ls", "acme-ltiaas", "acme-edlink", "acme-ti"]}}
+    all_grouped = re.sub(r"(\[destinations\.[^\]]+\]\n)", r'\1group = "all"\n',
+                         DESTINATIONS.read_text().replace('group = "thoughtindustries"\n', ""))
     with pytest.raises(ConfigError, match="default"):
-        make_plan(ClusterConfig.model_validate({**data, "groups": everything}), DESTINATIONS.read_text())
+        make_plan(ClusterConfig.model_validate({**data, "groups": everything}), all_grouped)

@@ -39,4 +39,15 @@ def test_every_vendor_is_registered() -> None:
 
 
 def test_queue_names() -> None:
-    assert Keys.queue("acme-ls") == "grades.acme-ls"
+    assert Keys.queue() == "grades" and Keys.queue("slow-lms") == "grades.slow-lms"
+
+
+def test_a_small_fixed_set_of_queues_whatever_the_number_of_destinations() -> None:
+    from worker.routing import all_queues, members, queue_of, queues_of
+
+    many = {f"d{i}": DESTS[1].model_copy(update={"name": f"d{i}"}) for i in range(10_000)}
+    assert all_queues(many) == ["grades"] and queue_of(many["d7"]) == "grades" and queue_of(None) == "grades"
+    many["ti"] = DESTS[3].model_copy(update={"group": "ti-workers"})
+    assert all_queues(many) == ["grades", "grades.ti-workers"]
+    assert queues_of([many["ti"]]) == ["grades.ti-workers"] and queues_of([many["d1"], many["d2"]]) == ["grades"]
+    assert members(many)["grades.ti-workers"] == ["ti"] and len(members(many)["grades"]) == 10_000

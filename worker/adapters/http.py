@@ -1,5 +1,5 @@
-"""The HTTP boundary shared by the vendor adapters: one pooled client per destination, transport
-errors and status codes mapped onto :mod:`worker.errors`.
+"""The HTTP boundary shared by the vendor adapters: one client per destination over the process's shared
+connections (:class:`SharedTransport`), transport errors and status codes mapped onto :mod:`worker.errors`.
 
 Vendor modules call :func:`send` for every request and :func:`error_for_status` for every answer they
 do not treat as success, passing the vendor's own message (parsed from its error body). Vendor-specific
@@ -83,16 +83,21 @@ class VendorClient(httpx.Client):
         return super().build_request(method, url, **kwargs)
 
 
+#: scheme, host, port of a request
+Origin = tuple[bytes, bytes, int | None]
+
+
 class PerThreadTransport(httpx.BaseTransport):
-    """One keep-alive connection per delivery thread (each thread its own one-connection pool).
+    """One keep-alive connection per delivery thread and origin (each its own one-connection pool).
 
     Why: httpcore's shared pool scans every pooled connection, under one lock, when a request takes a
     connection and again when its answer is read; with 64 delivery threads that bookkeeping was about
     half of the HTTP client's CPU in a GIL profile. A delivery thread makes its requests one after the
     other (an adapter reads each answer before the next request), so it never needs a second connection
-    of its own, and a one-connection pool has nothing to scan. At most one connection per thread, as the
-    shared pool allowed (``max_connections`` = the threads); an idle one is closed after
-    ``keepalive_expiry`` on its thread's next request, and all of them when the client is closed.
+    to one origin, and a one-connection pool has nothing to scan. A thread keeps at most
+    :data:`ORIGINS_PER_THREAD` origins' connections (the least recently used is closed beyond that); an
+    idle one is closed after ``keepalive_expiry`` on its thread's next request, all of them when the
+    transport is closed.
     """
 
     def __init__(self, *, keepalive_expiry: float = 30.0) -> None:
@@ -102,19 +107,32 @@ class PerThreadTransport(httpx.BaseTransport):
         self._all: list[httpx.HTTPTransport] = []
         self._ssl: ssl.SSLContext | None = None  # one for all the threads (each holds the CA bundle)
 
-    def _transport(self) -> httpx.HTTPTransport:
-        transport: httpx.HTTPTransport | None = getattr(self._local, "transport", None)
+    def _transport(self, origin: Origin) -> httpx.HTTPTransport:
+        mine: dict[Origin, httpx.HTTPTransport] | None = getattr(self._local, "by_origin", None)
+        if mine is None:
+            mine = self._local.by_origin = {}
+        transport = mine.pop(origin, None)
         if transport is None:
             with self._lock:
                 if self._ssl is None:
                     self._ssl = httpx.create_ssl_context()  # what httpx.HTTPTransport() would build
                 transport = httpx.HTTPTransport(verify=self._ssl, limits=self._limits)
                 self._all.append(transport)
-            self._local.transport = transport
+            if len(mine) >= ORIGINS_PER_THREAD:
+                oldest = next(iter(mine))
+                self._drop(mine.pop(oldest))
+        mine[origin] = transport  # most recently used last
         return transport
 
+    def _drop(self, transport: httpx.HTTPTransport) -> None:
+        with self._lock:
+            if transport in self._all:
+                self._all.remove(transport)
+        transport.close()
+
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self._transport().handle_request(request)
+        url = request.url
+        return self._transport((url.raw_scheme, url.raw_host, url.port)).handle_request(request)
 
     def close(self) -> None:
         with self._lock:
@@ -147,15 +165,47 @@ def take_budget() -> dict[str, str] | None:
     return seen
 
 
+#: origins one delivery thread keeps a connection to (beyond: the least recently used is closed)
+ORIGINS_PER_THREAD = 64
+
+
+class SharedTransport(httpx.BaseTransport):
+    """The process's one :class:`PerThreadTransport`, shared by every destination's client; closing a
+    client leaves it open (its idle connections close after the keep-alive expiry; all with the process).
+
+    Why: with a transport per destination, every (destination, thread) pair held its own connection and
+    every destination its own TLS context (the CA bundle, about 1 MB): 1 000 destinations on one vendor
+    host made a worker of 64 threads open a new connection for most requests and grow to ~950 MB a
+    process. Destinations on one host now share each thread's connection to it.
+    """
+
+    _lock = threading.Lock()
+    _shared: PerThreadTransport | None = None
+
+    @classmethod
+    def inner(cls) -> PerThreadTransport:
+        with cls._lock:
+            if cls._shared is None:
+                cls._shared = PerThreadTransport(keepalive_expiry=30.0)
+            return cls._shared
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.inner().handle_request(request)
+
+    def close(self) -> None:
+        return None
+
+
 def make_client(destination: Destination, *, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    """The destination's pooled client: its base URL and timeout, keep-alive, redirects never followed;
-    the rate-limit budget headers of its answers noted per thread (:func:`take_budget`)."""
+    """The destination's client: its base URL and timeout, redirects never followed; its connections are
+    the process's shared ones (:class:`SharedTransport`) unless ``transport`` is given; the rate-limit
+    budget headers of its answers noted per thread (:func:`take_budget`)."""
     return VendorClient(
         base_url=destination.base_url,
         timeout=httpx.Timeout(destination.timeout),
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT},
-        transport=transport or PerThreadTransport(keepalive_expiry=30.0),
+        transport=transport or SharedTransport(),
         event_hooks={"response": [_note_budget]},
     )
 

@@ -11,7 +11,11 @@ does the same in a few microseconds a message. Elsewhere (RabbitMQ, or when Cele
 ``task-sent`` events) the batch goes through one kombu producer in its batched mode, the queue declared
 as the worker declares it. A broker error becomes :class:`~worker.dispatch.BrokerUnavailable`.
 
-Depth: on Redis the length of each destination's list, summed over kombu's priority lists of it
+Queues: a small fixed set (:mod:`worker.routing`): ``grades``, shared by every destination, and
+``grades.<group>`` per dedicated group. A destination's depth is its queue's depth (shared with the other
+destinations of that queue: the backlog a message of it waits behind).
+
+Depth: on Redis the length of each queue's list, summed over kombu's priority lists of it
 (``<queue>\\x06\\x16<p>`` for priority p > 0); on RabbitMQ the ready-message count of each quorum queue,
 read with a passive ``queue.declare`` (it neither creates nor changes the queue; the number
 ``rabbitmqctl list_queues messages_ready`` and KEDA's RabbitMQ scaler read). Messages a worker already
@@ -41,7 +45,8 @@ from kombu.transport.redis import Channel as RedisChannel
 from worker.celery_app import make_client_app
 from worker.connections import is_amqp_url, redis_client
 from worker.dispatch import BrokerUnavailable, Delivery
-from worker.keys import DELIVER_TASK, Keys
+from worker.keys import DELIVER_TASK, SHARED_QUEUE
+from worker.routing import queue_of
 from worker.settings import Settings, is_redis_url, without_credentials
 
 log = structlog.get_logger("gradesync.dispatch")
@@ -69,14 +74,13 @@ def _uuid4() -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _envelope(destination: str, origin: str, reply_to: str) -> tuple[str, str, str]:
+def _envelope(destination: str, origin: str, reply_to: str, queue: str) -> tuple[str, str, str]:
     """(list name, the message's JSON as a ``str.format`` template of what changes per message, the body's
     template) for one destination, origin and reply-to.
 
     Why: publishing builds one message per event, and building the nested dicts and dumping them was about
     a fifth of ``publish_many``; what differs between two messages to one queue is four strings.
     """
-    queue = Keys.queue(destination)
     kwargsrepr = repr({"destination": destination})
     message = {
         "body": "@@body@@",
@@ -99,12 +103,12 @@ def _envelope(destination: str, origin: str, reply_to: str) -> tuple[str, str, s
     return queue, _template(message, ("body", "id", "args", "tag")), _template(body, ("event", "token"))
 
 
-def redis_message(delivery: Delivery, *, origin: str, reply_to: str) -> tuple[str, str]:
+def redis_message(delivery: Delivery, *, origin: str, reply_to: str, queue: str = SHARED_QUEUE) -> tuple[str, str]:
     """(list name, payload) of one delivery message on a Redis broker: Celery's task protocol 2 in
     kombu's Redis envelope, as ``send_task(..., exchange="", ignore_result=True, shadow=...)`` pushes it
     (``tests/integration/test_dispatch_celery.py`` compares the two). Strings are quoted by the encoder
     ``json.dumps`` itself uses."""
-    queue, template, body = _envelope(delivery.destination, origin, reply_to)
+    queue, template, body = _envelope(delivery.destination, origin, reply_to, queue)
     event = _quote(delivery.event_id)
     encoded = base64.b64encode(body.format(event=event, token=_quote(delivery.token)).encode()).decode()
     task_id = _quote(_uuid4())
@@ -118,21 +122,21 @@ def priority_lists(queue: str) -> list[str]:
     return [queue if step == 0 else f"{queue}{RedisChannel.sep}{step}" for step in PRIORITY_STEPS]
 
 
-def redis_queue_depths(broker: redis.Redis, destinations: Iterable[str]) -> dict[str, int]:
-    """LLEN of each destination's broker queue (all of kombu's priority lists of it), one round trip."""
-    names = list(destinations)
+def redis_queue_depths(broker: redis.Redis, queues: Iterable[str]) -> dict[str, int]:
+    """LLEN of each broker queue (all of kombu's priority lists of it), one round trip."""
+    names = list(queues)
     n = len(PRIORITY_STEPS)
     with broker.pipeline(transaction=False) as pipe:
         for name in names:
-            for key in priority_lists(Keys.queue(name)):
+            for key in priority_lists(name):
                 pipe.llen(key)
         lengths = pipe.execute()
     return {name: sum(int(x) for x in lengths[i * n : (i + 1) * n]) for i, name in enumerate(names)}
 
 
-def amqp_queue_depths(app: Celery, destinations: Iterable[str]) -> dict[str, int]:
-    """Ready messages per destination queue; ``{}`` when the broker cannot be read."""
-    names = list(destinations)
+def amqp_queue_depths(app: Celery, queues: Iterable[str]) -> dict[str, int]:
+    """Ready messages per queue; ``{}`` when the broker cannot be read."""
+    names = list(queues)
     depths: dict[str, int] = {}
     try:
         conn: Any = app.connection_for_read()  # kombu is untyped
@@ -142,7 +146,7 @@ def amqp_queue_depths(app: Celery, destinations: Iterable[str]) -> dict[str, int
             try:
                 for name in names:
                     try:
-                        ok = channel.queue_declare(queue=Keys.queue(name), passive=True)
+                        ok = channel.queue_declare(queue=name, passive=True)
                         depths[name] = int(ok.message_count)
                     except Exception as exc:
                         if getattr(exc, "code", None) != _NOT_FOUND:
@@ -194,7 +198,7 @@ class CeleryDispatcher:
         origin, reply_to = anon_nodename(), str(self.app.thread_oid)
         by_queue: dict[str, list[str]] = {}
         for d in deliveries:
-            queue, payload = redis_message(d, origin=origin, reply_to=reply_to)
+            queue, payload = redis_message(d, origin=origin, reply_to=reply_to, queue=self.queue_of(d.destination))
             by_queue.setdefault(queue, []).append(payload)
         try:
             with broker.pipeline(transaction=False) as pipe:
@@ -211,7 +215,7 @@ class CeleryDispatcher:
         try:
             with self.app.producer_or_acquire() as producer, producer.batch(max_size=1000):
                 for d in deliveries:
-                    queue = Keys.queue(d.destination)
+                    queue = self.queue_of(d.destination)
                     self.app.send_task(
                         DELIVER_TASK,
                         args=[d.event_id],
@@ -228,12 +232,25 @@ class CeleryDispatcher:
         except OperationalError as exc:
             raise BrokerUnavailable(str(exc)) from exc
 
-    def depths(self, destinations: Iterable[str]) -> dict[str, int]:
+    def queue_of(self, destination: str) -> str:
+        """The broker queue of a destination (:mod:`worker.routing`)."""
+        return queue_of(self.settings.destinations().get(destination))
+
+    def queue_depths(self, queues: Iterable[str]) -> dict[str, int]:
+        """Messages waiting in each broker queue (``{}`` when unknown)."""
         if self.broker_redis is not None:
-            return redis_queue_depths(self.broker_redis, destinations)
+            return redis_queue_depths(self.broker_redis, queues)
         if self.kind == "amqp":
-            return amqp_queue_depths(self.app, destinations)
+            return amqp_queue_depths(self.app, queues)
         return {}
+
+    def depths(self, destinations: Iterable[str]) -> dict[str, int]:
+        """Each destination's queue depth (each queue read once; a shared queue's depth for each of its
+        destinations); a destination whose depth is unknown is left out."""
+        names = list(destinations)
+        queues = {name: self.queue_of(name) for name in names}
+        depths = self.queue_depths(sorted(set(queues.values())))
+        return {name: depths[q] for name, q in queues.items() if q in depths}
 
     def ping(self) -> None:
         if self.broker_redis is not None:

@@ -132,6 +132,11 @@ if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'tat', ARGV[4]) end
 return 1
 """
 
+# KEYS: parked, the parking index ; ARGV: destination
+_UNINDEX = """
+if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
+"""
+
 # KEYS: parked, scheduled, scheduled of dest ; ARGV: due, limit
 _DRAIN = """
 local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
@@ -173,6 +178,7 @@ class FlowStore:
         self._apply = client.register_script(_APPLY)
         self._drain = client.register_script(_DRAIN)
         self._release_probe = client.register_script(_RELEASE_PROBE)
+        self._unindex = client.register_script(_UNINDEX)
 
     def raw(self, destination: str) -> dict[str, str]:
         return {_s(k): _s(v) for k, v in self.r.hgetall(self.keys.flow(destination)).items()}
@@ -231,6 +237,20 @@ class FlowStore:
             if ok:
                 return transition
         return transition
+
+    def parking(self) -> set[str]:
+        """The destinations that may have parked events (the index the ledger adds to when it parks)."""
+        return {_s(m) for m in self.r.smembers(self.keys.parking)}
+
+    def unindex_if_empty(self, destinations: list[str]) -> None:
+        """Take these destinations out of the index where nothing is parked (atomic per destination: a
+        park racing with it adds the destination back)."""
+        for name in destinations:
+            self._unindex(keys=[self.keys.parked(name), self.keys.parking], args=[name])
+
+    def index(self, destinations: list[str]) -> None:
+        if destinations:
+            self.r.sadd(self.keys.parking, *destinations)
 
     def parked_count(self, destination: str) -> int:
         return int(self.r.zcard(self.keys.parked(destination)))

@@ -1,12 +1,14 @@
-"""KEDA objects: one ScaledObject per worker group, with one trigger per destination queue.
+"""KEDA objects: one ScaledObject per worker group, with one trigger on the group's broker queue.
 
-KEDA allows one ScaledObject per Deployment, and a group's Deployment consumes several queues, so each
-destination of the group is one trigger of the group's ScaledObject; KEDA (through the HPA) runs as many
-replicas as the busiest trigger asks for. The triggers read the broker directly:
+Not one trigger (nor one ScaledObject) per destination: the ``default`` group's workers consume the one
+shared queue ``grades`` and scale on its total backlog, whatever the number of destinations; an optional
+dedicated group (its destinations set ``group = "<name>"`` in the destinations file, and the cluster
+file's ``[groups.<name>]`` lists them) consumes and scales on ``grades.<name>`` (:mod:`worker.routing`).
+The triggers read the broker directly:
 
-* Redis broker: the ``redis`` scaler on the list ``grades.<destination>`` (``LLEN``); ``redis-sentinel``
-  asks the sentinels for the master first.
-* RabbitMQ: the ``rabbitmq`` scaler in ``QueueLength`` mode on the quorum queue ``grades.<destination>``.
+* Redis broker: the ``redis`` scaler on the queue's list (``LLEN``); ``redis-sentinel`` asks the
+  sentinels for the master first.
+* RabbitMQ: the ``rabbitmq`` scaler in ``QueueLength`` mode on the quorum queue.
 
 Scale to zero and cool-down: a group with ``min_replicas = 0`` has no pod while its queues are empty.
 KEDA polls every ``polling_interval`` seconds, wakes the group when a queue holds more than
@@ -25,14 +27,18 @@ from typing import Any
 
 from worker.keys import Keys
 from worker.kube.manifests import SECRET_KEDA, Obj, meta, worker_name
-from worker.kube.plan import GroupPlan, Plan
+from worker.kube.plan import DEFAULT_GROUP, GroupPlan, Plan
 
 TRIGGER_AUTH = "gradesync-keda-broker"
 
 
-def _trigger(plan: Plan, destination: str) -> Obj:
+def group_queue(group: GroupPlan) -> str:
+    """The broker queue a group's workers consume (the shared one for the default group)."""
+    return Keys.queue(None if group.name == DEFAULT_GROUP else group.name)
+
+
+def _trigger(plan: Plan, queue: str) -> Obj:
     k = plan.config.keda
-    queue = Keys.queue(destination)
     auth = {"authenticationRef": {"name": TRIGGER_AUTH}}
     if k.broker == "rabbitmq":
         return {"type": "rabbitmq", **auth,
@@ -68,7 +74,7 @@ def scaled_object(plan: Plan, group: GroupPlan) -> Obj:
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {"scaleDown": {
                 "stabilizationWindowSeconds": 300,
                 "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}}},
-            "triggers": [_trigger(plan, d.name) for d in group.destinations],
+            "triggers": [_trigger(plan, group_queue(group))],
         },
     }
 

@@ -91,7 +91,6 @@ def _resources(cpu_request: str, memory_request: str, cpu_limit: str, memory_lim
 def worker_deployment(plan: Plan, group: GroupPlan) -> Obj:
     w = plan.config.worker
     _, mounts = _volumes()
-    names = ",".join(d.name for d in group.destinations)
     env = [*_core_env(plan),
            _secret_env("GRADESYNC_SECRET_KEY"),  # decrypts the stored events (same key as the producers)
            {"name": "GRADESYNC_HEARTBEAT_FILE", "value": HEARTBEAT_FILE},
@@ -102,7 +101,9 @@ def worker_deployment(plan: Plan, group: GroupPlan) -> Obj:
         "imagePullPolicy": "IfNotPresent",
         # one process per pod: KEDA scales pods, and the default (one process per core the pod *sees*,
         # i.e. every core of the node) would not fit the pod's CPU and memory limits
-        "args": ["gradesync", "worker", "--destinations", names, "--processes", "1",
+        # --group: the group's one broker queue (the shared ``grades`` for ``default``), not a list of its
+        # destinations (thousands)
+        "args": ["gradesync", "worker", "--group", group.name, "--processes", "1",
                  "--concurrency", str(group.concurrency),
                  *(["--task-events"] if w.task_events else [])],
         "env": env,

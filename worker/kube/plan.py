@@ -92,6 +92,8 @@ class DestinationPlan:
     vendor: str
     rate_limit_per_minute: int | None
     secret_envs: tuple[str, ...]
+    #: the destinations file's ``group`` (its broker queue ``grades.<group>``; None: the shared queue)
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,9 @@ def _destinations(raw: dict[str, Any], source: str) -> tuple[DestinationPlan, ..
         names = [str(entry[k]) for k in SECRET_KEYS.get(vendor, {}) if k in entry]
         names += [str(k["key_env"]) for k in entry.get("rotation_keys", []) if isinstance(k, dict) and "key_env" in k]
         envs = tuple(sorted(set(names)))
-        out.append(DestinationPlan(name, vendor, int(limit) if limit else None, envs))
+        group = entry.get("group")
+        out.append(DestinationPlan(name, vendor, int(limit) if limit else None, envs,
+                                   str(group) if group else None))
     return tuple(out)
 
 
@@ -152,6 +156,13 @@ def make_plan(config: ClusterConfig, destinations_text: str, *, source: str = "d
             if name in assigned:
                 raise ConfigError(f"cluster file: destination {name!r} is in groups {assigned[name]!r} and {group!r}")
             assigned[name] = group
+    for d in dests:  # the queue a destination's events go to is the queue its group's workers consume
+        if d.group is not None and assigned.get(d.name) != d.group:
+            raise ConfigError(f"destination {d.name!r} sets group = {d.group!r}: list it in the cluster file's "
+                              f"[groups.{d.group}]")
+        if d.group is None and d.name in assigned:
+            raise ConfigError(f"cluster file: group {assigned[d.name]!r} lists {d.name!r}, whose destinations entry "
+                              f"has no group = {assigned[d.name]!r} (its events would go to the shared queue)")
     members: dict[str, list[DestinationPlan]] = {}
     for d in dests:
         members.setdefault(assigned.get(d.name, DEFAULT_GROUP), []).append(d)

@@ -232,6 +232,7 @@ class Ledger:
                          parked_reason=reason)
             pipe.hincrby(self.keys.event(record.event_id), "uncounted", 1)
             pipe.zadd(self.keys.parked(record.destination), {record.event_id: now})
+            pipe.sadd(self.keys.parking, record.destination)  # the flow pump's index
             pipe.zrem(self.keys.queued, record.event_id)  # the flow pump, not the sweeper, brings it back
             self._expire(pipe, record.event_id)
             pipe.execute()
@@ -242,6 +243,7 @@ class Ledger:
         when = time.time() if now is None else now
         with self.r.pipeline(transaction=True) as pipe:
             pipe.zadd(self.keys.parked(destination), {event_id: when}, nx=True)
+            pipe.sadd(self.keys.parking, destination)  # the flow pump's index
             pipe.zrem(self.keys.queued, event_id)  # durably parked: not for the stranded-event sweeper
             pipe.hset(self.keys.event(event_id), mapping={"parked_reason": reason, "parked_at": f"{when:.3f}"})
             pipe.execute()

@@ -105,6 +105,10 @@ class DestinationBase(BaseModel):
     burst: int | None = Field(None, ge=1, description="requests allowed at once above the rate (default: 1 s worth)")
     max_concurrency: int | None = Field(
         None, ge=1, description="threads of one worker process this destination may hold (default: half)")
+    group: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
+        description="dedicated worker group: its events go to the broker queue grades.<group> (absent: the "
+                    "shared queue grades)")
     max_event_age: float = Field(7 * 86_400.0, gt=0, description="seconds a parked/waiting event may wait")
     breaker_failures: int = Field(5, ge=1, description="consecutive transient failures that open the breaker")
     breaker_cooldown: float = Field(30.0, gt=0, description="seconds open before the first probe")

@@ -1,0 +1,123 @@
+"""Benchmark: throughput against the number of destinations (issue 22).
+
+    .venv/bin/python bench/bench_tenants.py                       # 1, 1 000, 10 000 + one busy among 100
+    .venv/bin/python bench/bench_tenants.py --counts 1,100 --events 1000 --no-busy
+
+Each case: a fresh private Redis, one LTIAAS sandbox answering after ``--latency`` s, a destinations file
+of N LTIAAS destinations (no rate limit), ``gradesync worker -c 64`` (one process per core, as by default),
+then ``--events`` events spread evenly over the destinations (or, for "one busy among 100", all to one of
+100 configured). Throughput = (N - 1) / (last - first delivery), from the ledger's ``finished_at``.
+RSS: the worker's process tree once drained. Ready: from spawn to Celery's "ready" line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass
+
+from harness import Drill, lt_destination, lt_events, machine
+
+
+def tree_rss_mb(root: int) -> float:
+    pids, frontier = [root], [root]
+    while frontier:
+        pid = frontier.pop()
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            kids = []
+        pids += kids
+        frontier += kids
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+@dataclass
+class Case:
+    name: str
+    configured: int
+    busy: bool = False
+
+
+@dataclass
+class Result:
+    case: Case
+    rate: float
+    rss_mb: float
+    ready_s: float
+    outcomes: dict[str, int]
+
+
+def run(case: Case, events: int, latency: float, concurrency: int, processes: str) -> Result:
+    d = Drill(("ltiaas",))
+    try:
+        url = d.url("ltiaas")
+        d.configure("".join(lt_destination(f"t{i:05d}", url, rate_limit_per_minute=0)
+                            for i in range(case.configured)), GRADESYNC_WORKER_PROCESSES=processes)
+        d.vendors["ltiaas"].fault(latency=latency, times=-1)
+        began = time.monotonic()
+        proc = d.start_worker(concurrency)
+        ready = time.monotonic() - began
+        targets = 1 if case.busy else case.configured
+        batch: list[dict[str, object]] = []
+        per, extra = divmod(events, targets)  # 10 000 destinations, 3 000 events: 3 000 get one each
+        for i in range(targets):
+            n = per + (1 if i < extra else 0)
+            if n > 0:
+                for e in lt_events(f"t{i:05d}", n):
+                    e["learner_id"] = f"{e['learner_id']}-{i}"
+                    batch.append(e)
+        # interleave the destinations (round robin), as many institutions' grades arrive
+        batch.sort(key=lambda e: int(str(e["learner_id"]).split("-")[1]))
+        ids = d.publish(batch)
+        outcomes = d.wait_terminal(ids, timeout=900, every=0.5, progress=False)
+        done = sorted(d.finished_at(ids))
+        rate = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
+        rss = tree_rss_mb(proc.pid)
+        return Result(case, rate, rss, ready, outcomes)
+    finally:
+        d.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--counts", default="1,1000,10000")
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--processes", default=str(os.cpu_count() or 1))
+    parser.add_argument("--no-busy", action="store_true")
+    args = parser.parse_args()
+    cases = [Case(f"{int(n):,} destinations", int(n)) for n in args.counts.split(",")]
+    if not args.no_busy:
+        cases.append(Case("one busy among 100", 100, busy=True))
+    results = []
+    for case in cases:
+        r = run(case, args.events, args.latency, args.concurrency, args.processes)
+        print(f"  {case.name}: {r.rate:.0f}/s, RSS {r.rss_mb:.0f} MB, ready {r.ready_s:.1f} s, {r.outcomes}",
+              flush=True)
+        results.append(r)
+    base = results[0].rate or 1.0
+    print("\n== tenants bench ==")
+    print(f"machine: {machine()}")
+    print(f"{args.events} LTIAAS events, sandbox {args.latency * 1000:.0f} ms, gradesync worker -c "
+          f"{args.concurrency} --processes {args.processes}")
+    print("| case | events/s | ratio to first | worker RSS (MB) | worker ready (s) |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r.case.name} | {r.rate:.0f} | {r.rate / base:.2f}x | {r.rss_mb:.0f} | {r.ready_s:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
