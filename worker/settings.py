@@ -267,6 +267,11 @@ class ServerSettings(ProducerSettings):
     )
     auth_fail_limit: int = Field(10, ge=1, description="failed logins / bearer tokens per client per window")
     auth_fail_window: int = Field(300, ge=1, description="seconds of the failed-authentication window")
+    metrics_all_destinations_up_to: int = Field(
+        100, ge=0, description="/metrics has series for every destination up to this many; above it only for "
+                               "those active in the last metrics_active_seconds (or with something waiting)")
+    metrics_active_seconds: float = Field(
+        3600.0, gt=0, description="how recent a destination's last delivery attempt must be for its /metrics series")
 
 
 class Settings(WorkerSettings, ServerSettings):

@@ -249,3 +249,30 @@ def test_no_secret_in_any_page_or_api_answer(local: Cluster, vendors: dict[str, 
     for where, text in bodies.items():
         for secret in secrets:
             assert secret not in text, f"{secret!r} leaked in {where}"
+
+
+def test_metrics_of_many_destinations_show_only_the_active_ones(local: Cluster,
+                                                                 vendors: dict[str, SandboxClient]) -> None:
+    """Above ``metrics_all_destinations_up_to`` destinations (thousands of tenants), per-destination series
+    exist only for those with a recent delivery attempt or something waiting: a scrape stays bounded by the
+    active destinations. Here the bound is 2 of the cluster's 5 destinations."""
+    settings = local.settings.model_copy(update={"api_token": SecretStr(TOKEN), "metrics_all_destinations_up_to": 2})
+    server = ServerThread(create_app(settings, ctx=OpsContext(settings, dispatcher=local.memory))).start()
+    try:
+        _, idle = scrape(server.url)
+        assert series(idle, "gradesync_events_processed_total") == {}
+        assert series(idle, "gradesync_destination_state") == {}  # all closed, nothing parked: no series
+        local.start_local(concurrency=2)
+        ids = local.publisher.publish_many([lt_event("a-1"), lt_event("a-2")])
+        assert set(local.wait_for(ids).values()) == {"succeeded"}
+        _, s = scrape(server.url)
+        shown = {dict(k)["destination"] for k in series(s, "gradesync_events_processed_total")}
+        assert shown == {"lt"}
+        assert value(s, "gradesync_events_processed_total", destination="lt", vendor="ltiaas",
+                     outcome="succeeded") == 2
+        assert {dict(k)["destination"] for k in series(s, "gradesync_destination_state")} == {"lt"}
+        local.store.redis.hset(local.store.keys.flow("ed"), mapping={"paused": "1"})  # an idle but paused one
+        _, s = scrape(server.url)
+        assert {dict(k)["destination"] for k in series(s, "gradesync_destination_state")} == {"ed", "lt"}
+    finally:
+        server.stop()

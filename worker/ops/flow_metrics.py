@@ -27,8 +27,11 @@ from worker.ops.overview import OpsContext
 NS = "gradesync"
 
 
-def flow_families(ctx: OpsContext) -> Iterator[Metric]:
-    statuses = FlowStatus(ctx.store.redis, ctx.keys, ctx.settings.destinations()).all()
+def flow_families(ctx: OpsContext, shown: set[str] | None = None) -> Iterator[Metric]:
+    """``shown``: the destinations with series (None: all); one that is open, paused, half-open, has parked
+    events or a lowered rate is shown whatever it says (what the alerts watch)."""
+    statuses = [s for s in FlowStatus(ctx.store.redis, ctx.keys, ctx.settings.destinations()).all()
+                if shown is None or s.name in shown or s.state != "closed" or s.parked or s.rate_reason]
     r = ctx.store.redis
     with r.pipeline(transaction=False) as pipe:
         for s in statuses:

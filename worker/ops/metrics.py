@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import redis
 from fastapi import APIRouter, Request
@@ -62,14 +63,28 @@ class GradesyncCollector(Collector):
         duration.add_metric([], time.monotonic() - started)
         yield duration
 
+    def _shown(self, rows: list[Any]) -> set[str] | None:
+        """The destinations with per-destination series (None: every one). Up to
+        ``metrics_all_destinations_up_to`` destinations, all of them; above it — thousands of tenants — only
+        those with a delivery attempt in the last ``metrics_active_seconds`` or with events in progress,
+        scheduled or dead-lettered (flow control adds the open, paused, parked and slowed ones), so a
+        scrape stays bounded by the active destinations, not the registered ones."""
+        settings = self.ctx.settings
+        if len(self.ctx.vendors()) <= settings.metrics_all_destinations_up_to:
+            return None
+        active = self.ctx.store.stats.active_since(time.time() - settings.metrics_active_seconds)
+        return active | {r.destination for r in rows if r.in_progress or r.scheduled_retries or r.dead_letters}
+
     def _families(self) -> Iterator[Metric]:
         stats = self.ctx.store.stats
-        vendors = self.ctx.vendors()
+        rows = compute_overview(self.ctx, windows=False)
+        shown = self._shown(rows)
+        vendors = {n: v for n, v in self.ctx.vendors().items() if shown is None or n in shown}
 
         published = CounterMetricFamily(f"{NS}_events_published", "grade events published, per destination",
                                         labels=["destination"])
         totals = {name: 0 for name in vendors}
-        totals.update(stats.published_totals())
+        totals.update({d: n for d, n in stats.published_totals().items() if shown is None or d in shown})
         for dest, n in sorted(totals.items()):
             published.add_metric([dest], n)
         yield published
@@ -81,7 +96,7 @@ class GradesyncCollector(Collector):
             labels=["destination", "vendor", "outcome"],
         )
         counts = {(name, vendor, outcome): 0 for name, vendor in vendors.items() for outcome in OUTCOMES}
-        counts.update(stats.processed_totals())
+        counts.update({k: n for k, n in stats.processed_totals().items() if shown is None or k[0] in shown})
         for (dest, vendor, outcome), n in sorted(counts.items()):
             processed.add_metric([dest, vendor, outcome], n)
         yield processed
@@ -93,6 +108,8 @@ class GradesyncCollector(Collector):
             labels=["destination", "vendor", "route", "status_class"],
         )
         for labels, raw in sorted(stats.request_histograms().items()):
+            if shown is not None and labels[0] not in shown:
+                continue
             count = raw.get("count", 0.0)
             buckets: list[tuple[str, float]] = [
                 (_le(bound), raw.get(f"le:{bound}", 0.0)) for bound in BUCKETS
@@ -111,7 +128,6 @@ class GradesyncCollector(Collector):
         yield auth
 
         now = time.time()
-        rows = compute_overview(self.ctx, windows=False)
         gauges = {
             "queue_depth": GaugeMetricFamily(
                 f"{NS}_queue_depth", "messages waiting in the destination's broker queue (Redis list or RabbitMQ)",
@@ -127,6 +143,8 @@ class GradesyncCollector(Collector):
                 "age of the oldest dead letter (0 when there is none)", labels=["destination"]),
         }
         for row in rows:
+            if shown is not None and row.destination not in shown:
+                continue
             label = [row.destination]
             if row.queue_depth is not None:
                 gauges["queue_depth"].add_metric(label, row.queue_depth)
@@ -135,7 +153,7 @@ class GradesyncCollector(Collector):
             gauges["dead"].add_metric(label, row.dead_letters)
             gauges["oldest"].add_metric(label, row.oldest_age(now) or 0.0)
         yield from gauges.values()
-        yield from flow_families(self.ctx)
+        yield from flow_families(self.ctx, shown)
         yield from audit_families(self.ctx)
 
 

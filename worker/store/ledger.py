@@ -172,9 +172,10 @@ class Ledger:
         done = EventState.SUCCEEDED
         self._succeed(
             keys=[k.event(eid), k.attempts(eid), k.inflight(record.destination), k.queued, hwm, lock,
-                  k.stats("processed"), k.minute(record.destination, done, int(now // 60))],
+                  k.stats("processed"), k.minute(record.destination, done, int(now // 60)), k.stats("active")],
             args=[f"{now:.6f}", json.dumps(attempt, default=str), json.dumps(result), occurred_ms, eid, owner,
-                  self.ttl, processed_field(record.destination, record.vendor, done), MINUTE_TTL, done],
+                  self.ttl, processed_field(record.destination, record.vendor, done), MINUTE_TTL, done,
+                  record.destination],
         )
 
     def _finish(self, pipe: Any, record: EventRecord, attempt: dict[str, Any] | None, **fields: Any) -> None:

@@ -94,9 +94,9 @@ return {'started', n, failures}
 """
 
 # A success: outcome, attempt record, the stale guard's high-water mark, expiry, counters, lease release.
-# KEYS: event, attempts, inflight, queued, hwm, lock, processed counters, minute bucket
+# KEYS: event, attempts, inflight, queued, hwm, lock, processed counters, minute bucket, active destinations
 # ARGV: now, attempt JSON, result JSON, occurred ms, event id, owner, ttl, counter field, minute ttl,
-#       succeeded state
+#       succeeded state, destination
 SUCCEED = """
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], 'state', ARGV[10], 'token', '', 'finished_at', ARGV[1],
   'result', ARGV[3])
@@ -112,6 +112,7 @@ if redis.call('GET', KEYS[6]) == ARGV[6] then redis.call('DEL', KEYS[6]) end
 redis.call('HINCRBY', KEYS[7], ARGV[8], 1)
 redis.call('INCR', KEYS[8])
 redis.call('EXPIRE', KEYS[8], ARGV[9])
+redis.call('ZADD', KEYS[9], math.floor(tonumber(ARGV[1])), ARGV[11])
 return 1
 """
 

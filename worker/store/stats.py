@@ -102,13 +102,24 @@ class Stats:
         self.flush_failing = False
 
     def processed(self, destination: str, vendor: str, outcome: str, *, now: float | None = None) -> None:
-        minute = int((now or time.time()) // 60)
+        at = now or time.time()
+        minute = int(at // 60)
         rate_key = self.keys.minute(destination, outcome, minute)
         with self.r.pipeline(transaction=False) as pipe:
             pipe.hincrby(self.keys.stats("processed"), processed_field(destination, vendor, outcome), 1)
             pipe.incr(rate_key)
             pipe.expire(rate_key, MINUTE_TTL)
+            pipe.zadd(self.keys.stats("active"), {destination: f"{at:.0f}"})  # for a bounded /metrics
             pipe.execute()
+
+    def active_since(self, since: float) -> set[str]:
+        """Destinations with a delivery attempt finished since ``since`` (older entries are dropped after
+        a week: the set stays the size of the recently active destinations)."""
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(self.keys.stats("active"), "-inf", f"({since - 7 * 86_400:.0f}")
+            pipe.zrangebyscore(self.keys.stats("active"), f"{since:.0f}", "+inf")
+            _, names = pipe.execute()
+        return {_s(n) for n in names}
 
     def request(self, destination: str, vendor: str, route: str, status: int | None, seconds: float) -> None:
         """Count one vendor request (aggregated here, written within :data:`FLUSH_SECONDS`)."""
