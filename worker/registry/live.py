@@ -15,6 +15,7 @@ registered with the redaction (:mod:`worker.redact`) before the map is published
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ import structlog
 
 from worker.known_secrets import destination_secrets
 from worker.redact import register_secrets
-from worker.registry.service import apply_file, load_all, registry_for
+from worker.registry.service import FILE_APPLIED, apply_file, load_all, registry_for
 from worker.registry.store import Registry
 from worker.settings import (
     CommonSettings,
@@ -107,7 +108,8 @@ class LiveDestinations:
     def install(self) -> LiveDestinations:
         """Apply the file, read the registry, make it what ``settings.destinations()`` returns, and poll."""
         try:
-            self.apply_file_at_start()
+            if os.environ.get(FILE_APPLIED) != "1":  # not done by the command that started this process
+                self.apply_file_at_start()
             self.refresh()
         except (redis.RedisError, OSError) as exc:  # Redis down at start: the file until it answers
             log.warning("registry_unavailable_at_start", error=type(exc).__name__)

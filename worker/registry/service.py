@@ -124,9 +124,15 @@ def current_destinations(settings: CommonSettings, registry: Registry | None = N
     return load_all(settings, entries)
 
 
+#: set (to ``1``) by a command that applied the destinations file before starting worker processes: they
+#: need not apply it again (with 10 000 destinations each application validates them all, twice)
+FILE_APPLIED = "GRADESYNC_DESTINATIONS_FILE_APPLIED"
+
+
 def startup_destinations(settings: CommonSettings) -> dict[str, Destination]:
     """For a command starting workers: the destinations file applied (it keeps the file's rules: only
-    ``*_env`` secrets), then what the registry holds; the file alone while Redis does not answer."""
+    ``*_env`` secrets), then what the registry holds; the file alone while Redis does not answer. Once
+    applied, :data:`FILE_APPLIED` tells the processes it starts (they inherit the environment)."""
     from worker.settings import load_destinations
 
     path = settings.destinations_file
@@ -136,6 +142,7 @@ def startup_destinations(settings: CommonSettings) -> dict[str, Destination]:
     try:
         if path.exists():
             apply_file(settings, registry, path, actor="startup", audit=False)
+            os.environ[FILE_APPLIED] = "1"
         return current_destinations(settings, registry)
     except (redis.RedisError, OSError) as exc:
         log.warning("registry_unavailable_at_start", error=type(exc).__name__)
