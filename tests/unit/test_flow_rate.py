@@ -122,3 +122,14 @@ def test_a_rate_written_by_an_earlier_version_has_ended() -> None:
     assert old.effective_rate(UNLIMITED, NOW) is None
     assert old.effective_rate(LIMITED, NOW) == 600.0
     assert "rate" in after(old, UNLIMITED, Outcome.SUCCESS, NOW).delete
+
+
+def test_a_rate_paced_from_budget_headers_recovers_slower_than_one_lowered_by_a_429() -> None:
+    from worker.flow.rate import PACED_DOUBLING, paced
+
+    got = paced(60.0, current=240.0, configured=None, now=NOW)
+    assert (got.base, got.since, got.doubling) == (60.0, NOW, PACED_DOUBLING)
+    assert got.at(NOW + PACED_DOUBLING) == pytest.approx(120.0)
+    assert got.until == NOW + RECOVERY_MAX  # the headers re-pace it while the budget stays low
+    stored = FlowState.parse(got.fields("X-Rate-Limit-Remaining 2 of 10"))
+    assert stored.effective_rate(UNLIMITED, NOW + PACED_DOUBLING) == pytest.approx(120.0)  # its doubling is kept

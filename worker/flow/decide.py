@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from worker.flow import rate as adaptive
-from worker.flow.rate import Adapted
+from worker.flow.rate import DOUBLING, Adapted
 
 #: the limiter spaces calls at this share of the rate, and uses only part of the burst, so that the HTTP
 #: hop's jitter (a call delayed more than the next one: calls bunch up) never empties the vendor's own
@@ -103,6 +103,7 @@ class FlowState:
     rate_since: float | None = None
     rate_until: float | None = None
     rate_refused: float | None = None
+    rate_doubling: float | None = None
     rate_reason: str = ""
     throttled_until: float | None = None
     throttled_reason: str = ""
@@ -124,6 +125,7 @@ class FlowState:
             rate_since=_f(raw, "rate_since"),
             rate_until=_f(raw, "rate_until"),
             rate_refused=_f(raw, "rate_refused"),
+            rate_doubling=_f(raw, "rate_doubling"),
             rate_reason=raw.get("rate_reason", ""),
             throttled_until=_f(raw, "throttled_until"),
             throttled_reason=raw.get("throttled_reason", ""),
@@ -140,7 +142,8 @@ class FlowState:
         if self.rate is None or self.rate_since is None or self.rate_until is None:
             return None
         return Adapted(base=self.rate, since=self.rate_since, until=self.rate_until,
-                       refused=self.rate_refused or self.rate)
+                       refused=self.rate_refused or self.rate,
+                       doubling=self.rate_doubling if self.rate_doubling and self.rate_doubling > 0 else DOUBLING)
 
     def lowered_at(self, now: float) -> Adapted | None:
         """The adapted rate when it is still in force at ``now``."""

@@ -90,7 +90,12 @@ class FlowControl:
     def pace(self, destination: Destination, raw: dict[str, str] | None) -> float | None:
         """Slow the destination before the vendor refuses: when its answers report their rate-limit
         budget (``raw``: :func:`worker.adapters.http.take_budget`), lower its adaptive rate to
-        :func:`worker.flow.headers.paced_rate` (never raise it). Returns the rate set, if any."""
+        :func:`worker.flow.headers.paced_rate` (never raise it). Returns the rate set, if any.
+
+        While answers report a budget, a lowered rate does not end by time: its doubling goes on probing
+        upward and the budget says when to slow again (it ends :data:`worker.flow.rate.RECOVERY_MAX` after
+        the last such answer). Why: a lowered rate that ended would let every thread loose on a vendor
+        whose budget was just shown to be small (the D2L drill: 17 % refused when it did)."""
         if not raw:
             return None
         now = self.clock()
@@ -110,14 +115,17 @@ class FlowControl:
             current = in_force or state.sent_rate(now)
             paced = headers.paced_rate(budget, capacity, current)
             if paced is None or not headers.lowers(paced, in_force):
+                adapted = state.lowered_at(now)
+                if adapted is not None and adapted.until - now < adaptive.RECOVERY_MAX / 2:
+                    return Transition(set={"rate_until": f"{now + adaptive.RECOVERY_MAX:.3f}"})
                 return Transition()
             lowered = adaptive.paced(paced, current=current, configured=knobs.rate, now=now)
             why = (f"X-Rate-Limit-Remaining {budget.remaining:g} of {capacity:g}: paced to {lowered.base:.0f}/min "
-                   f"before any refusal, doubling every {adaptive.DOUBLING:.0f} s")
+                   f"before any refusal, doubling every {lowered.doubling:.0f} s")
             return Transition(set=lowered.fields(why))
 
         transition = self.flow.apply(name, knobs, lower)
-        if transition.set:
+        if "rate" in transition.set:
             log.info("rate_paced", rate_per_minute=transition.set["rate"], remaining=budget.remaining,
                      reset=budget.reset, cost=budget.cost)
             return float(transition.set["rate"])

@@ -45,32 +45,37 @@ UNLIMITED_FACTOR = 4.0
 RECOVERY_MAX = 60.0
 #: when no rate is known and none was observed, a 429 halves this rate (requests/minute)
 FALLBACK_RATE = 60.0
+#: a rate paced from the vendor's budget headers doubles only every this many seconds: the headers are a
+#: steady signal (each answer re-paces it while the budget is low), and a budget as small as a D2L or
+#: Thought Industries window is overrun by a rate that doubles every 10 s before the headers catch up
+PACED_DOUBLING = 30.0
 
 
 @dataclass(frozen=True)
 class Adapted:
     """A lowered rate: ``base`` requests/minute at ``since`` (the end of the pause), doubling every
-    :data:`DOUBLING` seconds until ``until``; ``refused`` is the rate the vendor refused."""
+    ``doubling`` seconds until ``until``; ``refused`` is the rate the vendor refused."""
 
     base: float
     since: float
     until: float
     refused: float
+    doubling: float = DOUBLING
 
     def at(self, now: float) -> float | None:
         """Requests/minute allowed at ``now``; None once the adapted rate has ended (``until``)."""
         if now >= self.until:
             return None
-        return self.base * math.pow(2.0, max(0.0, now - self.since) / DOUBLING)
+        return self.base * math.pow(2.0, max(0.0, now - self.since) / self.doubling)
 
     def fields(self, reason: str) -> dict[str, str]:
         """The ``flow`` hash fields that store it."""
         return {"rate": f"{self.base:.3f}", "rate_since": f"{self.since:.3f}", "rate_until": f"{self.until:.3f}",
-                "rate_refused": f"{self.refused:.3f}", "rate_reason": reason}
+                "rate_refused": f"{self.refused:.3f}", "rate_doubling": f"{self.doubling:g}", "rate_reason": reason}
 
 
 #: the ``flow`` hash fields of an adapted rate (deleted together when it ends)
-FIELDS = ("rate", "rate_since", "rate_until", "rate_refused", "rate_reason")
+FIELDS = ("rate", "rate_since", "rate_until", "rate_refused", "rate_doubling", "rate_reason")
 
 
 def refused_rate(*, in_force: float | None, sent: float | None) -> float:
@@ -98,14 +103,16 @@ def lowered(*, refused: float, before: float | None, configured: float | None, f
 
 def paced(rate: float, *, current: float | None, configured: float | None, now: float) -> Adapted:
     """A rate lowered *before* any refusal, from the vendor's budget headers (:mod:`worker.flow.headers`):
-    it starts at ``rate`` now and recovers in time like one lowered by a 429 (the headers pull it back
-    while the budget stays low); ``current``: the rate in force (or sent) when it was paced."""
+    it starts at ``rate`` now and recovers in time, slower than one lowered by a 429
+    (:data:`PACED_DOUBLING`; the headers re-pace it while the budget stays low, and it ends at most
+    :data:`RECOVERY_MAX` after the last pacing); ``current``: the rate in force (or sent) when paced."""
     base = max(MIN_RATE, rate)
     refused = max(current or base, base)
     target = configured if configured is not None else UNLIMITED_FACTOR * refused
     doublings = math.log2(target / base) if target > base else 0.0
-    until = now + min(RECOVERY_MAX, max(DOUBLING, DOUBLING * doublings))
-    return Adapted(base=round(base, 3), since=now, until=round(until, 3), refused=round(refused, 3))
+    until = now + min(RECOVERY_MAX, max(PACED_DOUBLING, PACED_DOUBLING * doublings))
+    return Adapted(base=round(base, 3), since=now, until=round(until, 3), refused=round(refused, 3),
+                   doubling=PACED_DOUBLING)
 
 
 def reason_text(detail: str, refused: float, base: float) -> str:

@@ -199,7 +199,7 @@ class FlowStore:
             f"{adapted.base * share:.6f}", f"{adapted.since:.6f}", f"{adapted.until:.6f}")
         slot = self._reserve(keys=[self.keys.flow(destination)],
                              args=[f"{now:.6f}", f"{interval:.6f}", f"{tau:.6f}", f"{not_before:.6f}", *grow,
-                                   f"{DOUBLING:.6f}"])
+                                   f"{adapted.doubling if adapted is not None else DOUBLING:.6f}"])
         return float(_s(slot))
 
     def reserve_key(self, key: str, rate_per_minute: float, *, now: float) -> float:
