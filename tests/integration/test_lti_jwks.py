@@ -23,7 +23,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def served(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
+def served(redis_url: str, redis_client: redis.Redis, tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
+    """The server of three lti_ags destinations, on an empty Redis (the run-time registry keeps what an
+    earlier server applied: its destinations' keys would be published too)."""
     signing_a, signing_b, next_b = generate_key(), generate_key(), generate_key()
     monkeypatch.setenv("A_KEY", signing_a.private_pem().decode())
     monkeypatch.setenv("B_KEY", signing_b.private_pem().decode())
