@@ -3,62 +3,15 @@ lti_ags recognising each shape as a throttle (RateLimited, no token refresh)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import httpx
 import pytest
-import redis
-from pydantic import SecretStr
 
-from sandbox import DEMO_CREDENTIALS, make_app
-from sandbox.base import Running, start
+from sandbox.base import Running
 from sandbox.control import SandboxClient
-from sandbox.lti_demo import demo_jwks, demo_key
-from tests.integration.test_lti_ags_sandbox import Build, ev, seed
+from tests.integration.test_lti_ags_sandbox import Build, build, control, ev, platform, seed  # noqa: F401 - fixtures
 from worker import errors
-from worker.adapters.base import AdapterContext
-from worker.adapters.http import make_client
-from worker.adapters.lti_ags import LtiAgsAdapter
-from worker.store.cache import RedisCache
-from worker.vendors.lti import LtiAgsDestination
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def platform() -> Iterator[Running]:
-    running = start(make_app("lti_ags", jwks=demo_jwks()))
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def control(platform: Running) -> Iterator[SandboxClient]:
-    client = SandboxClient(platform.url)
-    client.reset()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def build(platform: Running, redis_client: redis.Redis) -> Iterator[Build]:
-    made: list[LtiAgsAdapter] = []
-
-    def make(**over: Any) -> LtiAgsAdapter:
-        k = demo_key()
-        dest = LtiAgsDestination(**{
-            "name": "lti", "vendor": "lti_ags", "base_url": platform.url,
-            "client_id": DEMO_CREDENTIALS["lti_ags"]["client_id"], "token_url": f"{platform.url}/login/oauth2/token",
-            "private_key_env": "K", "private_key": SecretStr(k.private_pem().decode()), "kid": k.kid, "timeout": 5.0,
-            **over})
-        adapter = LtiAgsAdapter(dest, AdapterContext(http=make_client(dest), cache=RedisCache(redis_client, "thr")))
-        made.append(adapter)
-        return adapter
-
-    yield make
-    for a in made:
-        a.close()
 
 
 @pytest.mark.parametrize(("style", "status", "retry_after", "text"), [
@@ -67,8 +20,8 @@ def build(platform: Running, redis_client: redis.Redis) -> Iterator[Build]:
     ("canvas429", 429, False, "429 Too Many Requests (Rate Limit Exceeded)\n"),
     ("d2l", 429, True, ""),
 ])
-def test_each_style_over_the_limit(style: str, status: int, retry_after: bool, text: str, build: Build,
-                                   control: SandboxClient, platform: Running) -> None:
+def test_each_style_over_the_limit(style: str, status: int, retry_after: bool, text: str, build: Build,  # noqa: F811
+                                   control: SandboxClient, platform: Running) -> None:  # noqa: F811
     (line_item,) = seed(control, platform)
     control.configure(rate_limit_style=style)
     control.rate_limit(6, burst=2)  # the token and one score, then refused for ~10 s
@@ -90,7 +43,7 @@ def test_each_style_over_the_limit(style: str, status: int, retry_after: bool, t
     assert control.counts()["throttled"] == 2
 
 
-def test_d2l_ordinary_answers_carry_the_budget(control: SandboxClient, platform: Running) -> None:
+def test_d2l_ordinary_answers_carry_the_budget(control: SandboxClient, platform: Running) -> None:  # noqa: F811
     control.configure(rate_limit_style="d2l")
     control.rate_limit(600, burst=50)
     answer = httpx.post(f"{platform.url}/login/oauth2/token", data={"grant_type": "x"})
@@ -101,7 +54,7 @@ def test_d2l_ordinary_answers_carry_the_budget(control: SandboxClient, platform:
 
 
 def test_the_leaky_bucket_reports_cost_and_remaining_then_refuses_like_canvas(
-        control: SandboxClient, platform: Running) -> None:
+        control: SandboxClient, platform: Running) -> None:  # noqa: F811
     control.configure(rate_limit_style="canvas403", leaky_bucket={"per_minute": 6})  # cost 100 a request
     remaining = []
     for _ in range(6):

@@ -42,6 +42,7 @@ class AuditPace:
         self.flow = FlowControl(store)
         #: why the last turn held (shown as the job's status while it waits); ``on_hold`` hears each change
         self.holding = ""
+        self._told = ""  # the reason last told to ``on_hold``
         self.on_hold = on_hold
 
     def _sleep(self, seconds: float) -> bool:
@@ -49,7 +50,7 @@ class AuditPace:
         return not self.stop.wait(max(0.0, seconds))
 
     def _hold(self, reason: str) -> None:
-        changed = reason != getattr(self, "_told", "")
+        changed = reason != self._told
         self.holding = self._told = reason
         if changed and self.on_hold is not None:
             self.on_hold(reason)

@@ -95,10 +95,19 @@ def lowered(*, refused: float, before: float | None, configured: float | None, f
     base = max(MIN_RATE, DECREASE * refused)
     if first and configured is None and before:
         base = max(base, min(before, refused))
+    return _recovering(base, refused, configured, since, DOUBLING)
+
+
+def _recovering(base: float, refused: float, configured: float | None, since: float,
+                doubling: float) -> Adapted:
+    """``base`` doubling every ``doubling`` seconds from ``since``, ending when it reaches the target (the
+    configured limit, else :data:`UNLIMITED_FACTOR` x ``refused``): at least one doubling, at most
+    :data:`RECOVERY_MAX`."""
     target = configured if configured is not None else UNLIMITED_FACTOR * refused
     doublings = math.log2(target / base) if target > base else 0.0
-    until = since + min(RECOVERY_MAX, max(DOUBLING, DOUBLING * doublings))
-    return Adapted(base=round(base, 3), since=since, until=round(until, 3), refused=round(refused, 3))
+    until = since + min(RECOVERY_MAX, max(doubling, doubling * doublings))
+    return Adapted(base=round(base, 3), since=since, until=round(until, 3), refused=round(refused, 3),
+                   doubling=doubling)
 
 
 def paced(rate: float, *, current: float | None, configured: float | None, now: float) -> Adapted:
@@ -107,12 +116,7 @@ def paced(rate: float, *, current: float | None, configured: float | None, now: 
     (:data:`PACED_DOUBLING`; the headers re-pace it while the budget stays low, and it ends at most
     :data:`RECOVERY_MAX` after the last pacing); ``current``: the rate in force (or sent) when paced."""
     base = max(MIN_RATE, rate)
-    refused = max(current or base, base)
-    target = configured if configured is not None else UNLIMITED_FACTOR * refused
-    doublings = math.log2(target / base) if target > base else 0.0
-    until = now + min(RECOVERY_MAX, max(PACED_DOUBLING, PACED_DOUBLING * doublings))
-    return Adapted(base=round(base, 3), since=now, until=round(until, 3), refused=round(refused, 3),
-                   doubling=PACED_DOUBLING)
+    return _recovering(base, max(current or base, base), configured, now, PACED_DOUBLING)
 
 
 def reason_text(detail: str, refused: float, base: float) -> str:

@@ -63,14 +63,14 @@ class GradesyncCollector(Collector):
         duration.add_metric([], time.monotonic() - started)
         yield duration
 
-    def _shown(self, rows: list[Any]) -> set[str] | None:
+    def _shown(self, rows: list[Any], vendors: dict[str, str]) -> set[str] | None:
         """The destinations with per-destination series (None: every one). Up to
         ``metrics_all_destinations_up_to`` destinations, all of them; above it — thousands of tenants — only
         those with a delivery attempt in the last ``metrics_active_seconds`` or with events in progress,
         scheduled or dead-lettered (flow control adds the open, paused, parked and slowed ones), so a
         scrape stays bounded by the active destinations, not the registered ones."""
         settings = self.ctx.settings
-        if len(self.ctx.vendors()) <= settings.metrics_all_destinations_up_to:
+        if len(vendors) <= settings.metrics_all_destinations_up_to:
             return None
         active = self.ctx.store.stats.active_since(time.time() - settings.metrics_active_seconds)
         return active | {r.destination for r in rows if r.in_progress or r.scheduled_retries or r.dead_letters}
@@ -78,8 +78,9 @@ class GradesyncCollector(Collector):
     def _families(self) -> Iterator[Metric]:
         stats = self.ctx.store.stats
         rows = compute_overview(self.ctx, windows=False)
-        shown = self._shown(rows)
-        vendors = {n: v for n, v in self.ctx.vendors().items() if shown is None or n in shown}
+        every = self.ctx.vendors()
+        shown = self._shown(rows, every)
+        vendors = every if shown is None else {n: v for n, v in every.items() if n in shown}
 
         published = CounterMetricFamily(f"{NS}_events_published", "grade events published, per destination",
                                         labels=["destination"])
