@@ -3,17 +3,25 @@
     .venv/bin/python bench/bench_tenants.py                       # 1, 1 000, 10 000 + one busy among 100
     .venv/bin/python bench/bench_tenants.py --counts 1,100 --events 1000 --no-busy
 
-Each case: a fresh private Redis, one LTIAAS sandbox answering after ``--latency`` s, a destinations file
-of N LTIAAS destinations (no rate limit), ``gradesync worker -c 64`` (one process per core, as by default),
+Each case: a fresh private Redis, one LTIAAS sandbox answering after ``--latency`` s, N LTIAAS
+destinations (no rate limit), ``gradesync worker -c 64`` (one process per core, as by default),
 then ``--events`` events spread evenly over the destinations (or, for "one busy among 100", all to one of
 100 configured). Throughput = (N - 1) / (last - first delivery), from the ledger's ``finished_at``.
 RSS: the worker's process tree once drained. Ready: from spawn to Celery's "ready" line.
+
+``--keys direct`` (the default; what an operator of thousands of institutions runs): each destination has
+its own API key, given directly and registered with ``gradesync destinations apply`` before the worker
+starts (stored encrypted; the simulator accepts every tenant's key). ``--keys env``: a destinations file
+whose destinations all name one environment variable, applied by the worker at start-up.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -59,12 +67,28 @@ class Result:
     outcomes: dict[str, int]
 
 
-def run(case: Case, events: int, latency: float, concurrency: int, processes: str) -> Result:
+def register_direct(d: Drill, url: str, count: int) -> None:
+    """``count`` destinations, each with its own API key, applied with ``gradesync destinations apply``."""
+    keys = [f"tenant-{i:05d}-{secrets.token_hex(12)}" for i in range(count)]
+    path = d.tmp / "tenants.toml"
+    path.write_text("".join(f'[destinations.t{i:05d}]\nvendor = "ltiaas"\nbase_url = "{url}"\n'
+                            f'api_key = "{key}"\nrate_limit_per_minute = 0\n\n' for i, key in enumerate(keys)))
+    d.vendors["ltiaas"].configure(api_keys=keys)
+    subprocess.run([sys.executable, "-m", "worker.cli", "destinations", "apply", str(path)], env=d.env,
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def run(case: Case, events: int, latency: float, concurrency: int, processes: str, keys: str) -> Result:
     d = Drill(("ltiaas",))
     try:
         url = d.url("ltiaas")
-        d.configure("".join(lt_destination(f"t{i:05d}", url, rate_limit_per_minute=0)
-                            for i in range(case.configured)), GRADESYNC_WORKER_PROCESSES=processes)
+        if keys == "direct":
+            d.configure("", GRADESYNC_WORKER_PROCESSES=processes,
+                        GRADESYNC_DESTINATIONS=str(d.tmp / "no-file.toml"))  # the registry alone
+            register_direct(d, url, case.configured)
+        else:
+            d.configure("".join(lt_destination(f"t{i:05d}", url, rate_limit_per_minute=0)
+                                for i in range(case.configured)), GRADESYNC_WORKER_PROCESSES=processes)
         d.vendors["ltiaas"].fault(latency=latency, times=-1)
         began = time.monotonic()
         proc = d.start_worker(concurrency)
@@ -98,13 +122,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--processes", default=str(os.cpu_count() or 1))
     parser.add_argument("--no-busy", action="store_true")
+    parser.add_argument("--keys", choices=("direct", "env"), default="direct")
     args = parser.parse_args()
     cases = [Case(f"{int(n):,} destinations", int(n)) for n in args.counts.split(",")]
     if not args.no_busy:
         cases.append(Case("one busy among 100", 100, busy=True))
     results = []
     for case in cases:
-        r = run(case, args.events, args.latency, args.concurrency, args.processes)
+        r = run(case, args.events, args.latency, args.concurrency, args.processes, args.keys)
         print(f"  {case.name}: {r.rate:.0f}/s, RSS {r.rss_mb:.0f} MB, ready {r.ready_s:.1f} s, {r.outcomes}",
               flush=True)
         results.append(r)
@@ -112,7 +137,7 @@ def main() -> None:
     print("\n== tenants bench ==")
     print(f"machine: {machine()}")
     print(f"{args.events} LTIAAS events, sandbox {args.latency * 1000:.0f} ms, gradesync worker -c "
-          f"{args.concurrency} --processes {args.processes}")
+          f"{args.concurrency} --processes {args.processes}, keys: {args.keys}")
     print("| case | events/s | ratio to first | worker RSS (MB) | worker ready (s) |")
     print("|---|---|---|---|---|")
     for r in results:

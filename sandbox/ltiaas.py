@@ -19,7 +19,8 @@ scoreMaximum, comment, activityProgress, gradingProgress, timestamp, receivedAt,
 Switches (``POST /_sandbox/config``): ``{"external_error": {"status": 503, "http_status": 502,
 "times": 1, "message": "..."}}`` makes the next score POST(s) fail as an error of the LMS proxied by
 LTIAAS (``details.externalError: true``, ``externalStatus``); ``http_status`` defaults to ``status``.
-``{"external_error": null}`` clears it.
+``{"external_error": null}`` clears it. ``{"api_keys": ["…", …]}``: more API keys accepted besides the
+demo one (each tenant with its own LTIAAS account, as in the tenants bench).
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ class LtiaasSandbox(SandboxApp):
         self.accepted = 0
         self.refused_stale = 0
         self.external_error: dict[str, Any] | None = None
+        #: more accepted API keys: one LTIAAS account per tenant (``configure(api_keys=[...])``)
+        self.tenant_keys: frozenset[str] = frozenset()
         super().__init__()
 
     # -- SandboxApp ------------------------------------------------------------------------------
@@ -118,9 +121,15 @@ class LtiaasSandbox(SandboxApp):
             self.external_error = None
 
     def configure(self, spec: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(spec) - {"external_error"}
+        unknown = set(spec) - {"external_error", "api_keys"}
         if unknown:
             raise ValueError(f"unknown ltiaas sandbox switch(es): {', '.join(sorted(unknown))}")
+        if "api_keys" in spec:
+            keys = spec["api_keys"]
+            if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+                raise ValueError("api_keys must be a list of non-empty strings")
+            with self.lock:
+                self.tenant_keys = frozenset(keys)
         if "external_error" in spec:
             ext = spec["external_error"]
             if ext is None:
@@ -138,7 +147,7 @@ class LtiaasSandbox(SandboxApp):
                 }
                 with self.lock:
                     self.external_error = entry
-        return {"external_error": self.external_error}
+        return {"external_error": self.external_error, "api_keys": len(self.tenant_keys)}
 
     def error_body(self, status: int, message: str) -> Any:
         return {"status": status, "error": _reason(status), "details": {"message": message}}
@@ -162,7 +171,7 @@ class LtiaasSandbox(SandboxApp):
             return scheme, self._error(401, *_LTIK_401)
         key, sep, token = credentials.strip().partition(":")
         messages = _LTIK_401 if scheme == "LTIK-AUTH-V2" else _SERVICE_401
-        if not sep or not hmac.compare_digest(key.encode(), self.api_key.encode()):
+        if not sep or not (hmac.compare_digest(key.encode(), self.api_key.encode()) or key in self.tenant_keys):
             return scheme, self._error(401, messages[0], "Invalid API key")
         expected = self.ltik if scheme == "LTIK-AUTH-V2" else self.service_key
         if not hmac.compare_digest(token.encode(), expected.encode()):

@@ -117,7 +117,9 @@ install_sentinel_transport()
 
 # -- the apps ------------------------------------------------------------------------------------------------
 def build_config(settings: Settings) -> dict[str, Any]:
-    queues = broker_queues(all_queues(settings.destinations()), settings.broker)
+    from worker.registry.service import routing_destinations  # the registry's groups, no model built
+
+    queues = broker_queues(all_queues(routing_destinations(settings)), settings.broker)
     time_limit = settings.visibility_timeout - 15
     return {
         "broker_url": broker_url(settings.broker),
@@ -167,6 +169,8 @@ app.add_defaults(lambda: build_config(get_settings()))
 
 def make_client_app(settings: Settings) -> Celery:
     """A Celery app that only sends delivery messages (the worker's app consumes them)."""
+    from worker.registry.service import routing_destinations
+
     client = Celery("gradesync-producer", broker=broker_url(settings.broker), set_as_current=False)
     client.conf.update(
         task_serializer="json",
@@ -176,7 +180,7 @@ def make_client_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         # on RabbitMQ declared exactly as the worker declares them (quorum queues); a Redis list needs no
         # declaration
-        task_queues=(broker_queues(all_queues(settings.destinations()), settings.broker)
+        task_queues=(broker_queues(all_queues(routing_destinations(settings)), settings.broker)
                      if is_amqp_url(settings.broker) else None),
         task_create_missing_queues=True,
     )

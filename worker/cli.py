@@ -98,11 +98,15 @@ def worker_cmd(concurrency: int | None, destinations: str | None, group: str | N
     else the shared queue, :mod:`worker.routing`)."""
     from worker import affinity
     from worker.celery_app import app
+    from worker.keys import Keys
+    from worker.registry.lazy import group_of
     from worker.registry.live import FOLLOW_REGISTRY
-    from worker.registry.service import startup_destinations
-    from worker.routing import all_queues, queues_of
+    from worker.registry.service import FILE_APPLIED, startup_destinations
+    from worker.routing import all_queues
 
     settings = get_settings()
+    # a process started by `gradesync worker --processes N`: the parent applied the file and checked it all
+    supervised = os.environ.get(FILE_APPLIED) == "1"
     try:
         dests = startup_destinations(settings)  # the file applied to the run-time registry, then the registry
         if not dests:
@@ -115,7 +119,7 @@ def worker_cmd(concurrency: int | None, destinations: str | None, group: str | N
         os.environ[FOLLOW_REGISTRY] = "1"
     if group:
         wanted = None if group == "default" else group
-        chosen = sorted(name for name, d in dests.items() if d.group == wanted)
+        chosen = sorted(name for name in dests if group_of(dests, name) == wanted)
         if not chosen:
             raise click.ClickException(f"no destination is in group {group!r}")
     else:
@@ -127,7 +131,7 @@ def worker_cmd(concurrency: int | None, destinations: str | None, group: str | N
         WireCipher.from_settings(settings)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
-    missing = {name: dests[name].missing_secrets() for name in chosen if dests[name].missing_secrets()}
+    missing = {} if supervised else {name: m for name in chosen if (m := dests[name].missing_secrets())}
     if missing:
         lines = [f"destination {n!r}: environment variable not set for {', '.join(m)}" for n, m in missing.items()]
         raise click.ClickException("\n".join(lines))
@@ -152,12 +156,14 @@ def worker_cmd(concurrency: int | None, destinations: str | None, group: str | N
         "--pool", "threads",
         "--concurrency", str(threads),
         "--loglevel", (loglevel or settings.log_level).upper(),
-        "--queues", ",".join(queues_of(dests[d] for d in chosen) if destinations or group else all_queues(dests)),
+        "--queues", ",".join(sorted({Keys.queue(group_of(dests, d)) for d in chosen}) if destinations or group
+                             else all_queues(dests)),
         "--hostname", hostname or "gradesync@%h",
         "--without-mingle",
         "--without-gossip",
         *(["--task-events"] if events else []),
     ]
+    del dests, chosen  # the worker's runtime keeps its own view of the registry (worker.registry.live)
     app.worker_main(argv)
 
 

@@ -29,7 +29,8 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +45,9 @@ from worker.dispatch import new_token
 from worker.events import GradeEvent
 from worker.flow.gate import FlowControl, Verdict
 from worker.flow.share import FairShare
-from worker.known_secrets import scrub_error, wire_secrets
+from worker.known_secrets import destination_secrets, scrub_error, wire_secrets
 from worker.redact import bind_secrets, redact_text
+from worker.registry.lazy import vendors_of
 from worker.retry import Action, RetryPolicy, decide
 from worker.settings import Destination, Settings, refresh_live_destinations
 from worker.store import EventRecord, Store
@@ -67,50 +69,63 @@ class _Lease:
 
 
 class AdapterPool:
-    """One adapter (so one pooled HTTP client) per destination per process, built on first use."""
+    """One adapter per destination per process, built on first use; the ``settings.destination_cache``
+    most recently used are kept (10 000 destinations' adapters and clients were ~30 MB a process). An
+    adapter dropped from the pool is not closed: another thread may still be in its request, and its
+    client holds no connection of its own (they are the process's shared ones,
+    :class:`worker.adapters.http.SharedTransport`)."""
 
     def __init__(self, settings: Settings, store: Store,
                  factory: Callable[[Destination, AdapterContext], Adapter] = build_adapter) -> None:
         self.settings = settings
         self.store = store
         self.factory = factory
-        self._adapters: dict[str, Adapter] = {}
-        self._built_for: dict[str, Destination] = {}
+        self.size = max(1, getattr(settings, "destination_cache", 1000))
+        self._adapters: OrderedDict[str, tuple[Destination, Adapter]] = OrderedDict()
         self._retired: list[Adapter] = []
         self._lock = threading.Lock()
 
     def get(self, destination: Destination) -> Adapter:
         """The adapter of ``destination``; rebuilt (its HTTP client too) when the destination changed."""
+        name = destination.name
         with self._lock:
-            adapter = self._adapters.get(destination.name)
-            built = self._built_for.get(destination.name)
-            if adapter is not None and built is not destination and built != destination:
+            kept = self._adapters.get(name)
+            if kept is not None:
+                built, adapter = kept
+                if built is destination or built == destination:
+                    self._adapters.move_to_end(name)
+                    return adapter
                 # changed at run time (worker.registry): new settings, new client; the old one may still
                 # serve a request in flight, so it is closed with the pool
                 self._retired.append(adapter)
-                adapter = None
-            if adapter is None:
-                missing = destination.missing_secrets()
-                if missing:
-                    raise errors.ConfigurationError(
-                        f"destination {destination.name!r}: environment variable not set for {', '.join(missing)}"
-                    )
-                stats = self.store.stats
+                del self._adapters[name]
+        missing = destination.missing_secrets()
+        if missing:
+            raise errors.ConfigurationError(
+                f"destination {name!r}: environment variable not set for {', '.join(missing)}"
+            )
+        stats = self.store.stats
 
-                def observe(method: str, route: str, status: int | None, seconds: float) -> None:
-                    stats.request(destination.name, destination.vendor, route, status, seconds)
+        def observe(method: str, route: str, status: int | None, seconds: float) -> None:
+            stats.request(name, destination.vendor, route, status, seconds)
 
-                capped = destination.model_copy(update={"timeout": shutdown.request_timeout(
-                    destination.timeout, self.settings.shutdown_grace)})
-                ctx = AdapterContext(http=make_client(capped), cache=self.store.cache, observe=observe)
-                adapter = self.factory(destination, ctx)
-                self._adapters[destination.name] = adapter
-                self._built_for[destination.name] = destination
-            return adapter
+        capped = destination.model_copy(update={"timeout": shutdown.request_timeout(
+            destination.timeout, self.settings.shutdown_grace)})
+        adapter = self.factory(destination, AdapterContext(http=make_client(capped), cache=self.store.cache,
+                                                           observe=observe))
+        with self._lock:
+            kept = self._adapters.get(name)
+            if kept is not None and (kept[0] is destination or kept[0] == destination):
+                adapter = kept[1]  # another thread built it meanwhile: one adapter per destination
+            self._adapters[name] = (destination, adapter)
+            self._adapters.move_to_end(name)
+            while len(self._adapters) > self.size:
+                self._adapters.popitem(last=False)
+        return adapter
 
     def close(self) -> None:
         with self._lock:
-            for adapter in [*self._adapters.values(), *self._retired]:
+            for adapter in [*(a for _, a in self._adapters.values()), *self._retired]:
                 adapter.close()
             self._adapters.clear()
             self._retired.clear()
@@ -126,18 +141,18 @@ class Deliverer:
         self.rand = rand
         self.flow = FlowControl(store, rand=rand)
         self.share = share or FairShare(settings.worker_concurrency)
-        self._config: tuple[dict[str, Destination], dict[str, str]] | None = None
+        self._config: tuple[Mapping[str, Destination], dict[str, str]] | None = None
         #: lease owners: this deliverer's random prefix and a run counter (``next`` on a count is atomic)
         self._owner = f"{worker}:{new_token()}:"
         self._runs = itertools.count(1)
 
-    def _destinations(self) -> tuple[dict[str, Destination], dict[str, str]]:
+    def _destinations(self) -> tuple[Mapping[str, Destination], dict[str, str]]:
         """The destinations and their vendors (:meth:`Settings.destinations`: the file, or the run-time
         registry's current map, which changes without a restart; the vendors are rebuilt when it did)."""
         dests = self.settings.destinations()
         config = self._config
         if config is None or config[0] is not dests:
-            config = self._config = dests, {name: d.vendor for name, d in dests.items()}
+            config = self._config = dests, vendors_of(dests)
         return config
 
     @property
@@ -173,7 +188,13 @@ class Deliverer:
             reason = f"event no longer valid for its destination: {exc.errors()[0]['msg']}"
             return self._dead_letter(record, None, reason, {"error_class": "ConfigurationError",
                                                             "message": reason})
-        destination = destinations[event.destination]
+        destination = destinations.get(event.destination)
+        if destination is None:  # its entry was removed, or stopped validating, since the map was read
+            reason = f"destination {event.destination!r} is no longer registered or no longer valid here"
+            return self._dead_letter(record, None, reason, {"error_class": "ConfigurationError", "message": reason})
+        # its credentials masked in every record and log line of this run (not registered for the whole
+        # process: with 10 000 destinations of their own keys every string logged searched them all)
+        bind_secrets(destination_secrets([destination]))
         with self.share.slot(destination.name, self.flow.concurrency(destination)) as admitted:
             if not admitted:
                 return self._defer(record, self.share.delay(destination.name, self.rand), "over_share_deferred")

@@ -1,6 +1,8 @@
 """The secret values gradesync holds, collected for masking by value (see :mod:`worker.redact`).
 
-- every ``SecretStr`` of every destination (registered process-wide by the worker and the ops server);
+- every ``SecretStr`` of the destination being used, bound while one of its events is delivered or one
+  of its grades read back (and, up to :data:`PROCESS_WIDE_UP_TO` destinations, registered process-wide
+  by the worker, the ops server and the CLI as a second layer);
 - the event's own ``SecretStr`` fields (``service_key`` / ``ltik`` / ``person_token``), bound while the
   event is delivered or shown.
 
@@ -57,9 +59,18 @@ def wire_secrets(wire: str) -> list[str]:
     return [str(target[f]) for f in EVENT_SECRET_FIELDS if isinstance(target.get(f), str)]
 
 
+#: up to this many destinations, every destination's credentials are also masked in everything this process
+#: redacts; above it only those of the destination in use (every masked value is searched for in every
+#: string logged: 10 000 destinations of their own keys were ~70 000 values, their encodings included)
+PROCESS_WIDE_UP_TO = 100
+
+
 def register_destinations(settings: Settings) -> None:
-    """Mask the destinations' credentials in every redaction of this process from now on."""
-    register_secrets(destination_secrets(settings.destinations().values()))
+    """Mask the destinations' credentials in every redaction of this process from now on (when there are
+    at most :data:`PROCESS_WIDE_UP_TO`; a destination's own are bound wherever it is used)."""
+    dests = settings.destinations()
+    if len(dests) <= PROCESS_WIDE_UP_TO:
+        register_secrets(destination_secrets(dests.values()))
 
 
 def scrub_error(exc: errors.GradeSyncError) -> errors.GradeSyncError:

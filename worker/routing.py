@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from worker.keys import SHARED_QUEUE, Keys
+from worker.registry.lazy import groups_of
 from worker.vendors.base import DestinationBase
 
 
@@ -32,8 +33,9 @@ def queues_of(destinations: Iterable[DestinationBase]) -> list[str]:
 
 
 def all_queues(destinations: Mapping[str, DestinationBase]) -> list[str]:
-    """Every queue in use: the shared queue (always) and each dedicated group's."""
-    return sorted({SHARED_QUEUE, *queues_of(destinations.values())})
+    """Every queue in use: the shared queue (always) and each dedicated group's (read without building a
+    lazy map's models: :func:`worker.registry.lazy.groups_of`)."""
+    return sorted({SHARED_QUEUE, *(Keys.queue(g) for g in groups_of(destinations))})
 
 
 def members(destinations: Mapping[str, DestinationBase]) -> dict[str, list[str]]:

@@ -181,6 +181,9 @@ class CommonSettings(BaseSettings):
     audit_unlimited_rate: float = Field(
         120.0, gt=0, description="reads/minute of an audit of a destination with no rate limit"
     )
+    destination_cache: int = Field(
+        1000, ge=1, description="destination models and adapters a process keeps built (the most recently "
+                                "used; the others cost only their stored entry: worker/registry/lazy.py)")
 
     @property
     def broker(self) -> str:
@@ -200,7 +203,7 @@ class CommonSettings(BaseSettings):
         """None: dead letters never expire."""
         return int(self.dead_letter_ttl_days * 86_400) or None
 
-    def destinations(self) -> dict[str, Destination]:
+    def destinations(self) -> Mapping[str, Destination]:
         """The validated destinations (read once per process and cached).
 
         Every rule about the file is a validator (including the one that needs these settings: request
@@ -213,7 +216,9 @@ class CommonSettings(BaseSettings):
 
     def vendors(self) -> dict[str, str]:
         """destination name -> vendor (the map :class:`worker.events.GradeEvent` validation takes)."""
-        return {name: d.vendor for name, d in self.destinations().items()}
+        from worker.registry.lazy import vendors_of  # the registry's map answers without building models
+
+        return vendors_of(self.destinations())
 
 
 class ProducerSettings(CommonSettings):
@@ -283,7 +288,7 @@ class Settings(WorkerSettings, ServerSettings):
 #: settings object a worker or `gradesync serve` was built with (held here, so the id stays theirs), not by
 #: the registry: another object in the process (a producer's, a test's) reads the file or the registry
 #: itself, never a view it did not install.
-_LIVE: dict[int, tuple[CommonSettings, list[Callable[[], dict[str, Destination]]]]] = {}
+_LIVE: dict[int, tuple[CommonSettings, list[Callable[[], Mapping[str, Destination]]]]] = {}
 
 
 def has_live_destinations(settings: CommonSettings) -> bool:
@@ -299,7 +304,7 @@ def refresh_live_destinations(settings: CommonSettings) -> bool:
     return bool(refresh()) if callable(refresh) else False
 
 
-def install_live_destinations(settings: CommonSettings, current: Callable[[], dict[str, Destination]]) -> None:
+def install_live_destinations(settings: CommonSettings, current: Callable[[], Mapping[str, Destination]]) -> None:
     """From now on ``settings.destinations()`` is ``current()`` (the run-time registry's current map). The
     file's parsed copy is dropped from the cache: with 10 000 destinations it is ~16 MB a process that
     nothing reads any more (read again if another settings object asks for the file)."""
@@ -307,7 +312,7 @@ def install_live_destinations(settings: CommonSettings, current: Callable[[], di
     _destinations_cached.cache_clear()
 
 
-def uninstall_live_destinations(settings: CommonSettings, current: Callable[[], dict[str, Destination]]) -> None:
+def uninstall_live_destinations(settings: CommonSettings, current: Callable[[], Mapping[str, Destination]]) -> None:
     """``current`` is closed: the one installed before it, else the file."""
     entry = _LIVE.get(id(settings))
     if entry is None:

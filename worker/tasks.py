@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import structlog
@@ -15,10 +16,10 @@ from worker import logs, shutdown
 from worker.celery_app import app
 from worker.dispatch.celery import CeleryDispatcher
 from worker.heartbeat import Heartbeat
-from worker.keys import DELIVER_TASK
+from worker.keys import DELIVER_TASK, Keys
 from worker.kombu_redis import batch_kombu_acks, batch_kombu_take, harden_kombu_redis, reuse_kombu_clients
+from worker.registry.lazy import group_of
 from worker.registry.live import FOLLOW_REGISTRY
-from worker.routing import queue_of
 from worker.runtime import Runtime, build
 from worker.settings import get_settings
 from worker.store.durability import redis_risks
@@ -78,7 +79,7 @@ def _pool_size(sender: Any = None, **_: Any) -> None:
         _served = []
 
 
-def _follow_registry(consumer: Any, current: dict[str, Any], changed: set[str]) -> None:
+def _follow_registry(consumer: Any, current: Mapping[str, Any], changed: set[str]) -> None:
     """Serve a destination registered while this worker (one serving every destination) runs: the shared
     queue is consumed already; a new dedicated group's queue is added (Celery's ``add_task_queue`` does
     nothing for a queue it consumes). A removed destination needs nothing here: its events no longer
@@ -86,7 +87,7 @@ def _follow_registry(consumer: Any, current: dict[str, Any], changed: set[str]) 
     not on the registry's polling thread)."""
     for name in sorted(changed):
         if name in current:
-            consumer.call_soon(consumer.add_task_queue, queue_of(current[name]))
+            consumer.call_soon(consumer.add_task_queue, Keys.queue(group_of(current, name)))
 
 
 @signals.worker_ready.connect

@@ -235,3 +235,29 @@ def test_ten_thousand_destinations_page_and_search(cluster: Cluster) -> None:
     finally:
         browser.close()
         server.stop()
+
+
+def test_among_many_tenants_each_key_is_masked_where_it_is_used(
+        cluster: Cluster, tenant_vendor: tuple[Running, SandboxClient]) -> None:
+    """Above PROCESS_WIDE_UP_TO destinations their keys are not registered for the whole process (every
+    string logged would be searched for every form of every key): a destination's key is bound to each
+    delivery of it. A vendor echoing it is still masked in the record and the worker's log."""
+    from worker.known_secrets import PROCESS_WIDE_UP_TO
+    from worker.registry.service import apply_document
+
+    running, vendor = tenant_vendor
+    tenants = {f"school-{i:04d}": {"vendor": "ltiaas", "base_url": running.url, "api_key": f"other-key-{i:04d}-x9",
+                                   "max_attempts": 3, "retry_base_delay": 0.2, "retry_max_delay": 1.0}
+               for i in range(PROCESS_WIDE_UP_TO + 50)}
+    tenants["school-0077"]["api_key"] = SECRET  # the one this simulator accepts
+    apply_document(cluster.settings, Registry(cluster.store.redis, cluster.store.keys),
+                   {"destinations": tenants}, actor="test")
+    vendor.fault(status=503, times=1, body=echo_body([SECRET]))  # echoes the key once, then takes the score
+    cluster.start_worker(concurrency=4)
+    (eid,) = cluster.publisher.publish_many([event("school-0077", 1)])
+    assert cluster.wait_for([eid], {"succeeded"}, timeout=120) == {eid: "succeeded"}
+    history = cluster.store.ledger.history(eid)
+    assert "**********" in history[0].get("excerpt", ""), history  # the vendor did echo it, masked
+    cluster.stop_workers()
+    assert not leaks(cluster.log(), [SECRET]), "a tenant's key in a worker log line"
+    assert not leaks(redis_dump(cluster.store.redis), [SECRET]), "a tenant's key in Redis"

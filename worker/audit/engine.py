@@ -32,10 +32,10 @@ from worker.audit.jobs import AuditJobs, AuditRequest, JobView
 from worker.audit.pace import AuditPace
 from worker.audit.resync import Publishes, log_action, resync
 from worker.events import GradeEvent
-from worker.known_secrets import wire_secrets
+from worker.known_secrets import destination_secrets, wire_secrets
 from worker.readback import Reader, Unreadable, build_reader
 from worker.readback.base import Found
-from worker.redact import redact, redact_text
+from worker.redact import bind_secrets, redact, redact_text
 from worker.settings import Destination, Settings
 from worker.store import Store
 from worker.store.ledger import EventState
@@ -197,6 +197,7 @@ class AuditRunner:
         def holding(reason: str) -> None:
             self.jobs.set_fields(job_id, **{f"holding:{name}": reason})
 
+        bind_secrets(destination_secrets([destination]))  # its credentials masked in this thread's results
         pace = AuditPace(self.store, destination, share=self.settings.audit_rate_share,
                          unlimited_rate=self.settings.audit_unlimited_rate, stop=stop, on_hold=holding)
         try:

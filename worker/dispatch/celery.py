@@ -45,8 +45,7 @@ from kombu.transport.redis import Channel as RedisChannel
 from worker.celery_app import make_client_app
 from worker.connections import is_amqp_url, redis_client
 from worker.dispatch import BrokerUnavailable, Delivery
-from worker.keys import DELIVER_TASK, SHARED_QUEUE
-from worker.routing import queue_of
+from worker.keys import DELIVER_TASK, SHARED_QUEUE, Keys
 from worker.settings import Settings, is_redis_url, without_credentials
 
 log = structlog.get_logger("gradesync.dispatch")
@@ -173,6 +172,9 @@ class CeleryDispatcher:
         url = settings.broker
         self.kind = "redis" if is_redis_url(url) else "amqp" if is_amqp_url(url) else "other"
         self._own_broker = False
+        self._state = client  # the state store's Redis: the registry's groups route (queue_of)
+        self._own_state: redis.Redis | None = None
+        self._routes: Any = None
         self.broker_redis: redis.Redis | None = None
         if self.kind == "redis":
             if client is not None and url == settings.redis_url:
@@ -233,8 +235,18 @@ class CeleryDispatcher:
             raise BrokerUnavailable(str(exc)) from exc
 
     def queue_of(self, destination: str) -> str:
-        """The broker queue of a destination (:mod:`worker.routing`)."""
-        return queue_of(self.settings.destinations().get(destination))
+        """The broker queue of a destination (:mod:`worker.routing`): by its group, read from the live view
+        of a worker or `gradesync serve`, else from the registry (or the file: :mod:`worker.registry.vendors`)."""
+        if self._routes is None:
+            from worker.registry.store import Registry
+            from worker.registry.vendors import VendorIndex
+
+            client = self._state
+            if client is None:
+                client = self._state = self._own_state = redis_client(self.settings.redis_url, socket_timeout=5,
+                                                                      socket_connect_timeout=3)
+            self._routes = VendorIndex(self.settings, Registry(client, Keys(self.settings.key_prefix)))
+        return Keys.queue(self._routes.group(destination))
 
     def queue_depths(self, queues: Iterable[str]) -> dict[str, int]:
         """Messages waiting in each broker queue (``{}`` when unknown)."""
@@ -261,6 +273,9 @@ class CeleryDispatcher:
             conn.ensure_connection(max_retries=1, timeout=3)
 
     def close(self) -> None:
+        if self._own_state is not None:
+            self._own_state.close()
+            self._own_state = None
         if self._own_broker and self.broker_redis is not None:
             self.broker_redis.close()
             self._own_broker = False

@@ -155,7 +155,8 @@ class PurgeBody(SelectionBody):
 
 def default_rate(settings: Settings, flt: DLQFilter) -> float:
     dests = settings.destinations()
-    chosen = [dests[flt.destination]] if flt.destination in dests else list(dests.values())
+    chosen = [dests[flt.destination]] if flt.destination is not None and flt.destination in dests \
+        else list(dests.values())
     return min((d.requeue_rate for d in chosen), default=10.0)
 
 

@@ -130,7 +130,8 @@ def dlq_requeue(event_ids: tuple[str, ...], all_: bool, dry_run: bool, rate: flo
     flt = _flt(**f)
     dests = get_settings().destinations()
     if rate is None:
-        chosen = [dests[flt.destination]] if flt.destination in dests else list(dests.values())
+        chosen = [dests[flt.destination]] if flt.destination is not None and flt.destination in dests \
+            else list(dests.values())
         rate = min((d.requeue_rate for d in chosen), default=10.0)
     dlq = _dlq()
     with Progress(TextColumn("requeue"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True,

@@ -108,7 +108,7 @@ def _with_placeholders(config: Mapping[str, Any], paths: list[str]) -> dict[str,
 def _validate(name: str, config: Mapping[str, Any], secrets: Mapping[str, str], environ: Mapping[str, str],
               attempt_time_limit: float | None) -> Destination:
     data = _with_placeholders(config, list(secrets))
-    env = ChainMap({placeholder(p): v for p, v in secrets.items()}, dict(environ))
+    env = ChainMap({placeholder(p): v for p, v in secrets.items()}, environ)  # type: ignore[arg-type]
     dest, problems = validate_destination(name, data, environ=env, attempt_time_limit=attempt_time_limit,
                                           direct_secrets=True)
     if problems or dest is None:

@@ -21,7 +21,8 @@ import structlog
 from worker.connections import redis_client
 from worker.crypto import WireCipher
 from worker.keys import Keys
-from worker.registry.codec import EntryError, Prepared, materialize, prepare, unchanged
+from worker.registry.codec import EntryError, Prepared, prepare, unchanged
+from worker.registry.lazy import read_map
 from worker.registry.store import Registry
 from worker.settings import CommonSettings, ConfigError, Destination, key_problem
 
@@ -98,54 +99,65 @@ def apply_file(settings: CommonSettings, registry: Registry, path: Path, *, acto
     return apply_document(settings, registry, read_document(path), actor=actor, source=str(path), audit=audit)
 
 
-def load_all(settings: CommonSettings, entries: Mapping[str, str],
-             environ: Mapping[str, str] | None = None) -> dict[str, Destination]:
-    """The destinations stored entries mean in this process; an entry that does not validate here (e.g. a
-    secret this process cannot decrypt) is left out, with a warning naming it."""
-    cipher = WireCipher.optional(settings)
-    env = os.environ if environ is None else environ
-    out: dict[str, Destination] = {}
-    for name, stored in entries.items():
-        try:
-            out[name] = materialize(name, stored, cipher=cipher, environ=env,
-                                    attempt_time_limit=settings.attempt_time_limit)
-        except EntryError as exc:
-            log.warning("registry_entry_invalid", destination=name, problems=[f"{k}: {m}" for k, m in exc.problems])
-    return dict(sorted(out.items()))
-
-
-def current_destinations(settings: CommonSettings, registry: Registry | None = None) -> dict[str, Destination]:
+def current_destinations(settings: CommonSettings, registry: Registry | None = None, *,
+                         validate: bool = True) -> Mapping[str, Destination]:
     """What the workers deliver to now, for a one-shot command: the registry once anything was applied to
-    it (a worker or `gradesync serve` applies the destinations file at start-up), else the file."""
+    it (a worker or `gradesync serve` applies the destinations file at start-up), else the file. A map that
+    builds each model on use (:mod:`worker.registry.lazy`); ``validate``: each entry is validated now (an
+    invalid one is left out)."""
     registry = registry or registry_for(settings)
     version, entries = registry.snapshot()
     if version == 0:
         return settings.destinations()
-    return load_all(settings, entries)
+    return read_map(settings, entries, validate=validate)[0]
 
 
-#: set (to ``1``) by a command that applied the destinations file before starting worker processes: they
-#: need not apply it again (with 10 000 destinations each application validates them all, twice)
+#: set (to ``1``) by a command that applied the destinations file (when there is one) and read the registry
+#: before starting worker processes: they need not apply it again nor validate every entry once more (with
+#: 10 000 destinations each application validated them all, twice)
 FILE_APPLIED = "GRADESYNC_DESTINATIONS_FILE_APPLIED"
 
 
-def startup_destinations(settings: CommonSettings) -> dict[str, Destination]:
+def startup_destinations(settings: CommonSettings) -> Mapping[str, Destination]:
     """For a command starting workers: the destinations file applied (it keeps the file's rules: only
     ``*_env`` secrets), then what the registry holds; the file alone while Redis does not answer. Once
-    applied, :data:`FILE_APPLIED` tells the processes it starts (they inherit the environment)."""
+    applied, :data:`FILE_APPLIED` tells the processes it starts (they inherit the environment), which then
+    neither read the file nor validate the registry's entries here (their runtime's registry view does,
+    once: :class:`worker.registry.live.LiveDestinations`)."""
     from worker.settings import load_destinations
 
     path = settings.destinations_file
-    if path.exists():
+    applied = os.environ.get(FILE_APPLIED) == "1"
+    if path.exists() and not applied:
         load_destinations(path, attempt_time_limit=settings.attempt_time_limit)
     registry = registry_for(settings)
     try:
-        if path.exists():
+        if path.exists() and not applied:
             apply_file(settings, registry, path, actor="startup", audit=False)
-            os.environ[FILE_APPLIED] = "1"
-        return current_destinations(settings, registry)
+        found = current_destinations(settings, registry, validate=not applied)
+        os.environ[FILE_APPLIED] = "1"  # also without a file: the registry alone, read and checked
+        return found
     except (redis.RedisError, OSError) as exc:
         log.warning("registry_unavailable_at_start", error=type(exc).__name__)
+        return settings.destinations()
+    finally:
+        registry.r.close()
+
+
+def routing_destinations(settings: CommonSettings) -> Mapping[str, Destination]:
+    """The destinations to declare the broker queues of (only their ``group`` is read): the current map of
+    a worker or `gradesync serve`; else the registry's entries without validating them (the Celery app's
+    configuration is read before a worker's registry view exists: reading the file there validated
+    10 000 destinations once more a process, and a deployment with no file could not start); the file
+    when nothing was ever applied to the registry or Redis does not answer."""
+    from worker.settings import has_live_destinations
+
+    if has_live_destinations(settings):
+        return settings.destinations()
+    registry = registry_for(settings)
+    try:
+        return current_destinations(settings, registry, validate=False)
+    except (redis.RedisError, OSError):
         return settings.destinations()
     finally:
         registry.r.close()
