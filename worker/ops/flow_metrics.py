@@ -25,12 +25,18 @@ from worker.ops.flow_status import STATES, FlowStatus
 from worker.ops.overview import OpsContext
 
 NS = "gradesync"
+#: flow hash fields of a destination that is (or was) not plainly closed: paused, throttled, a breaker, a rate
+_NOT_PLAIN = ("paused", "throttled_until", "breaker", "rate_reason", "rate")
 
 
 def flow_families(ctx: OpsContext, shown: set[str] | None = None) -> Iterator[Metric]:
     """``shown``: the destinations with series (None: all); one that is open, paused, half-open, has parked
     events or a lowered rate is shown whatever it says (what the alerts watch)."""
-    statuses = [s for s in FlowStatus(ctx.store.redis, ctx.keys, ctx.settings.destinations()).all()
+    def maybe_shown(name: str, fields: dict[str, str], parked: int) -> bool:
+        """A cheap superset of what is shown (read before a destination's model is built)."""
+        return shown is None or name in shown or bool(parked) or any(k in fields for k in _NOT_PLAIN)
+
+    statuses = [s for s in FlowStatus(ctx.store.redis, ctx.keys, ctx.settings.destinations()).all(maybe_shown)
                 if shown is None or s.name in shown or s.state != "closed" or s.parked or s.rate_reason]
     r = ctx.store.redis
     with r.pipeline(transaction=False) as pipe:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -133,6 +133,10 @@ def clean_reason(reason: str) -> str:
     return text
 
 
+#: (destination, its flow hash, its parked count) -> whether to derive its status
+Keep = Callable[[str, dict[str, str], int], bool]
+
+
 class FlowStatus:
     """Read every destination's flow-control status; pause and resume a destination by hand."""
 
@@ -147,7 +151,7 @@ class FlowStatus:
         except KeyError:
             raise KeyError(name) from None
 
-    def _read(self, names: list[str]) -> list[DestinationStatus]:
+    def _read(self, names: list[str], keep: Keep | None = None) -> list[DestinationStatus]:
         with self.r.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.hgetall(self.keys.flow(name))
@@ -156,8 +160,12 @@ class FlowStatus:
         now = time.time()
         out = []
         for i, name in enumerate(names):
-            dest = self.destinations[name]
             fields = {_text(k): _text(v) for k, v in (raw[2 * i] or {}).items()}
+            if keep is not None and not keep(name, fields, int(raw[2 * i + 1] or 0)):
+                continue
+            dest = self.destinations.get(name)
+            if dest is None:  # removed meanwhile
+                continue
             configured = getattr(dest, "rate_limit_per_minute", None)
             out.append(derive(name, dest.vendor, fields, int(raw[2 * i + 1] or 0),
                               float(configured) if configured is not None else None, now))
@@ -172,9 +180,11 @@ class FlowStatus:
         """The status of each of ``names`` (all configured), in that order (one round trip)."""
         return self._read(names)
 
-    def all(self) -> list[DestinationStatus]:
-        """Every configured destination, in name order (one pipelined round trip)."""
-        return self._read(sorted(self.destinations))
+    def all(self, keep: Keep | None = None) -> list[DestinationStatus]:
+        """Every configured destination, in name order (one pipelined round trip); ``keep(name, flow
+        fields, parked)``: only those it keeps (so the others' models are not built: thousands of
+        destinations, :mod:`worker.registry.lazy`)."""
+        return self._read(sorted(self.destinations), keep)
 
     def pause(self, name: str, *, reason: str, actor: str) -> DestinationStatus:
         """Stop deliveries to ``name`` (events park, no attempt consumed) until :meth:`resume`.

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 
 from worker.adapters.base import Cache
 from worker.adapters.lti_jwks import NAMESPACE, local_keys, published_jwk
+from worker.registry.lazy import vendors_of
 from worker.settings import Destination, Settings
 from worker.vendors import spec
 from worker.vendors.lti import LtiAgsDestination
@@ -40,8 +41,13 @@ def publishes_jwks(d: Destination) -> TypeGuard[LtiAgsDestination]:
 def document(settings: Settings, cache: Cache | None) -> dict[str, list[dict[str, str]]]:
     """The JWK Set: per ``kid`` named in the file, the local key or else the one a worker published."""
     seen: dict[str, dict[str, str]] = {}
-    for name, d in sorted(settings.destinations().items()):
-        if not publishes_jwks(d):
+    dests = settings.destinations()
+    for name, vendor in sorted(vendors_of(dests).items()):
+        row = spec(vendor)
+        if row is None or not row.publishes_jwks:  # decided without building the model (thousands of them)
+            continue
+        d = dests.get(name)
+        if d is None or not publishes_jwks(d):
             continue
         for kid, key in local_keys(d):
             if kid in seen:
