@@ -7,7 +7,9 @@ Each case: a fresh private Redis, one LTIAAS sandbox answering after ``--latency
 destinations (no rate limit), ``gradesync worker -c 64`` (one process per core, as by default),
 then ``--events`` events spread evenly over the destinations (or, for "one busy among 100", all to one of
 100 configured). Throughput = (N - 1) / (last - first delivery), from the ledger's ``finished_at``.
-RSS: the worker's process tree once drained. Ready: from spawn to Celery's "ready" line.
+RSS: the worker's process tree (supervisor + children) once drained, and again ``SETTLE`` s later (the
+worker trims its allocator's free memory every 10 s, ``worker/memtrim.py``), with the largest single worker
+process then. Ready: from spawn to Celery's "ready" line.
 
 ``--keys direct`` (the default; what an operator of thousands of institutions runs): each destination has
 its own API key, given directly and registered with ``gradesync destinations apply`` before the worker
@@ -27,8 +29,16 @@ from dataclasses import dataclass
 
 from harness import Drill, lt_destination, lt_events, machine
 
+#: seconds idle after the drain before the settled RSS is read (> worker.memtrim.TRIM_EVERY)
+SETTLE = 12.0
+
 
 def tree_rss_mb(root: int) -> float:
+    return sum(process_rss_mb(root).values())
+
+
+def process_rss_mb(root: int) -> dict[int, float]:
+    """pid -> RSS (MB) of ``root`` and every descendant."""
     pids, frontier = [root], [root]
     while frontier:
         pid = frontier.pop()
@@ -39,16 +49,16 @@ def tree_rss_mb(root: int) -> float:
             kids = []
         pids += kids
         frontier += kids
-    total = 0
+    out: dict[int, float] = {}
     for pid in pids:
         try:
             with open(f"/proc/{pid}/status") as f:
                 for line in f:
                     if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
+                        out[pid] = int(line.split()[1]) / 1024
         except OSError:
             pass
-    return total / 1024
+    return out
 
 
 @dataclass
@@ -63,6 +73,8 @@ class Result:
     case: Case
     rate: float
     rss_mb: float
+    settled_mb: float
+    child_mb: float
     ready_s: float
     outcomes: dict[str, int]
 
@@ -109,7 +121,10 @@ def run(case: Case, events: int, latency: float, concurrency: int, processes: st
         done = sorted(d.finished_at(ids))
         rate = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
         rss = tree_rss_mb(proc.pid)
-        return Result(case, rate, rss, ready, outcomes)
+        time.sleep(SETTLE)  # as between two bursts: the worker's periodic trim ran (worker/memtrim.py)
+        settled = process_rss_mb(proc.pid)
+        child = max((mb for pid, mb in settled.items() if pid != proc.pid), default=0.0)
+        return Result(case, rate, rss, sum(settled.values()), child, ready, outcomes)
     finally:
         d.close()
 
@@ -130,18 +145,23 @@ def main() -> None:
     results = []
     for case in cases:
         r = run(case, args.events, args.latency, args.concurrency, args.processes, args.keys)
-        print(f"  {case.name}: {r.rate:.0f}/s, RSS {r.rss_mb:.0f} MB, ready {r.ready_s:.1f} s, {r.outcomes}",
-              flush=True)
+        print(f"  {case.name}: {r.rate:.0f}/s, RSS {r.rss_mb:.0f} MB ({r.settled_mb:.0f} MB settled, largest "
+              f"process {r.child_mb:.0f} MB), ready {r.ready_s:.1f} s, {r.outcomes}", flush=True)
         results.append(r)
     base = results[0].rate or 1.0
     print("\n== tenants bench ==")
     print(f"machine: {machine()}")
     print(f"{args.events} LTIAAS events, sandbox {args.latency * 1000:.0f} ms, gradesync worker -c "
           f"{args.concurrency} --processes {args.processes}, keys: {args.keys}")
-    print("| case | events/s | ratio to first | worker RSS (MB) | worker ready (s) |")
-    print("|---|---|---|---|---|")
+    first = results[0]
+    print("| case | events/s | ratio to first | worker RSS, drained (MB) | settled (MB) | largest process, settled "
+          "(MB) | worker ready (s) |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r.case.name} | {r.rate:.0f} | {r.rate / base:.2f}x | {r.rss_mb:.0f} | {r.ready_s:.1f} |")
+        print(f"| {r.case.name} | {r.rate:.0f} | {r.rate / base:.2f}x "
+              f"| {r.rss_mb:.0f} ({r.rss_mb - first.rss_mb:+.0f}) "
+              f"| {r.settled_mb:.0f} ({r.settled_mb - first.settled_mb:+.0f}) "
+              f"| {r.child_mb:.0f} ({r.child_mb - first.child_mb:+.0f}) | {r.ready_s:.1f} |")
 
 
 if __name__ == "__main__":

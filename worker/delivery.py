@@ -47,7 +47,7 @@ from worker.flow.gate import FlowControl, Verdict
 from worker.flow.share import FairShare
 from worker.known_secrets import destination_secrets, scrub_error, wire_secrets
 from worker.redact import bind_secrets, redact_text
-from worker.registry.lazy import vendors_of
+from worker.registry.lazy import CACHE_SIZE, vendors_of
 from worker.retry import Action, RetryPolicy, decide
 from worker.settings import Destination, Settings, refresh_live_destinations
 from worker.store import EventRecord, Store
@@ -80,7 +80,7 @@ class AdapterPool:
         self.settings = settings
         self.store = store
         self.factory = factory
-        self.size = max(1, getattr(settings, "destination_cache", 1000))
+        self.size = max(1, getattr(settings, "destination_cache", CACHE_SIZE))
         self._adapters: OrderedDict[str, tuple[Destination, Adapter]] = OrderedDict()
         self._retired: list[Adapter] = []
         self._lock = threading.Lock()
@@ -109,10 +109,9 @@ class AdapterPool:
         def observe(method: str, route: str, status: int | None, seconds: float) -> None:
             stats.request(name, destination.vendor, route, status, seconds)
 
-        capped = destination.model_copy(update={"timeout": shutdown.request_timeout(
-            destination.timeout, self.settings.shutdown_grace)})
-        adapter = self.factory(destination, AdapterContext(http=make_client(capped), cache=self.store.cache,
-                                                           observe=observe))
+        timeout = shutdown.request_timeout(destination.timeout, self.settings.shutdown_grace)
+        adapter = self.factory(destination, AdapterContext(http=make_client(destination, timeout=timeout),
+                                                           cache=self.store.cache, observe=observe))
         with self._lock:
             kept = self._adapters.get(name)
             if kept is not None and (kept[0] is destination or kept[0] == destination):

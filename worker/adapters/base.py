@@ -67,11 +67,23 @@ def _ignore(method: str, route: str, status: int | None, seconds: float) -> None
     return None
 
 
+class HttpClient(Protocol):
+    """What an adapter uses of its HTTP client (an ``httpx.Client``, or a destination's view of the
+    process's one client, :class:`worker.adapters.http.DestinationClient`)."""
+
+    def build_request(self, method: str, url: httpx.URL | str, *, content: Any = None, data: Any = None,
+                      json: Any = None, params: Any = None, headers: Any = None) -> httpx.Request: ...
+
+    def send(self, request: httpx.Request) -> httpx.Response: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class AdapterContext:
     """What an adapter is given besides its destination."""
 
-    http: httpx.Client
+    http: HttpClient
     cache: Cache = field(default_factory=NullCache)
     observe: RequestObserver = _ignore
 

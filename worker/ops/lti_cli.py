@@ -59,7 +59,6 @@ def lti_keys_generate(bits: str, private_key_out: Path | None, as_json: bool) ->
 @click.argument("name")
 def lti_check_cmd(name: str) -> None:
     """Fetch a token from an LTI 1.3 destination's platform and report the granted scopes."""
-    import httpx
 
     from worker import errors
     from worker.adapters.base import AdapterContext, NullCache
@@ -78,7 +77,7 @@ def lti_check_cmd(name: str) -> None:
     if dest.missing_secrets():
         raise click.ClickException(f"destination {name!r}: environment variable not set for "
                                    f"{', '.join(dest.missing_secrets())}")
-    http: httpx.Client = make_client(dest)
+    http = make_client(dest)
     try:
         source = TokenSource(dest, AdapterContext(http=http, cache=NullCache()))
         click.echo(f"{name}: token {dest.token_url} client_id={dest.client_id} aud={source.audience} kid={dest.kid}")

@@ -22,7 +22,7 @@ import os
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import NamedTuple
 
 import structlog
@@ -34,7 +34,7 @@ from worker.settings import CommonSettings, Destination
 log = structlog.get_logger("gradesync.registry")
 
 #: destination models kept per process (the most recently used)
-CACHE_SIZE = 1000
+CACHE_SIZE = 500
 
 
 class Known(NamedTuple):
@@ -173,32 +173,39 @@ def builder(settings: CommonSettings) -> Build:
     return build
 
 
-def read_map(settings: CommonSettings, raw: Mapping[str, str], previous: Mapping[str, Destination] | None = None,
-             invalid: dict[str, int] | None = None, *, fetch: Fetch | None = None,
-             validate: bool = True) -> tuple[DestinationMap, set[str]]:
-    """The map of the stored entries ``raw`` (name -> JSON) and the names that changed since ``previous``.
+def read_map(settings: CommonSettings, raw: Mapping[str, str] | Iterable[tuple[str, str]],
+             previous: Mapping[str, Destination] | None = None, invalid: dict[str, int] | None = None, *,
+             fetch: Fetch | None = None, validate: bool = True) -> tuple[DestinationMap, set[str]]:
+    """The map of the stored entries ``raw`` (name -> JSON, or the registry's scan of (name, JSON)) and the
+    names that changed since ``previous``.
 
     Each new or changed entry is validated here (``validate``), once, and left out with a warning when it
     does not validate in this process (a secret it cannot decrypt, an ``*_env`` not set here); its model is
     dropped at once unless the cache has room. ``invalid`` (name -> the digest of the entry refused) is
     kept up to date across the caller's polls, so a refused entry is said once. ``fetch``: where a model's
-    entry is read when it is built (default: ``raw``, kept alive by the map: a one-shot command's).
-    ``validate=False``: the entries were validated by the command that started this process
-    (``gradesync worker``'s children)."""
+    entry is read when it is built; without it the entries are kept by the map (a one-shot command's).
+    A scan is consumed as it comes: a worker never holds every stored entry at once (with 10 000
+    destinations and their keys that was ~4 MB of text a process). ``validate=False``: the entries were
+    validated by the command that started this process (``gradesync worker``'s children)."""
     old = previous.entries() if isinstance(previous, DestinationMap) else {}
+    kept = previous.cached() if isinstance(previous, DestinationMap) else {}
     size = getattr(settings, "destination_cache", CACHE_SIZE)
     build = builder(settings)
     refused = invalid if invalid is not None else {}
+    texts: dict[str, str] | None = dict(raw) if fetch is None and not isinstance(raw, Mapping) else None
+    items = raw.items() if isinstance(raw, Mapping) else (texts.items() if texts is not None else raw)
     warm: dict[str, Destination] = {}
-    if isinstance(previous, DestinationMap):
-        warm = {n: d for n, d in previous.cached().items() if n in raw and digest(raw[n]) == old[n].digest}
     entries: dict[str, Known] = {}
     changed: set[str] = set()
-    for name, stored in raw.items():
+    present: set[str] = set()
+    for name, stored in items:
+        present.add(name)
         fingerprint = digest(stored)
         before = old.get(name)
         if before is not None and before.digest == fingerprint:
             entries[name] = before
+            if name in kept and len(warm) < size:
+                warm[name] = kept[name]
             continue
         if refused.get(name) == fingerprint:
             continue
@@ -214,7 +221,9 @@ def read_map(settings: CommonSettings, raw: Mapping[str, str], previous: Mapping
                 warm[name] = dest
         refused.pop(name, None)
         entries[name] = known(stored)
-    changed |= {n for n in old if n not in raw}
-    for name in [n for n in refused if n not in raw]:
+    changed |= {n for n in old if n not in present}
+    for name in [n for n in refused if n not in present]:
         del refused[name]
-    return DestinationMap(entries, build, fetch or raw.get, cache_size=size, warm=warm), changed
+    if fetch is None:
+        fetch = (raw if isinstance(raw, Mapping) else texts or {}).get
+    return DestinationMap(entries, build, fetch, cache_size=size, warm=warm), changed

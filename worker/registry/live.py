@@ -26,6 +26,7 @@ from pathlib import Path
 import redis
 import structlog
 
+from worker import memtrim
 from worker.registry.lazy import read_map
 from worker.registry.service import FILE_APPLIED, apply_file, registry_for
 from worker.registry.store import Registry
@@ -64,6 +65,9 @@ class LiveDestinations:
         self._thread: threading.Thread | None = None
         self._listeners: list[Listener] = []
         self._file_pending = False  # the file is still to be applied (Redis was down at start)
+        # the first read of a process started by `gradesync worker` need not validate every entry: its parent
+        # validated them all moments ago, with the same environment (10 000 of them: ~1 s a process)
+        self._validate = os.environ.get(FILE_APPLIED) != "1"
 
     def __call__(self) -> Mapping[str, Destination]:
         return self._map
@@ -92,9 +96,16 @@ class LiveDestinations:
             version = self.registry.version()
             if version == self.version:
                 return False
-            version, raw = self.registry.snapshot()
-            self._map, changed = read_map(self.settings, raw, self._map, self._invalid, fetch=self.registry.get)
-            self.version = version
+            for _ in range(5):  # a consistent read: again when the version moved during the scan
+                invalid = dict(self._invalid)
+                fresh, changed = read_map(self.settings, self.registry.items(), self._map, invalid,
+                                          fetch=self.registry.get, validate=self._validate)
+                after = self.registry.version()
+                if after == version:
+                    break
+                version = after
+            self._map, self._invalid, self.version = fresh, invalid, version
+            self._validate = True
         if changed:
             log.info("destinations_changed", version=version, count=len(self._map), changed=len(changed))
         for listener in self._listeners:
@@ -117,6 +128,7 @@ class LiveDestinations:
                 if path.exists() else {}
             self._file_pending = True
         install_live_destinations(self.settings, self)
+        memtrim.trim()  # the start-up's snapshot and validations are garbage now
         self._thread = threading.Thread(target=self._poll, name="gradesync-registry", daemon=True)
         self._thread.start()
         return self
@@ -127,9 +139,12 @@ class LiveDestinations:
                 if self._file_pending:
                     self.apply_file_at_start()
                     self._file_pending = False
-                self.refresh()
+                moved = self.refresh()
             except (redis.RedisError, OSError) as exc:  # keep the last map; try again next time
                 log.warning("registry_poll_failed", error=type(exc).__name__)
+                continue
+            # the old map and the snapshot are garbage now; otherwise what deliveries left (worker.memtrim)
+            memtrim.trim(at_most_every=0.0 if moved else memtrim.TRIM_EVERY)
 
     def close(self) -> None:
         self._stop.set()
