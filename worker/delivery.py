@@ -181,22 +181,23 @@ class Deliverer:
             # registered moments ago: the shared queue brought its message before this process's next look
             # at the registry (every 2 s); an unknown destination after that look is a removed one
             destinations, vendors = self._destinations()
-        try:
-            event = GradeEvent.from_wire(record.wire, vendors=vendors)
-        except ValidationError as exc:
-            reason = f"event no longer valid for its destination: {exc.errors()[0]['msg']}"
-            return self._dead_letter(record, None, reason, {"error_class": "ConfigurationError",
-                                                            "message": reason})
-        destination = destinations.get(event.destination)
-        if destination is None:  # its entry was removed, or stopped validating, since the map was read
-            reason = f"destination {event.destination!r} is no longer registered or no longer valid here"
-            return self._dead_letter(record, None, reason, {"error_class": "ConfigurationError", "message": reason})
-        # its credentials masked in every record and log line of this run (not registered for the whole
-        # process: with 10 000 destinations of their own keys every string logged searched them all)
-        bind_secrets(destination_secrets([destination]))
+        destination = destinations.get(record.destination)
+        if destination is None:  # removed, or no longer valid here: the event's validation says why
+            return self._no_destination(record, vendors)
+        # the share is decided before the event is decrypted and validated: a destination over its share
+        # (a slow vendor's backlog in the shared queue) costs each of its messages as little as possible
         with self.share.slot(destination.name, self.flow.concurrency(destination)) as admitted:
             if not admitted:
                 return self._defer(record, self.share.delay(destination.name, self.rand), "over_share_deferred")
+            try:
+                event = GradeEvent.from_wire(record.wire, vendors=vendors)
+            except ValidationError as exc:
+                reason = f"event no longer valid for its destination: {exc.errors()[0]['msg']}"
+                return self._dead_letter(record, None, reason, {"error_class": "ConfigurationError",
+                                                                "message": reason})
+            # its credentials masked in every record and log line of this run (not registered for the whole
+            # process: with 10 000 destinations of their own keys every string logged searched them all)
+            bind_secrets(destination_secrets([destination]))
             owner = f"{self._owner}{next(self._runs)}"  # unique per run (no urandom call per event)
             item_key = event.item_key()
             keys = self.store.keys
@@ -218,6 +219,16 @@ class Deliverer:
             finally:
                 if outcome != "succeeded":  # a success released the lease in its own script
                     ledger.release(record.destination, event.learner_id, item_key, owner)
+
+    def _no_destination(self, record: EventRecord, vendors: Mapping[str, str]) -> str:
+        """Dead-letter an event whose destination is not (or no longer validly) registered here."""
+        try:
+            GradeEvent.from_wire(record.wire, vendors=vendors)
+        except ValidationError as exc:
+            reason = f"event no longer valid for its destination: {exc.errors()[0]['msg']}"
+        else:  # its entry stopped validating in this process since the map was read
+            reason = f"destination {record.destination!r} is no longer registered or no longer valid here"
+        return self._dead_letter(record, None, reason, {"error_class": "ConfigurationError", "message": reason})
 
     def _defer(self, record: EventRecord, delay: float, why: str) -> str:
         """Look at this message again in ``delay`` seconds (durably); no attempt was made."""

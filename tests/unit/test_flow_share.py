@@ -120,6 +120,20 @@ def test_the_over_share_delay_learns_how_slow_the_vendor_is() -> None:
     assert share.delay("slow", lambda: 0.0) == 5.0
 
 
+def test_before_its_first_answer_the_delay_is_how_long_its_attempts_have_been_running() -> None:
+    clock = Clock()
+    share = FairShare(4, clock=clock)
+    assert share.enter("slow", None) and share.enter("slow", None)  # two attempts, no answer yet
+    assert share.delay("slow", lambda: 0.0) == 0.5  # nothing known: the shortest deferral
+    clock.now += 3.0
+    assert share.delay("slow", lambda: 0.0) == 3.0  # not answered for 3 s: at least 3 s slow
+    share.leave("slow", 3.0)
+    clock.now += 1.0
+    assert share.delay("slow", lambda: 0.0) == 4.0  # the other one, still running, for 4 s now
+    share.leave("slow", 4.0)
+    assert share.delay("slow", lambda: 0.0) == 3.2  # none in flight: what its attempts took (smoothed)
+
+
 def _one(**knobs: object) -> object:
     entry = {"vendor": "thoughtindustries", "base_url": "http://x", "api_key_env": "K", **knobs}
     return parse_destinations({"destinations": {"ti": entry}}, environ={})["ti"]

@@ -82,6 +82,7 @@ class FairShare:
         self._held: dict[str, int] = {}
         self._holders = 0  # destinations holding at least one thread
         self._typical: dict[str, float] = {}
+        self._started: dict[str, list[float]] = {}  # when each held slot's attempt began
         self._recent: list[tuple[str, float]] = []  # the last two distinct destinations seen, newest first
         self._lock = threading.Lock()
 
@@ -106,6 +107,7 @@ class FairShare:
             self._held[name] = held + 1
             if held == 0:
                 self._holders += 1
+            self._started.setdefault(name, []).append(now)
             return True
 
     @contextmanager
@@ -114,14 +116,20 @@ class FairShare:
         if not self.enter(name, max_concurrency):
             yield False
             return
-        began = time.monotonic()
+        began = self.clock()
         try:
             yield True
         finally:
-            self.leave(name, time.monotonic() - began)
+            self.leave(name, self.clock() - began)
 
     def leave(self, name: str, seconds: float) -> None:
         with self._lock:
+            started = self._started.get(name)
+            if started:  # this attempt's start: the one nearest to now - seconds
+                began = self.clock() - seconds
+                started.remove(min(started, key=lambda t: abs(began - t)))
+                if not started:
+                    del self._started[name]
             held = self._held.get(name, 0)
             if held <= 1:
                 self._held.pop(name, None)
@@ -137,6 +145,12 @@ class FairShare:
             return self._held.get(name, 0)
 
     def delay(self, name: str, rand: Callable[[], float]) -> float:
+        """How long an over-share message of ``name`` waits: about as long as its attempts take, or as its
+        oldest attempt in flight has been running (a vendor that has not answered yet for 3 s is at least
+        3 s slow: before its first answer, its messages came back every half second and stood in the
+        shared queue ahead of other destinations' events, isolation drill)."""
         with self._lock:
             typical = self._typical.get(name, MIN_DEFER)
-        return defer_delay(typical, rand())
+            started = self._started.get(name)
+            running = self.clock() - min(started) if started else 0.0
+        return defer_delay(max(typical, running), rand())
