@@ -8,7 +8,7 @@ destinations (no rate limit), ``gradesync worker -c 64`` (one process per core, 
 then ``--events`` events spread evenly over the destinations (or, for "one busy among 100", all to one of
 100 configured). Throughput = (N - 1) / (last - first delivery), from the ledger's ``finished_at``.
 RSS: the worker's process tree (supervisor + children) once drained, and again ``SETTLE`` s later (the
-worker trims its allocator's free memory every 10 s, ``worker/memtrim.py``), with the largest single worker
+worker trims its allocator's free memory every 2 s, ``worker/memtrim.py``), with the largest single worker
 process then. Ready: from spawn to Celery's "ready" line.
 
 ``--keys direct`` (the default; what an operator of thousands of institutions runs): each destination has
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from harness import Drill, lt_destination, lt_events, machine
 
-#: seconds idle after the drain before the settled RSS is read (> worker.memtrim.TRIM_EVERY)
+#: seconds idle after the drain before the settled RSS is read (several worker.memtrim.TRIM_EVERY)
 SETTLE = 12.0
 
 

@@ -192,10 +192,14 @@ def drill(*vendors: str) -> Iterator[Drill]:
 
 def ti_rig(redis_url: str, workdir: Path, *, timeout: float = 10.0, **env: str) -> Drill:
     """The reliability drills' rig: one Thought Industries destination ``ti`` on the drill's Redis, without
-    the vendor's documented rate limit (these drills measure loss and duplicates, not flow control)."""
+    the vendor's documented rate limit and with a short breaker cool-down (these drills measure loss and
+    duplicates, not flow control: with the default 30 s doubling to 600 s, the Redis crash drill's ten 503s
+    after the restart could leave its last events parked past the drill's deadline when few of them were
+    taken by attempts in flight and the rest by probes, 30 + 60 + 120 + 240 s apart)."""
     d = Drill(("thoughtindustries",), redis_url=redis_url, workdir=workdir)
     d.configure(ti_destination("ti", d.url("thoughtindustries"), timeout=timeout, max_attempts=20,
-                               retry_base_delay=0.5, retry_max_delay=2.0, rate_limit_per_minute=0), **env)
+                               retry_base_delay=0.5, retry_max_delay=2.0, rate_limit_per_minute=0,
+                               breaker_cooldown=2.0, breaker_max_cooldown=10.0), **env)
     return d
 
 

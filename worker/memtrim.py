@@ -18,8 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 
-#: seconds between two periodic trims
-TRIM_EVERY = 10.0
+#: seconds between two periodic trims (the registry is polled every 2 s: a trim each poll)
+TRIM_EVERY = 2.0
 
 
 def _load() -> Callable[[int], int] | None:
