@@ -182,7 +182,7 @@ class CommonSettings(BaseSettings):
         120.0, gt=0, description="reads/minute of an audit of a destination with no rate limit"
     )
     destination_cache: int = Field(
-        500, ge=1, description="destination models and adapters a process keeps built (the most recently "
+        1000, ge=1, description="destination models and adapters a process keeps built (the most recently "
                                 "used; the others cost only their stored entry: worker/registry/lazy.py)")
 
     @property

@@ -7,6 +7,8 @@ is imported the first time a destination of its vendor is built.
 from __future__ import annotations
 
 import importlib
+from functools import cache
+from typing import Any
 
 from worker.adapters.base import Adapter, AdapterContext, DeliveryResult
 from worker.settings import Destination
@@ -16,11 +18,15 @@ from worker.vendors import TABLE
 REGISTRY: dict[str, str] = {row.name: row.adapter for row in TABLE}
 
 
+@cache
+def _adapter_class(vendor: str) -> Any:
+    module, _, name = REGISTRY[vendor].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def build_adapter(destination: Destination, ctx: AdapterContext) -> Adapter:
     """The adapter registered for the destination's vendor."""
-    module, _, name = REGISTRY[destination.vendor].partition(":")
-    cls = getattr(importlib.import_module(module), name)
-    adapter: Adapter = cls(destination, ctx)
+    adapter: Adapter = _adapter_class(destination.vendor)(destination, ctx)
     return adapter
 
 

@@ -13,6 +13,7 @@ credentials, ``close()``); :func:`path_segment` and :func:`compact_json` the two
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import re
 import ssl
@@ -207,14 +208,12 @@ class DestinationClient:
     dropped all day. This is a few attributes. Merged URLs are kept process-wide, bounded
     (:data:`URL_CACHE_SIZE` in all, not per destination)."""
 
-    __slots__ = ("_client", "base_url", "timeout")
+    __slots__ = ("_base", "_client", "base_url", "timeout")
 
     def __init__(self, base_url: str, timeout: float, client: httpx.Client | None = None) -> None:
-        base = httpx.URL(base_url)
-        if not base.raw_path.endswith(b"/"):  # as httpx.Client does with its base_url
-            base = base.copy_with(raw_path=base.raw_path + b"/")
-        self.base_url = base
-        self.timeout = httpx.Timeout(timeout)
+        self.base_url = base_url  # parsed only when a path of it is merged for the first time (_base)
+        self._base: httpx.URL | None = None
+        self.timeout = _timeout(timeout)
         self._client = client or shared_client()
 
     def build_request(self, method: str, url: httpx.URL | str, **kwargs: Any) -> httpx.Request:
@@ -226,8 +225,16 @@ class DestinationClient:
         merged = _MERGED.get(key) if key is not None else None
         if merged is None:
             given = httpx.URL(url)
-            merged = self.base_url.copy_with(raw_path=self.base_url.raw_path + given.raw_path.lstrip(b"/")) \
-                if given.is_relative_url else given
+            if given.is_relative_url:
+                base = self._base
+                if base is None:
+                    base = httpx.URL(self.base_url)
+                    if not base.raw_path.endswith(b"/"):  # as httpx.Client does with its base_url
+                        base = base.copy_with(raw_path=base.raw_path + b"/")
+                    self._base = base
+                merged = base.copy_with(raw_path=base.raw_path + given.raw_path.lstrip(b"/"))
+            else:
+                merged = given
             if key is not None:
                 if len(_MERGED) >= URL_CACHE_SIZE:
                     _MERGED.clear()
@@ -242,7 +249,12 @@ class DestinationClient:
 
 
 #: (base URL, request path) -> the merged URL, for every destination of the process
-_MERGED: dict[tuple[httpx.URL, str], httpx.URL] = {}
+_MERGED: dict[tuple[str, str], httpx.URL] = {}
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(seconds: float) -> httpx.Timeout:
+    return httpx.Timeout(seconds)
 _shared_lock = threading.Lock()
 _shared: VendorClient | None = None
 

@@ -34,7 +34,7 @@ from worker.settings import CommonSettings, Destination
 log = structlog.get_logger("gradesync.registry")
 
 #: destination models kept per process (the most recently used)
-CACHE_SIZE = 500
+CACHE_SIZE = 1000
 
 
 class Known(NamedTuple):
