@@ -39,7 +39,7 @@ def test_a_model_is_built_on_first_use_and_the_most_recent_are_kept() -> None:
     build = Counting()
     raws = {f"d{i}": stored(f"d{i}") for i in range(10)}
     entries = {n: known(t) for n, t in raws.items()}
-    dests = DestinationMap(entries, build, raws.get, cache_size=3)
+    dests = DestinationMap(entries, build, cache_size=3)
     assert len(dests) == 10 and "d4" in dests and "nope" not in dests and build.calls == []
     assert dests["d1"].base_url == "https://d1.example" and dests["d1"] is dests["d1"]
     for name in ("d2", "d3", "d4"):
@@ -48,16 +48,16 @@ def test_a_model_is_built_on_first_use_and_the_most_recent_are_kept() -> None:
     assert dests["d1"].name == "d1" and build.calls == ["d1", "d2", "d3", "d4", "d1"]
     with pytest.raises(KeyError):
         dests["nope"]
-    del raws["d9"]  # removed from the registry since the map was read: not found when built
+    bad = DestinationMap({"bad-1": known(raws["d9"])}, build)  # an entry that stopped validating here
     with pytest.raises(KeyError):
-        dests["d9"]
-    assert dests.get("d9") is None
+        bad["bad-1"]
+    assert bad.get("bad-1") is None
 
 
 def test_vendors_groups_and_queues_are_read_without_building_a_model() -> None:
     build = Counting()
     raws = {"a": stored("a"), "b": stored("b", group="bulk"), "c": stored("c")}
-    dests = DestinationMap({n: known(t) for n, t in raws.items()}, build, raws.get, cache_size=10)
+    dests = DestinationMap({n: known(t) for n, t in raws.items()}, build, cache_size=10)
     assert vendors_of(dests) == {"a": "ltiaas", "b": "ltiaas", "c": "ltiaas"}
     assert group_of(dests, "b") == "bulk" and group_of(dests, "a") is None
     assert all_queues(dests) == ["grades", "grades.bulk"]
@@ -104,14 +104,14 @@ def test_the_adapter_pool_keeps_the_most_recently_used() -> None:
     pool = AdapterPool(Settings(destination_cache=2), store, factory=FakeAdapter)  # type: ignore[arg-type]
     build = Counting()
     raws = {n: stored(n) for n in ("a", "b", "c")}
-    dests = DestinationMap({n: known(t) for n, t in raws.items()}, build, raws.get, cache_size=1)  # rebuilt: equal
+    dests = DestinationMap({n: known(t) for n, t in raws.items()}, build, cache_size=1)  # rebuilt: equal
     first = pool.get(dests["a"])
     assert pool.get(dests["b"]) is not first
     assert pool.get(dests["a"]) is first  # an equal model rebuilt from the same entry: the same adapter
     pool.get(dests["c"])  # evicts b, the least recently used
     assert set(pool._adapters) == {"a", "c"}
     changed_raw = {"a": stored("a", timeout=15.0)}
-    changed = DestinationMap({"a": known(changed_raw["a"])}, build, changed_raw.get, cache_size=1)
+    changed = DestinationMap({"a": known(changed_raw["a"])}, build, cache_size=1)
     assert pool.get(changed["a"]) is not first  # a changed destination: a new adapter
     pool.close()
     assert first.closed  # retired adapters are closed with the pool

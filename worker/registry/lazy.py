@@ -3,11 +3,12 @@
 Why: a worker process kept every registered destination as a validated model (about 1.5 to 2.7 KB each), and
 every destination it delivered to as an adapter with its HTTP client (about 3 KB): 10 000 destinations
 grew each process by ~50 MB, though a process delivers to few of them in any minute. Now a process keeps,
-per destination, its name, vendor, group and a digest of its stored entry (to see a change); the
-:class:`Destination` model is built on first use (one ``HGET`` of the entry and ~40 µs, or ~80 µs with a
-secret to decrypt) and kept in a cache of the :data:`CACHE_SIZE` most recently used
-(``GRADESYNC_DESTINATION_CACHE``). The adapters follow the same bound (:class:`worker.delivery.AdapterPool`).
-The stored texts are not kept: with keys given directly (a Fernet token each) they were ~4 MB a process.
+per destination, its stored entry (the registry's JSON text, a few hundred bytes: ~3.5 MB for 10 000
+destinations with their keys given directly), its vendor and its group; the :class:`Destination` model is
+built from the text on first use (~50 µs with a secret to decrypt) and kept in a cache of the
+:data:`CACHE_SIZE` most recently used (``GRADESYNC_DESTINATION_CACHE``). The adapters follow the same
+bound (:class:`worker.delivery.AdapterPool`). Why the text and not a digest of it, read again from Redis
+on use: that ``HGET`` was the largest Redis wait of a worker delivering to 10 000 destinations (py-spy).
 
 Every entry was validated once when the process read it (:class:`worker.registry.live.LiveDestinations`):
 an entry that does not validate here is not in the map, so ``name in map`` means "deliverable". Its
@@ -38,41 +39,33 @@ CACHE_SIZE = 1000
 
 
 class Known(NamedTuple):
-    """What a process keeps of a destination it does not use now: enough to route it and to see a change."""
+    """What a process keeps of a destination it does not use now: its entry, to route it and rebuild it."""
 
-    digest: int
+    stored: str
     vendor: str
     group: str | None
-
-
-def digest(stored: str) -> int:
-    """The stored entry's fingerprint in this process (64-bit; compared only within the process)."""
-    return hash(stored)
 
 
 def known(stored: str) -> Known:
     """The vendor and group of a stored entry, without validating it (it was validated when read)."""
     config = json.loads(stored).get("config") or {}
     group = config.get("group")  # both interned: a handful of distinct values among thousands of entries
-    return Known(digest(stored), sys.intern(str(config.get("vendor"))), sys.intern(str(group)) if group else None)
+    return Known(stored, sys.intern(str(config.get("vendor"))), sys.intern(str(group)) if group else None)
 
 
 #: (name, stored entry) -> the destination it means here; :class:`EntryError` when it does not validate
 Build = Callable[[str, str], Destination]
-#: name -> its stored entry now (the registry's ``HGET``), None when it is gone
-Fetch = Callable[[str], "str | None"]
 
 
 class DestinationMap(Mapping[str, Destination]):
-    """name -> :class:`Destination`, built from the stored entry (``fetch``) on first use, the most recently
-    used ``cache_size`` kept (thread-safe: the delivery threads share it). A name whose entry is gone or no
-    longer validates when it is built is not found (``KeyError``, as for a removed destination)."""
+    """name -> :class:`Destination`, built from the stored entry on first use, the most recently used
+    ``cache_size`` kept (thread-safe: the delivery threads share it). A name whose entry no longer
+    validates when it is built is not found (``KeyError``, as for a removed destination)."""
 
-    def __init__(self, entries: Mapping[str, Known], build: Build, fetch: Fetch, *,
-                 cache_size: int = CACHE_SIZE, warm: Mapping[str, Destination] | None = None) -> None:
+    def __init__(self, entries: Mapping[str, Known], build: Build, *, cache_size: int = CACHE_SIZE,
+                 warm: Mapping[str, Destination] | None = None) -> None:
         self._entries = dict(sorted(entries.items()))
         self._build = build
-        self._fetch = fetch
         self._size = max(1, cache_size)
         self._cache: OrderedDict[str, Destination] = OrderedDict()
         self._lock = threading.Lock()
@@ -88,13 +81,9 @@ class DestinationMap(Mapping[str, Destination]):
             if dest is not None:
                 self._cache.move_to_end(name)
                 return dest
-        if name not in self._entries:
-            raise KeyError(name)
-        stored = self._fetch(name)
-        if stored is None:  # removed since this map was read: the next look at the registry drops it
-            raise KeyError(name)
+        entry = self._entries[name]  # KeyError: not a destination (here)
         try:
-            dest = self._build(name, stored)
+            dest = self._build(name, entry.stored)
         except EntryError as exc:
             log.warning("registry_entry_invalid", destination=name, problems=[f"{k}: {m}" for k, m in exc.problems])
             raise KeyError(name) from None
@@ -174,47 +163,42 @@ def builder(settings: CommonSettings) -> Build:
 
 
 def read_map(settings: CommonSettings, raw: Mapping[str, str] | Iterable[tuple[str, str]],
-             previous: Mapping[str, Destination] | None = None, invalid: dict[str, int] | None = None, *,
-             fetch: Fetch | None = None, validate: bool = True) -> tuple[DestinationMap, set[str]]:
+             previous: Mapping[str, Destination] | None = None, invalid: dict[str, str] | None = None, *,
+             validate: bool = True) -> tuple[DestinationMap, set[str]]:
     """The map of the stored entries ``raw`` (name -> JSON, or the registry's scan of (name, JSON)) and the
     names that changed since ``previous``.
 
     Each new or changed entry is validated here (``validate``), once, and left out with a warning when it
     does not validate in this process (a secret it cannot decrypt, an ``*_env`` not set here); its model is
-    dropped at once unless the cache has room. ``invalid`` (name -> the digest of the entry refused) is
-    kept up to date across the caller's polls, so a refused entry is said once. ``fetch``: where a model's
-    entry is read when it is built; without it the entries are kept by the map (a one-shot command's).
-    A scan is consumed as it comes: a worker never holds every stored entry at once (with 10 000
-    destinations and their keys that was ~4 MB of text a process). ``validate=False``: the entries were
-    validated by the command that started this process (``gradesync worker``'s children)."""
+    dropped at once unless the cache has room. ``invalid`` (name -> the entry refused) is kept up to date
+    across the caller's polls, so a refused entry is said once. A scan is consumed as it comes.
+    ``validate=False``: the entries were validated by the command that started this process
+    (``gradesync worker``'s children)."""
     old = previous.entries() if isinstance(previous, DestinationMap) else {}
     kept = previous.cached() if isinstance(previous, DestinationMap) else {}
     size = getattr(settings, "destination_cache", CACHE_SIZE)
     build = builder(settings)
     refused = invalid if invalid is not None else {}
-    texts: dict[str, str] | None = dict(raw) if fetch is None and not isinstance(raw, Mapping) else None
-    items = raw.items() if isinstance(raw, Mapping) else (texts.items() if texts is not None else raw)
     warm: dict[str, Destination] = {}
     entries: dict[str, Known] = {}
     changed: set[str] = set()
     present: set[str] = set()
-    for name, stored in items:
+    for name, stored in (raw.items() if isinstance(raw, Mapping) else raw):
         present.add(name)
-        fingerprint = digest(stored)
         before = old.get(name)
-        if before is not None and before.digest == fingerprint:
+        if before is not None and before.stored == stored:
             entries[name] = before
             if name in kept and len(warm) < size:
                 warm[name] = kept[name]
             continue
-        if refused.get(name) == fingerprint:
+        if refused.get(name) == stored:
             continue
         changed.add(name)
         if validate:
             try:
                 dest = build(name, stored)
             except EntryError as exc:
-                refused[name] = fingerprint
+                refused[name] = stored
                 log.warning("registry_entry_invalid", destination=name, problems=[f"{k}: {m}" for k, m in exc.problems])
                 continue
             if len(warm) < size:
@@ -224,6 +208,4 @@ def read_map(settings: CommonSettings, raw: Mapping[str, str] | Iterable[tuple[s
     changed |= {n for n in old if n not in present}
     for name in [n for n in refused if n not in present]:
         del refused[name]
-    if fetch is None:
-        fetch = (raw if isinstance(raw, Mapping) else texts or {}).get
-    return DestinationMap(entries, build, fetch, cache_size=size, warm=warm), changed
+    return DestinationMap(entries, build, cache_size=size, warm=warm), changed

@@ -59,7 +59,7 @@ class LiveDestinations:
         self.poll_seconds = poll_seconds
         self.version = -1
         self._map: Mapping[str, Destination] = {}
-        self._invalid: dict[str, int] = {}  # name -> digest of the entry that did not validate here (said once)
+        self._invalid: dict[str, str] = {}  # name -> the entry that did not validate here (said once)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -99,7 +99,7 @@ class LiveDestinations:
             for _ in range(5):  # a consistent read: again when the version moved during the scan
                 invalid = dict(self._invalid)
                 fresh, changed = read_map(self.settings, self.registry.items(), self._map, invalid,
-                                          fetch=self.registry.get, validate=self._validate)
+                                          validate=self._validate)
                 after = self.registry.version()
                 if after == version:
                     break
