@@ -26,7 +26,7 @@ from sandbox.control import SandboxClient
 from sandbox.localredis import EmbeddedRedis
 from sandbox.lti_demo import demo_jwks, demo_key
 from worker.adapters.base import AdapterContext
-from worker.adapters.http import make_client
+from worker.adapters.client import make_client
 from worker.adapters.lti_ags import LtiAgsAdapter
 from worker.events import GradeEvent
 from worker.store.cache import RedisCache

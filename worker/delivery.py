@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from worker import errors, hooks, shutdown
 from worker.adapters import build_adapter
 from worker.adapters.base import Adapter, AdapterContext, DeliveryResult
-from worker.adapters.http import make_client, take_budget
+from worker.adapters.client import make_client, take_budget
 from worker.dispatch import new_token
 from worker.events import GradeEvent
 from worker.flow.gate import FlowControl, Verdict
@@ -73,7 +73,7 @@ class AdapterPool:
     most recently used are kept (10 000 destinations' adapters and clients were ~30 MB a process). An
     adapter dropped from the pool is not closed: another thread may still be in its request, and its
     client holds no connection of its own (they are the process's shared ones,
-    :class:`worker.adapters.http.SharedTransport`)."""
+    :class:`worker.adapters.client.SharedTransport`)."""
 
     def __init__(self, settings: Settings, store: Store,
                  factory: Callable[[Destination, AdapterContext], Adapter] = build_adapter) -> None:

@@ -19,7 +19,7 @@ from sandbox.control import SandboxClient
 from tests.integration.conftest import Cluster
 from worker.adapters import build_adapter
 from worker.adapters.base import AdapterContext
-from worker.adapters.http import make_client
+from worker.adapters.client import make_client
 from worker.adapters.learningstudio import GradebookItem, LearningStudioAdapter, grade_path
 from worker.adapters.ltiaas import score_path
 from worker.audit.engine import AuditRunner

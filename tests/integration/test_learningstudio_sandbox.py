@@ -18,7 +18,7 @@ from sandbox.control import SandboxClient
 from worker import errors
 from worker.adapters import oauth1_cmac
 from worker.adapters.base import AdapterContext
-from worker.adapters.http import make_client
+from worker.adapters.client import make_client
 from worker.adapters.learningstudio import CACHE_NAMESPACE, LearningStudioAdapter
 from worker.events import GradeEvent
 from worker.store.cache import RedisCache

@@ -22,7 +22,7 @@ from sandbox.control import SandboxClient
 from sandbox.lti_demo import demo_jwks, demo_key
 from worker import errors
 from worker.adapters.base import AdapterContext
-from worker.adapters.http import make_client
+from worker.adapters.client import make_client
 from worker.adapters.lti_ags import LtiAgsAdapter
 from worker.adapters.lti_auth import ASSERTION_TYPE, build_assertion
 from worker.events import GradeEvent

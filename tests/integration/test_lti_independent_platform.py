@@ -53,7 +53,7 @@ from sandbox.lti_demo import demo_key
 from tests.integration.conftest import Cluster
 from worker import errors
 from worker.adapters.base import AdapterContext
-from worker.adapters.http import make_client
+from worker.adapters.client import make_client
 from worker.adapters.lti_ags import LtiAgsAdapter
 from worker.adapters.lti_auth import ASSERTION_TYPE, build_assertion
 from worker.events import GradeEvent

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from worker.adapters.http import PerThreadTransport, VendorClient
+from worker.adapters.client import PerThreadTransport, VendorClient
 
 
 class _Server(ThreadingHTTPServer):

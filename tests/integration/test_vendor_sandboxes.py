@@ -21,8 +21,8 @@ from sandbox.control import SandboxClient
 from sandbox.edlink import DEMO_PERSON_ID
 from worker import errors
 from worker.adapters.base import AdapterContext
+from worker.adapters.client import make_client
 from worker.adapters.edlink import EdlinkAdapter
-from worker.adapters.http import make_client
 from worker.adapters.ltiaas import LtiaasAdapter
 from worker.adapters.thoughtindustries import ThoughtIndustriesAdapter, sign_hs256
 from worker.events import GradeEvent

@@ -12,7 +12,7 @@ import httpx
 from pydantic import SecretStr
 
 from worker.adapters.base import AdapterContext
-from worker.adapters.http import make_client
+from worker.adapters.client import make_client
 from worker.events import GradeEvent
 from worker.lti_keys import ToolKey, generate_key
 from worker.vendors.lti import LtiAgsDestination

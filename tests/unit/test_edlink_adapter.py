@@ -13,8 +13,8 @@ from pydantic import SecretStr
 
 from worker import errors
 from worker.adapters.base import AdapterContext
+from worker.adapters.client import make_client
 from worker.adapters.edlink import EdlinkAdapter
-from worker.adapters.http import make_client
 from worker.events import GradeEvent
 from worker.vendors.edlink import EdlinkDestination
 

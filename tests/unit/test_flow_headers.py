@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from worker.adapters.http import make_client, take_budget
+from worker.adapters.client import make_client, take_budget
 from worker.flow.headers import Budget, concurrency_cap, lowers, paced_rate, parse
 
 NOW = 1_750_000_000.0

@@ -14,7 +14,7 @@ from pydantic import SecretStr, ValidationError
 from worker import errors
 from worker.adapters import oauth1_cmac
 from worker.adapters.base import AdapterContext
-from worker.adapters.http import make_client
+from worker.adapters.client import make_client
 from worker.adapters.learningstudio import CACHE_NAMESPACE, CACHE_TTL_SECONDS, LearningStudioAdapter
 from worker.events import GradeEvent
 from worker.vendors.learningstudio import LearningStudioDestination

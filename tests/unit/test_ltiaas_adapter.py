@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from worker import errors
 from worker.adapters.base import AdapterContext
-from worker.adapters.http import make_client
+from worker.adapters.client import make_client
 from worker.adapters.ltiaas import LtiaasAdapter
 from worker.events import GradeEvent
 from worker.vendors.edlink import EdlinkDestination

@@ -18,7 +18,7 @@ from sandbox.lti_demo import demo_jwks, demo_key, demo_pem
 from worker import errors
 from worker.adapters import build_adapter
 from worker.adapters.base import AdapterContext
-from worker.adapters.http import make_client
+from worker.adapters.client import make_client
 from worker.adapters.ltiaas import score_path
 from worker.events import GradeEvent
 from worker.readback import Unreadable, build_reader

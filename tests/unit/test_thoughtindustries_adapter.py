@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from worker import errors
 from worker.adapters.base import AdapterContext
-from worker.adapters.http import make_client
+from worker.adapters.client import make_client
 from worker.adapters.thoughtindustries import ThoughtIndustriesAdapter
 from worker.events import GradeEvent
 from worker.vendors.thoughtindustries import ThoughtIndustriesDestination

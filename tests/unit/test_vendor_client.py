@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from worker.adapters import http as vendor_http
+from worker.adapters import client as vendor_http
 
 
 def _client(seen: list[httpx.Request], base_url: str = "https://lms.example/api/v1") -> vendor_http.VendorClient:

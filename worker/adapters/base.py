@@ -69,7 +69,7 @@ def _ignore(method: str, route: str, status: int | None, seconds: float) -> None
 
 class HttpClient(Protocol):
     """What an adapter uses of its HTTP client (an ``httpx.Client``, or a destination's view of the
-    process's one client, :class:`worker.adapters.http.DestinationClient`)."""
+    process's one client, :class:`worker.adapters.client.DestinationClient`)."""
 
     def build_request(self, method: str, url: httpx.URL | str, *, content: Any = None, data: Any = None,
                       json: Any = None, params: Any = None, headers: Any = None) -> httpx.Request: ...

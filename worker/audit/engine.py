@@ -26,7 +26,7 @@ import structlog
 
 from worker import errors
 from worker.adapters.base import AdapterContext
-from worker.adapters.http import make_client
+from worker.adapters.client import make_client
 from worker.audit.compare import Delivered, Outcome, Verdict, compare
 from worker.audit.jobs import AuditJobs, AuditRequest, JobView
 from worker.audit.pace import AuditPace

@@ -89,7 +89,7 @@ class FlowControl:
 
     def pace(self, destination: Destination, raw: dict[str, str] | None) -> float | None:
         """Slow the destination before the vendor refuses: when its answers report their rate-limit
-        budget (``raw``: :func:`worker.adapters.http.take_budget`), lower its adaptive rate to
+        budget (``raw``: :func:`worker.adapters.client.take_budget`), lower its adaptive rate to
         :func:`worker.flow.headers.paced_rate` (never raise it). Returns the rate set, if any.
 
         While answers report a budget, a lowered rate does not end by time: its doubling goes on probing

@@ -62,7 +62,7 @@ def lti_check_cmd(name: str) -> None:
 
     from worker import errors
     from worker.adapters.base import AdapterContext, NullCache
-    from worker.adapters.http import make_client
+    from worker.adapters.client import make_client
     from worker.adapters.lti_auth import TokenSource
 
     try:
