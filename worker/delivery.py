@@ -47,7 +47,7 @@ from worker.flow.gate import FlowControl, Verdict
 from worker.flow.share import FairShare
 from worker.known_secrets import destination_secrets, scrub_error, wire_secrets
 from worker.redact import bind_secrets, redact_text
-from worker.registry.lazy import CACHE_SIZE, vendors_of
+from worker.registry.lazy import vendors_of
 from worker.retry import Action, RetryPolicy, decide
 from worker.settings import Destination, Settings, refresh_live_destinations
 from worker.store import EventRecord, Store
@@ -80,7 +80,7 @@ class AdapterPool:
         self.settings = settings
         self.store = store
         self.factory = factory
-        self.size = max(1, getattr(settings, "destination_cache", CACHE_SIZE))
+        self.size = settings.destination_cache
         self._adapters: OrderedDict[str, tuple[Destination, Adapter]] = OrderedDict()
         self._retired: list[Adapter] = []
         self._lock = threading.Lock()

@@ -107,10 +107,6 @@ class DestinationMap(Mapping[str, Destination]):
     def entries(self) -> Mapping[str, Known]:
         return self._entries
 
-    def vendor(self, name: str) -> str | None:
-        entry = self._entries.get(name)
-        return entry.vendor if entry is not None else None
-
     def group(self, name: str) -> str | None:
         entry = self._entries.get(name)
         return entry.group if entry is not None else None
@@ -176,7 +172,7 @@ def read_map(settings: CommonSettings, raw: Mapping[str, str] | Iterable[tuple[s
     (``gradesync worker``'s children)."""
     old = previous.entries() if isinstance(previous, DestinationMap) else {}
     kept = previous.cached() if isinstance(previous, DestinationMap) else {}
-    size = getattr(settings, "destination_cache", CACHE_SIZE)
+    size = settings.destination_cache
     build = builder(settings)
     refused = invalid if invalid is not None else {}
     warm: dict[str, Destination] = {}
